@@ -1,0 +1,3 @@
+from safeeraser.cli import main
+
+main()

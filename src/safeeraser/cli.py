@@ -1,0 +1,156 @@
+"""Command line: a thin shell over the library. Every user error ends in one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+try:  # typer >= 0.2x carries its own copy of click
+    from typer._click import exceptions as cli_errors
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as cli_errors
+
+from safeeraser.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Safety unlearning for multimodal LLMs: SafeEraser data, methods (GA/GD/KL/PO/NPO ± PD), metrics (ASR, RR, SARR, ROUGE-L).",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Make, validate and count SafeEraser-format datasets.")
+model_app = typer.Typer(no_args_is_help=True, help="Build the tiny stand-in LLaVA.")
+app.add_typer(data_app, name="data")
+app.add_typer(model_app, name="model")
+
+
+def _positive(name: str, value: int | float | None) -> None:
+    if value is not None and value <= 0:
+        raise UserError(f"{name} must be positive (got {value})")
+
+
+def _say(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+@data_app.command("make-demo")
+def data_make_demo(
+    out: Path = typer.Option(..., "--out", help="Folder to write all_train.json, all_val.json, general_vqa.json and images."),
+    images_per_category: int = typer.Option(12, "--images-per-category", help="Harmful images per category (6 categories); 500 gives the published 3,000."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Write the offline demo benchmark in the published format."""
+    from safeeraser.data.demo import make_demo
+
+    summary = make_demo(out, images_per_category=images_per_category, seed=seed)
+    _say(f"wrote {out}: {summary['train_records']} train + {summary['val_records']} val records, {summary['general_questions']} general-VQA questions")
+
+
+@data_app.command("validate")
+def data_validate(
+    path: Path = typer.Argument(..., help="Dataset folder (with all_train.json / all_val.json) or one JSON/JSONL file."),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="Allow image paths outside the dataset root."),
+):
+    """Check every record, field and image; exit 0 when valid."""
+    from safeeraser.data.checks import validate
+
+    for s in validate(path, allow_outside_root=allow_outside_root):
+        typer.echo(f"{s.file}: ok: {s.records} records, {s.unsafe_pairs} harmful questions, {s.unharm_pairs} benign pairs, {s.images + s.sd_images} images")
+
+
+@data_app.command("stats")
+def data_stats(
+    path: Path = typer.Argument(..., help="Dataset folder or one JSON/JSONL file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
+):
+    """Count records, questions and images per split and category."""
+    from safeeraser.data.checks import stats
+
+    rows = [s.as_dict() for s in stats(path, allow_outside_root=allow_outside_root)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    for row in rows:
+        typer.echo(f"{row['file']}: {row['records']} records, {row['unsafe_pairs']} harmful questions, {row['unharm_pairs']} benign pairs, {row['images']} harmful + {row['sd_images']} harmless images")
+        for category, n in row["by_category"].items():
+            typer.echo(f"  {category:<16} {n}")
+
+
+@model_app.command("make-tiny")
+def model_make_tiny(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (e.g. from `data make-demo`)."),
+    out: Path = typer.Option(..., "--out", help="Folder to save the model and processor in."),
+    size: str = typer.Option("tiny", "--size", help="tiny (about 1M parameters) or small (about 100M, for measurements)."),
+    seed: int = typer.Option(0, "--seed"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Vanilla training steps (default depends on --size)."),
+):
+    """Build the tiny LLaVA and train it into vanilla behaviour."""
+    from safeeraser.models.tiny import make_tiny
+
+    _positive("--steps", steps)
+    summary = make_tiny(data, out, size=size, seed=seed, steps=steps)
+    _say(f"wrote {out}: {summary['parameters']:,} parameters, {summary['steps']} steps, final loss {summary['final_loss']:.4f}")
+
+
+@app.command("unlearn")
+def unlearn_cmd(
+    model: str = typer.Option(..., "--model", help="Model folder or Hugging Face id (e.g. llava-hf/llava-1.5-7b-hf)."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder (all_train.json is the forget split)."),
+    method: str = typer.Option(..., "--method", help="ga, gd, kl, po, npo, each optionally +pd (aliases: gapd, gdpd, klpd, popd, idk, idkpd)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: adapter, config, log, plot, checkpoints."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding the published defaults."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A packaged config applied before --config: 'demo' suits the tiny model."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (optim.lr)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    pd_weight: Optional[float] = typer.Option(None, "--pd-weight", help="Lambda of the Prompt-Decouple term."),
+    settings: list[str] = typer.Option([], "--set", help="Any setting as KEY=VALUE, e.g. --set lora.r=16 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
+    merge: bool = typer.Option(False, "--merge", help="Also save the merged full model to RUN_DIR/merged."),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
+):
+    """Unlearn the forget split with a LoRA adapter."""
+    from safeeraser.unlearn.config import parse_override, resolve_config
+    from safeeraser.unlearn.trainer import unlearn
+
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pass one")
+    overrides = [parse_override(s) for s in settings]
+    flags = {"max_steps": max_steps, "seed": seed}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if lr is not None:
+        flags["optim"] = {"lr": lr}
+    if pd_weight is not None:
+        flags["method"] = {"pd_weight": pd_weight}
+    cfg = resolve_config(config, overrides + [flags], preset=preset)
+    result = unlearn(model, data, method, out, cfg, resume=resume, overwrite=overwrite, merge=merge, allow_outside_root=allow_outside_root)
+    if result.stopped == "already complete":
+        _say(f"{out}: run already complete ({result.steps} steps); nothing to do")
+    else:
+        _say(f"wrote {out}: {result.method}, {result.steps}/{result.total_steps} steps in {result.seconds:.1f}s" + (f" (stopped early: {result.stopped})" if result.stopped else ""))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app; turn user errors into one line and an exit code."""
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="safeeraser")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except cli_errors.UsageError as e:
+        if e.format_message():  # (empty when a group was called without a command: help was shown)
+            where = f" ({e.ctx.command_path})" if e.ctx else ""
+            print(f"error: {e.format_message()}{where}", file=sys.stderr)
+        sys.exit(2)
+    except (cli_errors.Abort, KeyboardInterrupt):
+        print("error: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    except cli_errors.Exit as e:
+        sys.exit(e.exit_code)
+    sys.exit(result if isinstance(result, int) else 0)

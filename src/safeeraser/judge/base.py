@@ -1,0 +1,49 @@
+"""The judge interface: items in, verdicts out. A failed judgement is an error, never a verdict.
+
+Three kinds of item, one per metric family (SPEC §4):
+- ``harm``:        a response to a harmful prompt -> ``unsafe`` (ASR) and ``refusal`` (RR)
+- ``decouple``:    a response to a harmful question about a harmless image -> ``normal`` (SARR)
+- ``consistency``: a benign answer against its reference -> ``score`` in [0, 1]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal, Protocol
+
+KINDS = ("harm", "decouple", "consistency")
+
+
+@dataclass(frozen=True)
+class JudgeItem:
+    kind: Literal["harm", "decouple", "consistency"]
+    question: str
+    answer: str
+    category: str = ""
+    reference: str = ""
+
+
+@dataclass
+class Verdict:
+    refusal: bool | None = None
+    unsafe: bool | None = None
+    normal: bool | None = None
+    score: float | None = None
+    error: str | None = None  # set when the judge failed: the item is excluded from every metric
+    cached: bool = False
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != ""}
+
+
+class Judge(Protocol):
+    name: str
+
+    def judge(self, items: list[JudgeItem], *, progress: bool = False) -> list[Verdict]:
+        """One verdict per item, in order."""
+        ...

@@ -1,0 +1,119 @@
+"""Turning (image, question[, answer]) into model tensors, and batches of them.
+
+Prompts come from the processor's chat template (as llava-hf processors carry it), so the
+same code serves the tiny stand-in and LLaVA-1.5-7B. Each image is preprocessed once and
+cached; the ``<image>`` placeholder is expanded to as many tokens as the processor says that
+image needs. Training examples are masked so that only answer tokens carry labels.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from safeeraser.data.images import open_rgb
+from safeeraser.data.views import Example
+
+IGNORE = -100
+
+
+class Codec:
+    def __init__(self, processor, *, max_answer_tokens: int = 256, image_cache: int = 1024):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.image_token = processor.image_token
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
+        self.eos_id = self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+        self.max_answer_tokens = max_answer_tokens
+        self._images: OrderedDict[Path, dict] = OrderedDict()
+        self._image_cache = image_cache
+        self.prompt_text = lru_cache(maxsize=65536)(self._prompt_text)
+
+    def _prompt_text(self, question: str) -> str:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def pixels(self, image: Path) -> dict:
+        """Preprocessed image tensors (batch of one) plus its number of image tokens."""
+        if image in self._images:
+            self._images.move_to_end(image)
+            return self._images[image]
+        inputs = dict(self.processor.image_processor(images=[open_rgb(image)], return_tensors="pt"))
+        expanded = self.processor.replace_image_token(inputs, 0)
+        inputs["num_image_tokens"] = expanded.count(self.image_token)
+        self._images[image] = inputs
+        if len(self._images) > self._image_cache:
+            self._images.popitem(last=False)
+        return inputs
+
+    def _prompt_ids(self, question: str, n_image_tokens: int) -> list[int]:
+        ids = self.tokenizer(self.prompt_text(question))["input_ids"]
+        out: list[int] = []
+        for t in ids:
+            out.extend([t] * n_image_tokens if t == self.image_token_id else [t])
+        return out
+
+    def _answer_ids(self, prompt: str, answer: str) -> list[int]:
+        """Answer tokens as they follow the prompt (tokenised in context, then split off)."""
+        prompt_ids = self.tokenizer(prompt)["input_ids"]
+        full = self.tokenizer(prompt + " " + answer)["input_ids"]
+        if full[: len(prompt_ids)] == prompt_ids:
+            ids = full[len(prompt_ids) :]
+        else:  # a merge across the boundary: fall back to the answer on its own
+            ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        return ids[: self.max_answer_tokens] + [self.eos_id]
+
+    def encode_prompt(self, image: Path, question: str) -> dict:
+        px = self.pixels(image)
+        ids = self._prompt_ids(question, px["num_image_tokens"])
+        return {"input_ids": ids, "image": px}
+
+    def encode_example(self, example: Example) -> dict:
+        """Prompt + answer, labels only on the answer (and its end-of-sequence token)."""
+        px = self.pixels(example.image)
+        prompt_ids = self._prompt_ids(example.question, px["num_image_tokens"])
+        answer_ids = self._answer_ids(self.prompt_text(example.question), example.answer)
+        return {
+            "input_ids": prompt_ids + answer_ids,
+            "labels": [IGNORE] * len(prompt_ids) + answer_ids,
+            "image": px,
+        }
+
+    @staticmethod
+    def _stack_images(items: list[dict]) -> dict:
+        images = [it["image"] for it in items]
+        out = {"pixel_values": torch.cat([im["pixel_values"] for im in images])}
+        if "image_sizes" in images[0]:
+            out["image_sizes"] = torch.cat([im["image_sizes"] for im in images])
+        return out
+
+    def collate_train(self, items: list[dict]) -> dict:
+        """Right-padded training batch with labels."""
+        width = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it["input_ids"])
+            ids[row, :n] = torch.tensor(it["input_ids"])
+            labels[row, :n] = torch.tensor(it["labels"])
+            mask[row, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, **self._stack_images(items)}
+
+    def collate_prompts(self, items: list[dict]) -> dict:
+        """Left-padded prompt batch for generation (new tokens line up at the right)."""
+        width = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it["input_ids"])
+            ids[row, width - n :] = torch.tensor(it["input_ids"])
+            mask[row, width - n :] = 1
+        return {"input_ids": ids, "attention_mask": mask, **self._stack_images(items)}
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()

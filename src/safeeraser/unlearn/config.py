@@ -1,0 +1,129 @@
+"""Unlearning configuration: published defaults, then a YAML file, then command-line overrides."""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from safeeraser.errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoraSettings(_Strict):
+    r: int = Field(gt=0)
+    alpha: float = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+    target: str | None = None
+    train_projector: bool = False
+
+
+class OptimSettings(_Strict):
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_ratio: float = Field(ge=0, le=1)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    grad_clip: float | None = Field(default=1.0, gt=0)
+
+
+class MethodSettings(_Strict):
+    pd_weight: float | None = Field(default=None, ge=0)
+    npo_beta: float = Field(default=0.1, gt=0)
+    forget_nll_bound: float | None = Field(default=None, gt=0)
+
+
+class UnlearnConfig(_Strict):
+    seed: int = 0
+    lora: LoraSettings
+    optim: OptimSettings
+    epochs: float = Field(gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(gt=0)
+    grad_accum: int = Field(gt=0)
+    max_answer_tokens: int = Field(gt=0)
+    method: MethodSettings
+    checkpoint_every: int = Field(ge=0)
+    eval_every: int = Field(ge=0)
+    eval_samples: int = Field(gt=0)
+    log_every: int = Field(gt=0)
+
+
+def packaged_config(name: str) -> dict:
+    text = resources.files("safeeraser").joinpath("configs", f"{name}.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: invalid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def parse_override(text: str) -> dict:
+    """``optim.lr=1e-3`` -> ``{"optim": {"lr": 0.001}}`` (the value is read as YAML)."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=1e-3")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def resolve_config(
+    file: Path | None = None,
+    overrides: list[dict] | None = None,
+    *,
+    preset: str | None = None,
+) -> UnlearnConfig:
+    """Defaults <- packaged preset (e.g. ``demo``) <- YAML file <- overrides, validated."""
+    data = packaged_config("default")
+    if preset:
+        data = _merge(data, packaged_config(preset))
+    if file is not None:
+        data = _merge(data, read_yaml(file))
+    for override in overrides or []:
+        data = _merge(data, override)
+    try:
+        return UnlearnConfig.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        origin = str(file) if file is not None else "config"
+        problem = "unknown setting" if first["type"] == "extra_forbidden" else first["msg"].lower()
+        raise UserError(f"{origin}: '{key}': {problem}") from None
+
+
+def dump_config(config: UnlearnConfig) -> str:
+    return yaml.safe_dump(config.model_dump(), sort_keys=False)

@@ -1,0 +1,49 @@
+"""Loss primitives as plain functions of tensors (labels use -100 for non-answer tokens)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from safeeraser.models.codec import IGNORE
+
+
+def _shift(logits: torch.Tensor, labels: torch.Tensor):
+    """Align each position's logits with the token it predicts."""
+    return logits[:, :-1, :], labels[:, 1:]
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of every label token, and the mask of answer tokens. Shapes (B, T-1)."""
+    logits, labels = _shift(logits, labels)
+    mask = labels != IGNORE
+    safe = labels.masked_fill(~mask, 0)
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return logp * mask, mask
+
+
+def answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens only (prompt and image tokens are masked)."""
+    logits, labels = _shift(logits, labels)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE)
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of answer-token log-probabilities per sequence, shape (B,)."""
+    logp, _ = token_logprobs(logits, labels)
+    return logp.sum(-1)
+
+
+def answer_kl(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """KL(current || reference) of next-token distributions, averaged over answer positions."""
+    logits, labels = _shift(logits, labels)
+    ref_logits = ref_logits[:, :-1, :]
+    mask = labels != IGNORE
+    cur = torch.log_softmax(logits[mask].float(), dim=-1)
+    ref = torch.log_softmax(ref_logits[mask].float(), dim=-1)
+    return (cur.exp() * (cur - ref)).sum(-1).mean()
+
+
+def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """Negative Preference Optimization: (2/beta) * mean softplus(beta * (logp - ref_logp))."""
+    return (2.0 / beta) * F.softplus(beta * (logp - ref_logp)).mean()

@@ -1,0 +1,31 @@
+"""The unlearning methods by name: one module each, plus the Prompt-Decouple wrapper."""
+
+from __future__ import annotations
+
+from safeeraser.errors import UserError
+from safeeraser.unlearn.methods import ga, gd, kl, npo, po
+from safeeraser.unlearn.methods.base import Forward, Method
+from safeeraser.unlearn.methods.pd import with_prompt_decouple
+
+BASE_METHODS: dict[str, Method] = {m.name: m for m in (ga.METHOD, gd.METHOD, kl.METHOD, po.METHOD, npo.METHOD)}
+# Names used by the published code.
+ALIASES = {"gapd": "ga+pd", "gdpd": "gd+pd", "klpd": "kl+pd", "popd": "po+pd", "npopd": "npo+pd", "idk": "po", "idkpd": "po+pd"}
+METHOD_NAMES = tuple(name for base in BASE_METHODS for name in (base, f"{base}+pd"))
+
+
+def canonical_name(name: str) -> str:
+    key = name.strip().lower().replace("_", "+").replace("-", "+")
+    key = ALIASES.get(key, key)
+    if key not in METHOD_NAMES:
+        raise UserError(f"unknown method {name!r}: expected one of {', '.join(METHOD_NAMES)} (aliases: {', '.join(ALIASES)})")
+    return key
+
+
+def get_method(name: str, pd_weight: float | None = None) -> Method:
+    key = canonical_name(name)
+    base, _, suffix = key.partition("+")
+    method = BASE_METHODS[base]
+    return with_prompt_decouple(method, pd_weight) if suffix == "pd" else method
+
+
+__all__ = ["Forward", "Method", "METHOD_NAMES", "ALIASES", "canonical_name", "get_method"]
