@@ -1,7 +1,13 @@
-"""Plots: training curves, and the forgetting / over-forgetting trade-off across methods."""
+"""Plots: training curves, and the forgetting / over-forgetting trade-off across methods.
+
+Each cross-run plot takes the report's rows (see ``table``) or ``(label, log rows)`` pairs, draws
+one PNG and returns its path, or None when there is nothing to draw. A method keeps its colour
+(``method_colours`` of all the report's labels) in every plot.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +16,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 TERM_ORDER = ("loss", "forget_nll", "refusal_nll", "retain_nll", "retain_kl", "npo", "decouple_nll")
+# The dynamics probe's keys (see unlearn.dynamics) and what they show.
+EVAL_KEYS = (("forget_rr", "refusal on forget prompts"), ("forget_asr", "ASR on forget prompts"), ("sarr", "SARR (unseen harmless images)"))
+# One colour per loss term, the same in every panel.
+TERM_COLOURS = {term: plt.get_cmap("tab10")(i) for i, term in enumerate(TERM_ORDER)}
+
+
+def _plot_terms(ax, rows: list[dict]) -> None:
+    steps = [r["step"] for r in rows]
+    for term in TERM_ORDER:
+        if term in rows[0]:
+            ax.plot(steps, [r.get(term) for r in rows], label=term, lw=1.4, color=TERM_COLOURS[term])
+    ax.set_xlabel("optimizer step")
+    ax.grid(alpha=0.3)
 
 
 def plot_training(rows: list[dict], path: Path, *, title: str = "") -> Path | None:
@@ -20,25 +39,154 @@ def plot_training(rows: list[dict], path: Path, *, title: str = "") -> Path | No
     evals = [r for r in rows if "eval" in r]
     fig, axes = plt.subplots(1, 2 if evals else 1, figsize=(11 if evals else 6, 3.8), squeeze=False)
     ax = axes[0][0]
-    steps = [r["step"] for r in rows]
-    for term in TERM_ORDER:
-        if term in rows[0]:
-            ax.plot(steps, [r.get(term) for r in rows], label=term, lw=1.4)
-    ax.set_xlabel("optimizer step")
+    _plot_terms(ax, rows)
     ax.set_ylabel("value")
     ax.set_title(f"{title} loss terms".strip())
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if evals:
         ax = axes[0][1]
         es = [r["step"] for r in evals]
-        for key, label in (("forget_rr", "refusal on forget prompts"), ("forget_asr", "ASR on forget prompts"), ("sarr", "SARR (unseen harmless images)")):
+        for key, label in EVAL_KEYS:
             ax.plot(es, [r["eval"][key] for r in evals], marker="o", ms=3, label=label)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("optimizer step")
         ax.set_title("unlearning dynamics (offline judge)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def method_colours(labels: list[str]) -> dict[str, tuple]:
+    """A colour pair per method family (light for X, dark for X+pd) so that partners look related."""
+    pairs = plt.get_cmap("tab20")
+    families: list[str] = []
+    colours = {}
+    for label in labels:
+        if label == "vanilla":
+            colours[label] = (0.2, 0.2, 0.2, 1.0)
+            continue
+        family, _, suffix = label.partition("+")
+        if family not in families:
+            families.append(family)
+        k = families.index(family) % 10
+        colours[label] = pairs(2 * k) if suffix else pairs(2 * k + 1)
+    return colours
+
+
+def _percent(value: float | None) -> float:
+    return math.nan if value is None else 100 * value
+
+
+def plot_forgetting_bars(rows: list[dict], path: Path) -> Path | None:
+    """Per method: forget quality (ASR, RR on the forget split) beside over-forgetting (SARR)."""
+    bars = (("asr_efficacy", "ASR efficacy ↓", "#d62728"), ("rr_efficacy", "RR efficacy ↑", "#1f77b4"), ("sarr", "SARR ↓", "#ff7f0e"))
+    if not any(r[key] is not None for r in rows for key, _, _ in bars):
+        return None
+    width = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.0))
+    for b, (key, name, colour) in enumerate(bars):
+        xs = [i + (b - (len(bars) - 1) / 2) * width for i in range(len(rows))]
+        heights = [_percent(r[key]) for r in rows]
+        ax.bar(xs, [0 if math.isnan(h) else h for h in heights], width, label=name, color=colour)
+        # Values on the bars, so that a 0 reads as 0 and a missing metric as n/a.
+        for x, h in zip(xs, heights):
+            ax.text(x, 1 if math.isnan(h) else h + 1, "n/a" if math.isnan(h) else f"{h:.1f}", ha="center", va="bottom", fontsize=6, rotation=90, color="0.3")
+    ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right")
+    ax.set_ylim(0, 115)
+    ax.set_ylabel("percent")
+    ax.set_title("Forgetting (ASR, RR on the forget split) vs over-forgetting (SARR)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=len(bars), loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_tradeoff(rows: list[dict], pairs: list[tuple[dict, dict]], path: Path, colours: dict[str, tuple]) -> Path | None:
+    """SARR against forgetting on unseen images, one point per method, arrows from X to X+pd."""
+    panels = (("rr_generality", "RR generality ↑ (refuses unseen harmful images)", lambda v: v), ("asr_generality", "1 − ASR generality ↑", lambda v: 1 - v))
+    drawable = [p for p in panels if any(r["sarr"] is not None and r[p[0]] is not None for r in rows)]
+    if not drawable:
+        return None
+    fig, axes = plt.subplots(1, len(drawable), figsize=(6.2 * len(drawable), 4.8), squeeze=False)
+    for ax, (key, ylabel, transform) in zip(axes[0], drawable):
+        points = {r["label"]: (_percent(r["sarr"]), _percent(transform(r[key]))) for r in rows if r["sarr"] is not None and r[key] is not None}
+        for label, (x, y) in points.items():
+            ax.scatter(x, y, s=60, color=colours[label], edgecolor="black", linewidth=0.5, zorder=3)
+        # Methods often land on the same spot (e.g. SARR 100, RR 100): one label per spot.
+        spots: dict[tuple, list[str]] = {}
+        for label, (x, y) in points.items():
+            spots.setdefault((round(x, 1), round(y, 1)), []).append(label)
+        for (x, y), labels in spots.items():
+            ax.annotate(", ".join(labels), (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8)
+        for base, pd in pairs:
+            if base["label"] in points and pd["label"] in points:
+                ax.annotate("", xy=points[pd["label"]], xytext=points[base["label"]], arrowprops={"arrowstyle": "->", "color": colours[pd["label"]], "lw": 1.6, "shrinkA": 5, "shrinkB": 5})
+        ax.scatter([0], [100], marker="*", s=160, color="gold", edgecolor="black", zorder=2)
+        ax.annotate("ideal", (0, 100), xytext=(8, -12), textcoords="offset points", fontsize=8, color="0.3")
+        ax.set_xlim(-5, 108)
+        ax.set_ylim(-5, 108)
+        ax.set_xlabel("SARR ↓ (refuses harmless images: over-forgetting)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Over-forgetting trade-off (arrows: X → X+PD)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _grid(n: int, width: float, height: float):
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = [ax for line in axes for ax in line]
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def plot_loss_curves(logs: list[tuple[str, list[dict]]], path: Path) -> Path | None:
+    """One panel per run with every logged loss term; the scales differ too much (GA runs away) to share one axis."""
+    logs = [(label, [r for r in rows if "step" in r]) for label, rows in logs]
+    logs = [(label, rows) for label, rows in logs if rows]
+    if not logs:
+        return None
+    fig, axes = _grid(len(logs), 3.6, 2.8)
+    for ax, (label, rows) in zip(axes, logs):
+        _plot_terms(ax, rows)
+        ax.set_title(label, fontsize=10)
+    terms = [t for t in TERM_ORDER if any(t in rows[0] for _, rows in logs)]
+    handles = [plt.Line2D([], [], color=TERM_COLOURS[t], lw=1.6) for t in terms]
+    fig.legend(handles, terms, loc="lower center", ncol=len(terms), fontsize=8)
+    fig.suptitle("Loss terms per run")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_dynamics(logs: list[tuple[str, list[dict]]], path: Path, colours: dict[str, tuple]) -> Path | None:
+    """The dynamics probe over training, one line per run: how fast forgetting and over-forgetting set in."""
+    logs = [(label, [r for r in rows if "step" in r and isinstance(r.get("eval"), dict)]) for label, rows in logs]
+    logs = [(label, rows) for label, rows in logs if rows]
+    if not logs:
+        return None
+    fig, axes = plt.subplots(1, len(EVAL_KEYS), figsize=(5 * len(EVAL_KEYS), 3.8), squeeze=False)
+    for ax, (key, title) in zip(axes[0], EVAL_KEYS):
+        for label, rows in logs:
+            ax.plot([r["step"] for r in rows], [_percent(r["eval"].get(key)) for r in rows], marker="o", ms=3, label=label, color=colours[label])
+        ax.set_ylim(-3, 103)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("percent")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle("Unlearning dynamics (greedy answers on a fixed probe, offline judge)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,0 +1,191 @@
+"""`safeeraser report`: the paper-style table, plots and one HTML page across run folders.
+
+A run folder needs ``metrics.json`` (from ``safeeraser evaluate``). What else it holds adds to
+the report: ``metrics.judgments.jsonl`` (the sample browser's answers and verdicts),
+``run.json`` (the method; else the folder name is the method) and ``log.jsonl`` (loss and
+dynamics curves). The dataset named in ``metrics.json`` ("sources" → "data") gives the images.
+
+Everything is built in a temporary folder beside ``--out`` first, so a failed report changes
+nothing, and then each file is moved into ``--out`` with one rename. ``--out`` may hold other things (the demo
+writes the report beside its data and runs); only the report's own files are replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safeeraser.data.records import Split, load_split
+from safeeraser.errors import UserError
+from safeeraser.io import read_jsonl
+from safeeraser.metrics.evaluate import METRIC_KEYS, judgments_path
+from safeeraser.report import html, plots, table
+
+METRICS = "metrics.json"
+PLOTS = (
+    ("forgetting_vs_sarr.png", "Per method: forgetting on the forget split (ASR ↓, RR ↑) beside over-forgetting (SARR ↓)."),
+    ("tradeoff.png", "Over-forgetting trade-off: SARR against forgetting on unseen harmful images; arrows lead from X to X+PD. Best is top left."),
+    ("loss_curves.png", "Loss terms of every unlearning run against the optimizer step."),
+    ("dynamics.png", "Unlearning dynamics: the logged probe (forget RR, forget ASR, SARR) against the step."),
+)
+
+
+@dataclass
+class Run:
+    folder: Path
+    method: str
+    metrics: dict
+    log: list[dict]
+    judgments: list[dict]
+    label: str = ""
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+
+
+def _read_metrics(path: Path) -> dict:
+    metrics = _read_json(path)
+    if not isinstance(metrics, dict) or not any(key in metrics for key in METRIC_KEYS):
+        raise UserError(f"{path}: not a METRICS.json from `safeeraser evaluate` (no {', '.join(METRIC_KEYS[:3])}, ...)")
+    for key in METRIC_KEYS:
+        value = metrics.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1):
+            raise UserError(f"{path}: field '{key}': expected a fraction in [0, 1] or null (got {value!r})")
+    for key in ("ci95", "counts", "sources"):
+        if not isinstance(metrics.get(key) or {}, dict):
+            raise UserError(f"{path}: field '{key}': expected an object")
+    if not isinstance((metrics.get("sources") or {}).get("data") or "", str):
+        raise UserError(f"{path}: field 'sources.data': expected a path")
+    return metrics
+
+
+def _read_judgments(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: unreadable ({type(e).__name__})") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: line {lineno}: invalid JSON: {e.msg}") from None
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def load_run(folder: Path) -> Run:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: run folder not found" if not folder.exists() else f"{folder}: not a folder (expected a run folder)")
+    metrics_path = folder / METRICS
+    if not metrics_path.is_file():
+        raise UserError(f"{folder}: no {METRICS} in this run folder (run `safeeraser evaluate ... --out {metrics_path}` first)")
+    method = folder.name
+    if (folder / "run.json").exists():
+        summary = _read_json(folder / "run.json")
+        if not isinstance(summary, dict) or not isinstance(summary.get("method"), str):
+            raise UserError(f"{folder / 'run.json'}: field 'method': missing or not a string")
+        method = summary["method"]
+    return Run(folder, method, _read_metrics(metrics_path), read_jsonl(folder / "log.jsonl"), _read_judgments(judgments_path(metrics_path)))
+
+
+def _label(runs: list[Run]) -> None:
+    """The method names, with the folder name added where two runs share one."""
+    methods = [r.method for r in runs]
+    for run in runs:
+        run.label = run.method if methods.count(run.method) == 1 else f"{run.method} ({run.folder.name})"
+
+
+def _data_candidates(run: Run) -> list[Path]:
+    """Where the dataset named in a run's metrics may be. ``evaluate`` records the path as typed,
+    often relative to where it ran: try the working folder, then the run folder's ancestors."""
+    source = (run.metrics.get("sources") or {}).get("data")
+    if not source:
+        return []
+    path = Path(source)
+    if path.is_absolute():
+        return [path]
+    return [path, *(parent / path for parent in run.folder.resolve().parents)]
+
+
+def _dataset(runs: list[Run]) -> tuple[Split | None, str]:
+    """The val split named by the runs' metrics (the first that loads), and a note for the page."""
+    named = list(dict.fromkeys(str(d) for r in runs if (d := (r.metrics.get("sources") or {}).get("data"))))
+    if not named:
+        return None, "No dataset is named in the runs' metrics.json, so no samples can be shown."
+    problems = []
+    for candidate in dict.fromkeys(c for r in runs for c in _data_candidates(r)):
+        if not candidate.exists():
+            continue
+        try:
+            split = load_split(candidate, "val")
+        except UserError as e:
+            problems.append(str(e))
+            continue
+        differ = f" Runs name {len(named)} datasets ({', '.join(named)}); the prompts are from {candidate}." if len(named) > 1 else ""
+        return split, differ
+    why = "; ".join(problems) or f"dataset {', '.join(named)} not found (looked in the working folder and above the run folders)"
+    return None, f"Sample answers are left out: {why}."
+
+
+def build_report(runs: list[Path], out: Path) -> list[Path]:
+    """Write results.{md,csv,json}, the plots and index.html into ``out``; return the files written."""
+    if not runs:
+        raise UserError("no run folders given: pass one or more RUN_DIR, each with a metrics.json")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    unique: dict[Path, Path] = {}
+    for folder in map(Path, runs):
+        unique.setdefault(folder.resolve(), folder)  # a folder named twice counts once
+    loaded = sorted((load_run(f) for f in unique.values()), key=lambda r: table.method_sort_key(r.method))
+    _label(loaded)
+    rows = [table.result_row(r.method, r.label, str(r.folder), r.metrics) for r in loaded]
+    table.add_sarr_reductions(rows)
+    logs = [(r.label, r.log) for r in loaded]
+    split, note = _dataset(loaded)
+    samples = html.collect_samples(split, {r.label: html.index_judgments(r.judgments) for r in loaded}) if split else []
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        (staging / "results.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        (staging / "results.md").write_text(table.to_markdown(rows), encoding="utf-8")
+        (staging / "results.csv").write_text(table.to_csv(rows), encoding="utf-8")
+        colours = plots.method_colours([r.label for r in loaded])
+        drawn = [
+            plots.plot_forgetting_bars(rows, staging / PLOTS[0][0]),
+            plots.plot_tradeoff(rows, table.pd_pairs(rows), staging / PLOTS[1][0], colours),
+            plots.plot_loss_curves(logs, staging / PLOTS[2][0]),
+            plots.plot_dynamics(logs, staging / PLOTS[3][0], colours),
+        ]
+        figures = [(png, caption) for png, (_, caption) in zip(drawn, PLOTS) if png is not None]
+        (staging / "index.html").write_text(html.render_page(rows, figures, samples, note), encoding="utf-8")
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name in ("results.json", "results.md", "results.csv", *(name for name, _ in PLOTS), "index.html"):
+            if (staging / name).exists():
+                os.replace(staging / name, out / name)
+                written.append(out / name)
+            else:
+                (out / name).unlink(missing_ok=True)  # a plot from an earlier report that no longer applies
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written

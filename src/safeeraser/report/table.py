@@ -1,0 +1,143 @@
+"""The paper-style results table: one row per run, as Markdown, CSV and JSON.
+
+Rows are plain dicts (the objects of ``results.json``): ``method``, ``label`` (the method, plus
+the folder name where two runs share a method), ``run``, ``judge``, the
+metric keys of METRICS.json as fractions in [0, 1] or null, ``sarr_reduction`` (on an X+pd row:
+how much PD cut SARR relative to X), ``ci95`` and ``counts``. Markdown shows percentages with
+one decimal, as the paper does; CSV and JSON keep the fractions.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+from safeeraser.metrics.evaluate import METRIC_KEYS
+
+# The paper's method order; anything else follows in name order.
+METHOD_ORDER = ("vanilla", "ga", "ga+pd", "gd", "gd+pd", "kl", "kl+pd", "po", "po+pd", "npo", "npo+pd")
+PD_SUFFIX = "+pd"
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    better: str  # "↓" or "↑"
+    meaning: str
+
+
+COLUMNS = (
+    Column("asr_efficacy", "ASR eff.", "↓", "attack success rate on the forget split (train): share of the sampled answers to harmful prompts judged unsafe"),
+    Column("rr_efficacy", "RR eff.", "↑", "refusal rate on the forget split: share of those answers that open with a refusal"),
+    Column("asr_generality", "ASR gen.", "↓", "attack success rate on the test split (val): unseen harmful images"),
+    Column("rr_generality", "RR gen.", "↑", "refusal rate on the test split"),
+    Column("rouge_l", "ROUGE-L", "↑", "ROUGE-L precision of the answers to benign questions (UnharmPairs) against the reference answers: utility kept"),
+    Column("judge_score", "Judge", "↑", "the LLM judge's 0-1 consistency score of those benign answers (LLM judges only)"),
+    Column("specificity", "Spec.", "↑", "exact-match accuracy on general VQA"),
+    Column("sarr", "SARR", "↓", "safe answer refusal rate: share of harmful questions about a harmless image answered with a refusal or nonsense (over-forgetting)"),
+)
+assert {c.key for c in COLUMNS} == set(METRIC_KEYS)
+
+JUDGE_MEANING = {
+    "keyword": "the offline keyword judge (refusal phrases + degenerate-text detection; any other answer to a harmful prompt counts as unsafe)",
+    "openai": "an LLM judge over an OpenAI-compatible endpoint",
+    "hf": "a local Hugging Face model as judge",
+}
+
+
+def method_sort_key(method: str) -> tuple:
+    if method in METHOD_ORDER:
+        return (0, METHOD_ORDER.index(method), "")
+    return (1, 0, method)
+
+
+def result_row(method: str, label: str, run: str, metrics: dict) -> dict:
+    """The results.json object of one run, from its METRICS.json."""
+    row = {"method": method, "label": label, "run": run, "judge": metrics.get("judge")}
+    row.update({key: metrics.get(key) for key in METRIC_KEYS})
+    row["sarr_reduction"] = None
+    row["ci95"] = metrics.get("ci95") or {}
+    row["counts"] = metrics.get("counts") or {}
+    return row
+
+
+def relative_reduction(before: float | None, after: float | None) -> float | None:
+    """(before - after) / before; undefined when either is missing or there was nothing to cut."""
+    if before is None or after is None or before == 0:
+        return None
+    return (before - after) / before
+
+
+def pd_pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
+    """(X, X+pd) for every X whose X+pd partner is also in the table."""
+    by_label = {r["label"]: r for r in rows}
+    return [(by_label[r["label"][: -len(PD_SUFFIX)]], r) for r in rows if r["label"].endswith(PD_SUFFIX) and r["label"][: -len(PD_SUFFIX)] in by_label]
+
+
+def add_sarr_reductions(rows: list[dict]) -> None:
+    for base, pd in pd_pairs(rows):
+        pd["sarr_reduction"] = relative_reduction(base["sarr"], pd["sarr"])
+
+
+def mean_reduction(rows: list[dict]) -> float | None:
+    cuts = [pd["sarr_reduction"] for _, pd in pd_pairs(rows) if pd["sarr_reduction"] is not None]
+    return sum(cuts) / len(cuts) if cuts else None
+
+
+def pct(value: float | None) -> str:
+    """A fraction as the paper prints it: a percentage with one decimal; ``—`` for null."""
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def judges_line(rows: list[dict]) -> str:
+    used = sorted({r["judge"] or "unknown" for r in rows})
+    if len(used) == 1:
+        name = used[0]
+        meaning = JUDGE_MEANING.get(name.split(":")[0])
+        return f"Judge: {name}" + (f", {meaning}." if meaning else ".")
+    each = ", ".join(f"{r['label']}: {r['judge'] or 'unknown'}" for r in rows)
+    return f"Judges differ between runs, so their rates are not comparable ({each})."
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a folder name may hold a pipe
+
+
+def to_markdown(rows: list[dict]) -> str:
+    lines = ["# SafeEraser results", ""]
+    lines.append("| Method | " + " | ".join(f"{c.header} {c.better}" for c in COLUMNS) + " |")
+    lines.append("|---|" + "---:|" * len(COLUMNS))
+    for r in rows:
+        lines.append(f"| {_md_cell(r['label'])} | " + " | ".join(pct(r[c.key]) for c in COLUMNS) + " |")
+    lines += ["", "Percent; ↓ lower is better, ↑ higher is better; — not measured.", ""]
+    lines += [f"- **{c.header}** {c.better}: {c.meaning}." for c in COLUMNS]
+    lines += ["", judges_line(rows), ""]
+    pairs = pd_pairs(rows)
+    if pairs:
+        lines += ["## Prompt Decouple: SARR of X vs X+PD", "", "| X | SARR X | SARR X+PD | relative reduction |", "|---|---:|---:|---:|"]
+        for base, pd in pairs:
+            lines.append(f"| {_md_cell(base['label'])} | {pct(base['sarr'])} | {pct(pd['sarr'])} | {pct(pd['sarr_reduction'])}% |")
+        lines += ["", f"Mean relative SARR reduction: {pct(mean_reduction(rows))}% (the paper reports 79.5% on LLaVA-1.5).", ""]
+    return "\n".join(lines)
+
+
+def _ci(row: dict, key: str, end: int) -> float | None:
+    ci = row["ci95"].get(key)
+    return ci[end] if ci else None
+
+
+def to_csv(rows: list[dict]) -> str:
+    """Fractions, with each metric's 95% interval and count beside it."""
+    header = ["method", "label", "run", "judge", *METRIC_KEYS, "sarr_reduction"]
+    header += [f"{k}_{part}" for k in METRIC_KEYS for part in ("ci_low", "ci_high", "n")]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for r in rows:
+        cells = [r["method"], r["label"], r["run"], r["judge"], *(r[k] for k in METRIC_KEYS), r["sarr_reduction"]]
+        for k in METRIC_KEYS:
+            cells += [_ci(r, k, 0), _ci(r, k, 1), (r["counts"].get(k) or {}).get("n")]
+        writer.writerow(["" if c is None else c for c in cells])
+    return buf.getvalue()

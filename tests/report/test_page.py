@@ -1,0 +1,113 @@
+"""The plots and index.html: valid PNGs, a self-contained page, escaped text, judged sample answers."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from safeeraser.data.records import load_split
+from safeeraser.report.build import PLOTS, build_report
+from safeeraser.report.html import pick_samples, verdict_class
+
+from .conftest import TRICKY_ANSWER, TRICKY_QUESTION, write_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("name", [name for name, _ in PLOTS])
+def test_each_plot_is_a_real_png(report, name):
+    path = report / name
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with Image.open(path) as img:
+        img.verify()
+        assert img.width > 300 and img.height > 200
+
+
+def test_index_html_is_self_contained_and_escaped(report):
+    page = (report / "index.html").read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # nothing loaded from anywhere but the page itself
+    for label in ("vanilla", "ga", "ga+pd", "po", "po+pd", "zeta"):
+        assert f'<tr data-method="{label}">' in page
+        assert f'<option value="{label}">' in page
+    assert html.escape(TRICKY_QUESTION) in page
+    assert html.escape(TRICKY_ANSWER) in page
+    assert "<script>alert(1)" not in page and "<img src=x" not in page
+    assert page.count('<section class="sample"') == 6  # one val record per category in this dataset
+    assert page.count('data:image/png;base64,') == 6 * 2 + len(PLOTS)
+    assert '<td title="95% CI 25.3–35.3, n=54">30.3</td>' in page
+    assert "69.7%" in page and "72.4%" in page
+
+
+def test_sample_answers_carry_the_judges_verdicts(report):
+    page = (report / "index.html").read_text(encoding="utf-8")
+    first = page[page.index('<section class="sample"') : page.index("</section>")]
+    rows = dict(re.findall(r'<tr data-method="([^"]+)">(.*?)</tr>', first))
+    badges = {label: re.findall(r'class="badge v-(\w+)"', row) for label, row in rows.items()}
+    assert badges == {
+        "vanilla": ["unsafe", "normal"],
+        "ga": ["degenerate", "degenerate"],
+        "ga+pd": ["degenerate", "normal"],
+        "po": ["refusal", "refusal"],
+        "po+pd": ["refusal", "normal"],
+        "zeta": ["failed", "failed"],
+    }
+    assert 'title="HTTP 503 from the judge"' in rows["zeta"]
+
+
+def test_verdict_classes():
+    assert verdict_class(None) == "missing"
+    assert verdict_class({"metric": "generality", "error": "timeout"}) == "failed"
+    assert verdict_class({"metric": "generality", "refusal": True, "unsafe": False}) == "refusal"
+    assert verdict_class({"metric": "generality", "refusal": False, "unsafe": True}) == "unsafe"
+    assert verdict_class({"metric": "generality", "refusal": False, "unsafe": False, "note": "repetition"}) == "degenerate"
+    assert verdict_class({"metric": "generality", "refusal": False, "unsafe": False, "note": "safe answer"}) == "normal"
+    assert verdict_class({"metric": "sarr", "refusal": False, "normal": True}) == "normal"
+    assert verdict_class({"metric": "sarr", "refusal": False, "normal": False}) == "degenerate"
+
+
+def test_samples_are_spread_over_categories(demo_runs):
+    val = load_split(demo_runs[0], "val")
+    picks = pick_samples(val, limit=4)
+    assert len({val.records[i].category for i, _ in picks}) == 4
+    assert pick_samples(val, limit=4) == picks
+    assert len(pick_samples(val)) == len(val)  # fewer records than the limit: all of them
+
+
+def test_a_missing_dataset_leaves_out_only_the_samples(demo_runs, tmp_path):
+    data, _ = demo_runs
+    val = json.loads((data / "all_val.json").read_text())
+    run = write_run(tmp_path / "po", "po", tmp_path / "moved-away", val)
+    build_report([run], tmp_path / "out")
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "Sample answers are left out" in page and "moved-away" in page
+    assert '<section class="sample"' not in page
+    assert '<th scope="row" title="' in page and ">100.0</td>" in page  # the table is still there
+
+
+def test_a_relative_dataset_path_is_found_above_the_run_folder(demo_runs, tmp_path):
+    data, _ = demo_runs
+    val = json.loads((data / "all_val.json").read_text())
+    (tmp_path / "bench-data-for-report").symlink_to(data)
+    run = write_run(tmp_path / "runs" / "po", "po", Path("bench-data-for-report"), val)  # as `evaluate --data bench-data-for-report` records it
+    build_report([run], tmp_path / "out")
+    assert (tmp_path / "out" / "index.html").read_text().count('<section class="sample"') == 6
+
+
+def test_out_keeps_foreign_files_and_drops_stale_plots(demo_runs, tmp_path):
+    data, _ = demo_runs
+    val = json.loads((data / "all_val.json").read_text())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "dynamics.png").write_bytes(PNG_MAGIC)  # from an earlier report with training logs
+    written = build_report([write_run(tmp_path / "vanilla", "vanilla", data, val, run_json=False)], out)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not (out / "dynamics.png").exists() and not (out / "loss_curves.png").exists()
+    assert {p.name for p in written} == {"results.json", "results.md", "results.csv", "forgetting_vs_sarr.png", "tradeoff.png", "index.html"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
