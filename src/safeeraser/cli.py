@@ -136,6 +136,72 @@ def unlearn_cmd(
         _say(f"wrote {out}: {result.method}, {result.steps}/{result.total_steps} steps in {result.seconds:.1f}s" + (f" (stopped early: {result.stopped})" if result.stopped else ""))
 
 
+@app.command("generate")
+def generate_cmd(
+    model: str = typer.Option(..., "--model", help="Model folder or Hugging Face id."),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder (or adapter folder) from `unlearn`."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder."),
+    split: str = typer.Option(..., "--split", help="train (forget split), val (test split) or general (general VQA)."),
+    out: Path = typer.Option(..., "--out", help="Prediction file to write (published shape)."),
+    num_samples: int = typer.Option(3, "--num-samples", help="Sampled answers per harmful question (K)."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
+    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate call."),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    top_p: float = typer.Option(0.9, "--top-p"),
+    seed: int = typer.Option(0, "--seed"),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
+):
+    """Answer every prompt of a split (batched, resumable)."""
+    from safeeraser.generate.predictions import GenerationSettings, generate_predictions
+
+    settings = GenerationSettings(num_samples, max_new_tokens, batch_size, temperature, top_p, seed)
+    meta = generate_predictions(model, data, split, out, settings, adapter=adapter, allow_outside_root=allow_outside_root)
+    speed = f", {meta['prompts_per_second']:.1f} prompts/s, {meta['tokens_per_second']:.0f} tokens/s" if meta["prompts_per_second"] else ""
+    _say(f"wrote {out}: {meta['prompts']} prompts ({meta['resumed_prompts']} resumed){speed}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    data: Path = typer.Option(..., "--data", help="Dataset folder with the references."),
+    pred_train: Optional[Path] = typer.Option(None, "--pred-train", help="Predictions on the forget split: Efficacy."),
+    pred_val: Optional[Path] = typer.Option(None, "--pred-val", help="Predictions on the test split: Generality, SARR, ROUGE-L."),
+    pred_general: Optional[Path] = typer.Option(None, "--pred-general", help="Predictions on general VQA: specificity."),
+    judge: str = typer.Option("keyword", "--judge", help="keyword (offline), openai (any OpenAI-compatible endpoint) or hf (local model)."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name (openai: gpt-4o; hf: a folder or cached id)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or api.openai.com)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="API key (default: $OPENAI_API_KEY). Never written anywhere."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Parallel judge requests."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Judge cache file (default: beside --out)."),
+    out: Path = typer.Option(..., "--out", help="METRICS.json to write; verdicts go to <name>.judgments.jsonl."),
+):
+    """Judge predictions and compute ASR, RR, SARR, ROUGE-L (and specificity)."""
+    from safeeraser.judge import make_judge
+    from safeeraser.metrics.evaluate import evaluate
+
+    _positive("--concurrency", concurrency)
+    if judge == "hf" and not judge_model:
+        raise UserError("--judge hf needs --judge-model: a local model folder or a cached Hugging Face id")
+    options = {"model": judge_model, "base_url": base_url, "api_key": api_key, "concurrency": concurrency, "cache": cache or out.with_name("judge_cache.sqlite")}
+    if judge == "hf":
+        options = {"model": judge_model}
+    the_judge = make_judge(judge, **({k: v for k, v in options.items() if v is not None} if judge != "keyword" else {}))
+    metrics = evaluate(data, out, the_judge, pred_train=pred_train, pred_val=pred_val, pred_general=pred_general)
+    shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l", "specificity") if metrics.get(k) is not None)
+    _say(f"wrote {out}: {shown}; judged {metrics['n_judged']}, failed {metrics['n_failed']}, cached {metrics['n_cached']}")
+
+
+@app.command("report")
+def report_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run folders, each with metrics.json (and predictions, log.jsonl)."),
+    out: Path = typer.Option(..., "--out", help="Folder for results.{json,md,csv}, plots and index.html."),
+):
+    """Paper-style table, plots and an HTML report across runs."""
+    from safeeraser.report.build import build_report
+
+    written = build_report(runs, out)
+    _say(f"wrote {out}: " + ", ".join(p.name for p in written))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; turn user errors into one line and an exit code."""
     try:

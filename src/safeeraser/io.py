@@ -87,17 +87,26 @@ class JsonlLog:
         return read_jsonl(self.path)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """The complete lines of a JSONL file (a line cut short by a crash is dropped)."""
+def read_jsonl(path: Path, *, repair: bool = False) -> list[dict]:
+    """The complete lines of a JSONL file; a line cut short by a crash, and all after it, are dropped.
+
+    With ``repair`` the file is also truncated to those lines, so that appending can go on.
+    """
     rows = []
-    if not Path(path).exists():
+    path = Path(path)
+    if not path.exists():
         return rows
-    with open(path, encoding="utf-8") as f:
+    good = 0
+    with open(path, "rb") as f:
         for line in f:
-            if not line.endswith("\n"):
+            if not line.endswith(b"\n"):
                 break
             try:
                 rows.append(json.loads(line))
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 break
+            good += len(line)
+    if repair and good != path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(good)
     return rows

@@ -178,6 +178,13 @@ def read_json_records(path: Path) -> list[Any]:
         if not isinstance(data, list):
             raise UserError(f"{path}: expected a JSON array of records")
         return data
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, dict) and "image_path" not in whole:
+        keys = ", ".join(list(whole)[:5]) or "none"
+        raise UserError(f"{path}: expected a JSON array of records or JSON Lines, got an object (keys: {keys})")
     rows = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
