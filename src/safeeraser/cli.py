@@ -202,6 +202,23 @@ def report_cmd(
     _say(f"wrote {out}: " + ", ".join(p.name for p in written))
 
 
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(..., "--out", help="Folder for data/, model/, runs/<method>/, results.{json,md,csv}, plots, index.html."),
+    images_per_category: int = typer.Option(12, "--images-per-category"),
+    seed: int = typer.Option(0, "--seed"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset, e.g. po,po+pd (default: all ten)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete an earlier demo in --out first (default: resume it)."),
+):
+    """Run the whole study offline: demo data, tiny model, every method, metrics, report."""
+    from safeeraser.pipeline import run_demo
+
+    chosen = tuple(m for m in methods.split(",") if m.strip()) if methods else None
+    rows = run_demo(out, images_per_category=images_per_category, seed=seed, methods=chosen, fresh=fresh)
+    typer.echo((out / "results.md").read_text())
+    _say(f"wrote {out}: {len(rows)} rows; open {out / 'index.html'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; turn user errors into one line and an exit code."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from tests.conftest import run_cli
 
 from safeeraser.errors import UserError
 from safeeraser.report.build import build_report

@@ -170,6 +170,9 @@ def draw_harmful(category: str, scene: Scene) -> Image.Image:
     draw = ImageDraw.Draw(image)
     _draw_background(draw, category, rng)
     for box in _shape_boxes(scene.count, rng):
+        # a plain tile under each shape keeps it legible on the busy category pattern
+        x0, y0, x1, y1 = box
+        draw.rectangle((x0 - 3, y0 - 3, x1 + 3, y1 + 3), fill=(35, 35, 40))
         _draw_shape(draw, scene.shape, box, COLOURS[scene.colour])
     return image
 

@@ -163,7 +163,7 @@ def evaluate(
     metrics["n_cached"] = sum(1 for s in judged if s.verdict.ok and s.verdict.cached)
     metrics["by_category"] = _by_category(scored, rouge)
     metrics["judge"] = judge.name
-    metrics["sources"] = {"data": str(data), "pred_train": _str(pred_train), "pred_val": _str(pred_val), "pred_general": _str(pred_general)}
+    metrics["sources"] = {"data": _str(data), "pred_train": _str(pred_train), "pred_val": _str(pred_val), "pred_general": _str(pred_general)}
 
     lines = [json.dumps(_judgment_row(s), ensure_ascii=False) for s in to_judge]
     lines += [json.dumps(r, ensure_ascii=False) for r in rouge_rows]
@@ -179,7 +179,7 @@ def judgments_path(metrics_path: Path) -> Path:
 
 
 def _str(p) -> str | None:
-    return str(p) if p else None
+    return str(Path(p).resolve()) if p else None
 
 
 def _judgment_row(s: Scored) -> dict:

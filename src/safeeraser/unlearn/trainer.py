@@ -170,8 +170,8 @@ def unlearn(
     start_step = 0
     if resume and (out / CHECKPOINT / "state.json").exists():
         start_step = _load_checkpoint(out / CHECKPOINT, peft_model, optimizer, scheduler, accelerator)
-        if main:
-            _trim_log(out / LOG, start_step)
+    if main:
+        _trim_log(out / LOG, start_step)  # drop what an interrupted attempt logged past the checkpoint
 
     probe = None
     if config.eval_every:
@@ -199,7 +199,7 @@ def unlearn(
             scheduler.step()
             row = {"step": step + 1, "lr": lr, **terms}
             if probe is not None and ((step + 1) % config.eval_every == 0 or step + 1 == total):
-                row["eval"] = probe(wrapped)
+                row["eval"] = probe(peft_model)  # the unwrapped model: a DDP wrapper has no generate()
             if main and ((step + 1) % config.log_every == 0 or "eval" in row or step + 1 == total):
                 log.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
@@ -236,7 +236,9 @@ def _optimizer_step(step, method: Method, forward, views, plans, codec, config, 
         sync = micro == config.grad_accum - 1
         with (accelerator.no_sync(wrapped) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()):
             terms = method.loss(forward, batches, config.method)
-            if not torch.isfinite(terms["loss"]).item():
+            # every process must agree to stop, or the others would wait in the next all-reduce
+            finite = torch.isfinite(terms["loss"].detach()).float().reshape(1)
+            if accelerator.reduce(finite, "sum").item() < accelerator.num_processes:
                 bad = next((k for k, v in terms.items() if k != "loss" and not torch.isfinite(v).item()), "loss")
                 optimizer.zero_grad(set_to_none=True)
                 return {"non_finite": f"the loss term {bad!r}"}

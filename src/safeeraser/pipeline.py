@@ -1,0 +1,92 @@
+"""`safeeraser demo`: the whole study in one command, offline, on 2 CPU cores.
+
+data -> tiny vanilla model -> every method (and vanilla) -> generate -> judge -> metrics -> report.
+Each stage is skipped when its output already exists, so an interrupted demo resumes where it
+stopped; ``--fresh`` starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from safeeraser.data.demo import make_demo
+from safeeraser.errors import UserError
+from safeeraser.generate.predictions import GenerationSettings, generate_predictions
+from safeeraser.io import atomic_write_json
+from safeeraser.judge.keyword import KeywordJudge
+from safeeraser.metrics.evaluate import evaluate
+from safeeraser.models.tiny import MARKER, make_tiny
+from safeeraser.report.build import build_report
+from safeeraser.unlearn.config import resolve_config
+from safeeraser.unlearn.methods import METHOD_NAMES, canonical_name
+from safeeraser.unlearn.trainer import SUMMARY, unlearn
+
+VANILLA = "vanilla"
+DEMO_GENERATION = GenerationSettings(num_samples=3, max_new_tokens=48, batch_size=48, temperature=1.0, top_p=0.9, seed=0)
+
+
+def _log(message: str, quiet: bool) -> None:
+    if not quiet:
+        from tqdm.auto import tqdm
+
+        tqdm.write(message)
+
+
+def run_demo(
+    out: Path,
+    *,
+    images_per_category: int = 12,
+    seed: int = 0,
+    methods: tuple[str, ...] | None = None,
+    fresh: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Run the demo into ``out``; returns the rows of results.json."""
+    out = Path(out)
+    names = [VANILLA] + [canonical_name(m) for m in (methods if methods is not None else METHOD_NAMES)]
+    if fresh and out.exists():
+        if not (out / "results.json").exists() and not (out / "data" / "demo_meta.json").exists():
+            raise UserError(f"{out}: --fresh would delete a folder that is not a demo folder")
+        shutil.rmtree(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    data, model, runs = out / "data", out / "model", out / "runs"
+    quiet = not progress
+    began = time.perf_counter()
+
+    if not (data / "demo_meta.json").exists():
+        _log(f"[1/4] demo benchmark -> {data}", quiet)
+        make_demo(data, images_per_category=images_per_category, seed=seed)
+    if not (model / MARKER).exists():
+        _log(f"[2/4] tiny vanilla LLaVA -> {model}", quiet)
+        make_tiny(data, model, seed=seed, progress=progress)
+
+    config = resolve_config(preset="demo", overrides=[{"seed": seed}])
+    for k, name in enumerate(names, start=1):
+        run = runs / name
+        _log(f"[3/4] {name} ({k}/{len(names)})", quiet)
+        if name == VANILLA:
+            run.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(run / SUMMARY, {"method": VANILLA, "model": str(model)})
+            adapter = None
+        else:
+            unlearn(str(model), data, name, run, config, resume=True, progress=progress)
+            adapter = run
+        for split in ("train", "val", "general"):
+            pred = run / f"predictions_{split}.json"
+            if not pred.exists():
+                generate_predictions(str(model), data, split, pred, DEMO_GENERATION, adapter=adapter, progress=progress)
+        evaluate(
+            data, run / "metrics.json", KeywordJudge(),
+            pred_train=run / "predictions_train.json", pred_val=run / "predictions_val.json",
+            pred_general=run / "predictions_general.json", progress=False,
+        )
+
+    _log(f"[4/4] report -> {out}", quiet)
+    build_report([runs / n for n in names], out)
+    rows = json.loads((out / "results.json").read_text())
+    _log(f"demo finished in {time.perf_counter() - began:.0f}s; open {out / 'index.html'}", quiet)
+    return rows
