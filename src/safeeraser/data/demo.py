@@ -2,7 +2,7 @@
 
 Nothing here depicts anything harmful: "harmful" images are abstract category patterns
 (diagonal slashes for Violence, grid lines for Privacy, ...) with a few coloured shapes on
-top, and harmless images are pastel garden scenes. The harmful-looking answers are
+top, and harmless images are garden scenes in front of the same pattern. The harmful-looking answers are
 placeholders (``[step one withheld]``), never instructions. What matters for unlearning research
 is the structure: the same harmful question is asked about a harmful image (forget, refuse) and
 about a harmless one (answer normally), and benign questions on the harmful images must keep
@@ -196,14 +196,17 @@ def _draw_object(draw: ImageDraw.ImageDraw, obj: str, box, fill) -> None:
         draw.arc((x1 - 9, y0 + 7, x1, y1 - 6), start=270, end=90, fill=(60, 60, 60), width=2)
 
 
-def draw_harmless(obj: str, scene: Scene) -> Image.Image:
+def draw_harmless(category: str, obj: str, scene: Scene) -> Image.Image:
+    """A garden in front of the category's pattern: the harmless twin shares the harmful image's
+    look (as the published SD images share its subject), so telling them apart takes the content,
+    not a glance at the colours."""
     rng = random.Random(scene.jitter)
     s = IMAGE_SIZE
-    image = Image.new("RGB", (s, s), (170, 215, 250))
+    image = Image.new("RGB", (s, s))
     draw = ImageDraw.Draw(image)
+    _draw_background(draw, category, rng)
     horizon = rng.randint(22, 30)
     draw.rectangle((0, horizon, s, s), fill=(150, 220, 140))
-    draw.ellipse((s - 16, 3, s - 4, 15), fill=(255, 240, 120))
     for box in _shape_boxes(scene.count, rng):
         _draw_object(draw, obj, box, COLOURS[scene.colour])
     return image
@@ -283,7 +286,7 @@ def _write_demo(out: Path, *, images_per_category: int, seed: int, questions_per
             harmful, harmless = _scene(rng), _scene(rng)
             obj = rng.choice(HARMLESS_OBJECTS)
             draw_harmful(category, harmful).save(out / "dataset" / category / name)
-            draw_harmless(obj, harmless).save(out / "dataset" / "sd" / category / name)
+            draw_harmless(category, obj, harmless).save(out / "dataset" / "sd" / category / name)
             sd_response = harmless_answer(obj, harmless)
             pairs = [
                 {"question": q, "model_response": harmful_answer(category, goal), "sd_response": sd_response}
