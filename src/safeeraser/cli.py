@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 
@@ -121,6 +121,8 @@ def unlearn_cmd(
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
+    _positive("--max-steps", max_steps)
+    _positive("--lr", lr)
     overrides = [parse_override(s) for s in settings]
     flags = {"max_steps": max_steps, "seed": seed}
     flags = {k: v for k, v in flags.items() if v is not None}
@@ -130,10 +132,13 @@ def unlearn_cmd(
         flags["method"] = {"pd_weight": pd_weight}
     cfg = resolve_config(config, overrides + [flags], preset=preset)
     result = unlearn(model, data, method, out, cfg, resume=resume, overwrite=overwrite, merge=merge, allow_outside_root=allow_outside_root)
+    if not result.main_process:
+        return
     if result.stopped == "already complete":
         _say(f"{out}: run already complete ({result.steps} steps); nothing to do")
     else:
-        _say(f"wrote {out}: {result.method}, {result.steps}/{result.total_steps} steps in {result.seconds:.1f}s" + (f" (stopped early: {result.stopped})" if result.stopped else ""))
+        resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
+        _say(f"wrote {out}: {result.method}, {result.steps}/{result.total_steps} steps in {result.seconds:.1f}s{resumed}" + (f" (stopped early: {result.stopped})" if result.stopped else ""))
 
 
 @app.command("generate")
@@ -172,6 +177,8 @@ def evaluate_cmd(
     api_key: Optional[str] = typer.Option(None, "--api-key", help="API key (default: $OPENAI_API_KEY). Never written anywhere."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Parallel judge requests."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Judge cache file (default: beside --out)."),
+    judge_timeout: Optional[float] = typer.Option(None, "--judge-timeout", help="Seconds to wait for one judge answer before retrying (default 60)."),
+    judge_retries: Optional[int] = typer.Option(None, "--judge-retries", help="Retries of a failed judge request (default 5)."),
     out: Path = typer.Option(..., "--out", help="METRICS.json to write; verdicts go to <name>.judgments.jsonl."),
 ):
     """Judge predictions and compute ASR, RR, SARR, ROUGE-L (and specificity)."""
@@ -179,12 +186,23 @@ def evaluate_cmd(
     from safeeraser.metrics.evaluate import evaluate
 
     _positive("--concurrency", concurrency)
+    _positive("--judge-timeout", judge_timeout)
+    if judge_retries is not None and judge_retries < 0:
+        raise UserError(f"--judge-retries must be at least 0 (got {judge_retries})")
+    if judge in ("keyword", "hf"):  # options that would be silently ignored are a mistake worth saying
+        openai_only = {"--base-url": base_url, "--api-key": api_key, "--concurrency": concurrency, "--cache": cache, "--judge-timeout": judge_timeout, "--judge-retries": judge_retries}
+        unused = [flag for flag, value in openai_only.items() if value is not None] + (["--judge-model"] if judge == "keyword" and judge_model else [])
+        if unused:
+            raise UserError(f"{', '.join(unused)}: not used by --judge {judge}")
     if judge == "hf" and not judge_model:
         raise UserError("--judge hf needs --judge-model: a local model folder or a cached Hugging Face id")
-    options = {"model": judge_model, "base_url": base_url, "api_key": api_key, "concurrency": concurrency, "cache": cache or out.with_name("judge_cache.sqlite")}
-    if judge == "hf":
+    options = {}
+    if judge == "openai":
+        chosen = {"model": judge_model, "base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": judge_timeout, "max_retries": judge_retries}
+        options = {k: v for k, v in chosen.items() if v is not None} | {"cache": cache or out.with_name("judge_cache.sqlite")}
+    elif judge == "hf":
         options = {"model": judge_model}
-    the_judge = make_judge(judge, **({k: v for k, v in options.items() if v is not None} if judge != "keyword" else {}))
+    the_judge = make_judge(judge, **options)
     metrics = evaluate(data, out, the_judge, pred_train=pred_train, pred_val=pred_val, pred_general=pred_general)
     shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l", "specificity") if metrics.get(k) is not None)
     _say(f"wrote {out}: {shown}; judged {metrics['n_judged']}, failed {metrics['n_failed']}, cached {metrics['n_cached']}")
@@ -219,6 +237,14 @@ def demo_cmd(
     _say(f"wrote {out}: {len(rows)} rows; open {out / 'index.html'}")
 
 
+INTERRUPTED = 130  # the shell's exit code for a process stopped by Ctrl-C (128 + SIGINT)
+
+
+def _interrupted() -> NoReturn:
+    print("error: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
+    sys.exit(INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; turn user errors into one line and an exit code."""
     try:
@@ -231,9 +257,10 @@ def main(argv: list[str] | None = None) -> None:
             where = f" ({e.ctx.command_path})" if e.ctx else ""
             print(f"error: {e.format_message()}{where}", file=sys.stderr)
         sys.exit(2)
-    except (cli_errors.Abort, KeyboardInterrupt):
-        print("error: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
-        sys.exit(130)
-    except cli_errors.Exit as e:
+    except (typer.Abort, KeyboardInterrupt):
+        _interrupted()
+    except typer.Exit as e:
         sys.exit(e.exit_code)
+    if result == INTERRUPTED:  # typer turns Ctrl-C inside a command into this code and returns it
+        _interrupted()
     sys.exit(result if isinstance(result, int) else 0)

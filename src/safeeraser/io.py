@@ -33,6 +33,18 @@ def atomic_write_json(path: Path, data: Any, *, indent: int | None = 1) -> None:
     atomic_write_text(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
 
 
+def check_output_file(path: Path) -> None:
+    """Refuse an output file that could never be written, before hours of work go into it."""
+    from safeeraser.errors import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; --out names the file to write")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"{path}: cannot be written, {above} is a file and not a folder")
+
+
 def refuse_foreign_folder(path: Path, *, marker: str) -> None:
     """Refuse to replace a non-empty folder that this tool did not write (no ``marker`` file in it)."""
     from safeeraser.errors import UserError

@@ -107,12 +107,15 @@ def _handler(endpoint: FakeEndpoint):
 
 @pytest.fixture
 def server():
-    """Start a fake endpoint: ``server(latency=...)`` returns (endpoint, base URL)."""
+    """Start a fake endpoint: ``server(latency=..., handler=...)`` returns (endpoint, base URL).
+
+    ``handler`` makes the request handler class for an endpoint (``_handler`` or a subclass of its class).
+    """
     started = []
 
-    def start(latency: float = 0.0):
+    def start(latency: float = 0.0, handler=_handler):
         endpoint = FakeEndpoint(latency)
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(endpoint))
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler(endpoint))
         httpd.daemon_threads = True
         threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         started.append(httpd)

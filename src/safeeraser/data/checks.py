@@ -51,15 +51,20 @@ def validate(path: Path, *, allow_outside_root: bool = False, check_images: bool
     out = []
     for file in split_files(path):
         split = load_split_file(file, allow_outside_root=allow_outside_root)
-        opened: set[Path] = set()
-        for i, record in enumerate(split):
-            for name, rel in (("image_path", record.image_path), ("SDImage_path", record.sd_image_path)):
-                image = split.resolve(rel, index=i, field_name=name)
-                if check_images and image not in opened:
-                    open_rgb(image, where=split.where(i, name))
-                    opened.add(image)
+        check_split_images(split, open_images=check_images)
         out.append(split_stats(split))
     return out
+
+
+def check_split_images(split: Split, *, open_images: bool = True) -> None:
+    """Resolve (and open) every image of a split, so that a bad one stops a run before it starts."""
+    opened: set[Path] = set()
+    for i, record in enumerate(split):
+        for name, rel in (("image_path", record.image_path), ("SDImage_path", record.sd_image_path)):
+            image = split.resolve(rel, index=i, field_name=name)
+            if open_images and image not in opened:
+                open_rgb(image, where=split.where(i, name))
+                opened.add(image)
 
 
 def stats(path: Path, *, allow_outside_root: bool = False) -> list[SplitStats]:

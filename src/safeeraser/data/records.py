@@ -8,6 +8,7 @@ Files are read unchanged: unknown fields are kept and written back as they came.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,6 +19,8 @@ from safeeraser.errors import UserError
 
 UNHARM_KEYS = ("UnharmPair_text1", "UnharmPair_text2", "UnharmPair_image1", "UnharmPair_image2")
 SPLIT_FILES = {"train": "all_train", "val": "all_val"}
+# JSON may escape half of a UTF-16 surrogate pair alone; such a string cannot be written or used as a path.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class QAPair(BaseModel):
@@ -110,13 +113,17 @@ class Resolver:
         candidate = Path(relative)
         bases = [None] if candidate.is_absolute() else list(self.roots)
         for base in bases:
-            path = (candidate if base is None else base / candidate).resolve()
+            try:
+                path = (candidate if base is None else base / candidate).resolve()
+                found = path.is_file()
+            except (OSError, ValueError) as e:  # a NUL byte, a name too long for the file system, ...
+                raise UserError(f"{where}: unusable image path {relative!r} ({type(e).__name__}: {e})") from None
             if not self.allow_outside_root and not path.is_relative_to(self.roots[-1]):
                 raise UserError(
                     f"{where}: image path {relative!r} points outside the dataset root "
                     f"{self.roots[-1]} (pass --allow-outside-root to permit it)"
                 )
-            if path.is_file():
+            if found:
                 return path
         tried = ", ".join(str(r) for r in self.roots)
         raise UserError(f"{where}: image not found: {relative} (looked under {tried})")
@@ -157,42 +164,55 @@ class Split:
         return len(self.records)
 
 
+def _parse(text: str, where: str, *, line: bool = False) -> Any:
+    """``json.loads`` with every way it can fail (bad syntax, nesting too deep, a huge integer) as a UserError."""
+    what = "JSON Lines record" if line else "JSON"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        if line:
+            raise UserError(f"{where}: invalid {what}: {e.msg} (column {e.colno})") from None
+        raise UserError(f"{where}: invalid {what} at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except (ValueError, RecursionError) as e:
+        raise UserError(f"{where}: unreadable {what} ({' '.join(str(e).split()[:8])})") from None
+
+
 def read_json_records(path: Path) -> list[Any]:
     """Parse a JSON array or JSON Lines file into raw objects, with one-line errors."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # (-sig: a leading byte-order mark is dropped)
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder, expected a JSON file") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
     stripped = text.lstrip()
     if not stripped:
         raise UserError(f"{path}: file is empty")
     if stripped[0] == "[":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-        if not isinstance(data, list):
+        rows = _parse(text, str(path))
+        if not isinstance(rows, list):
             raise UserError(f"{path}: expected a JSON array of records")
-        return data
-    try:
-        whole = json.loads(text)
-    except json.JSONDecodeError:
-        whole = None
-    if isinstance(whole, dict) and "image_path" not in whole:
-        keys = ", ".join(list(whole)[:5]) or "none"
-        raise UserError(f"{path}: expected a JSON array of records or JSON Lines, got an object (keys: {keys})")
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    else:
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: line {lineno}: invalid JSON Lines record: {e.msg} (column {e.colno})") from None
+            whole = _parse(text, str(path))
+        except UserError:
+            whole = None
+        if isinstance(whole, dict) and "image_path" not in whole:
+            keys = ", ".join(list(whole)[:5]) or "none"
+            raise UserError(f"{path}: expected a JSON array of records or JSON Lines, got an object (keys: {keys})")
+        # Only "\n" ends a record: str.splitlines() would also split at U+2028 and kin, which
+        # JSON allows unescaped inside strings.
+        rows = [_parse(line, f"{path}: line {n}", line=True) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    if _SURROGATE_ESCAPE.search(text):
+        for i, row in enumerate(rows):
+            try:
+                json.dumps(row, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{path}: record {i}: holds a lone surrogate escape (\\ud800-\\udfff): not valid Unicode text") from None
     return rows
 
 

@@ -18,10 +18,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from safeeraser.data.checks import check_split_images
+from safeeraser.data.images import open_rgb
 from safeeraser.data.records import UNHARM_KEYS, Split, load_general, load_split
 from safeeraser.errors import UserError
 from safeeraser.generate.sampling import Prompt, Sampling, answer_batch
-from safeeraser.io import JsonlLog, atomic_write_json, read_jsonl
+from safeeraser.io import JsonlLog, atomic_write_json, check_output_file, read_jsonl
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import adapter_folder, attach_adapter, load_model
 
@@ -68,10 +70,12 @@ def split_tasks(split: Split) -> list[Task]:
 
 def general_tasks(data: Path, allow_outside_root: bool) -> tuple[list[Task], list[dict]]:
     resolver, items = load_general(data, allow_outside_root=allow_outside_root)
-    tasks = [
-        Task(f"g{i}", Prompt(resolver.resolve(it.image_path, f"general_vqa.json: record {i}: field 'image_path'"), it.question), sampled=False)
-        for i, it in enumerate(items)
-    ]
+    tasks = []
+    for i, it in enumerate(items):
+        where = f"general_vqa.json: record {i}: field 'image_path'"
+        image = resolver.resolve(it.image_path, where)
+        open_rgb(image, where=where)  # a bad image stops the run before it starts
+        tasks.append(Task(f"g{i}", Prompt(image, it.question), sampled=False))
     return tasks, [it.model_dump() for it in items]
 
 
@@ -130,12 +134,14 @@ def generate_predictions(
         raise UserError(f"unknown --split {split!r}: expected one of {', '.join(SPLITS)}")
     out = Path(out)
     data = Path(data)
+    check_output_file(out)
     if split == "general":
         tasks, general_items = general_tasks(data, allow_outside_root)
         source = data / "general_vqa.json" if data.is_dir() else data
         the_split = None
     else:
         the_split = load_split(data, split, allow_outside_root=allow_outside_root)
+        check_split_images(the_split)
         tasks, source = split_tasks(the_split), the_split.path
     adapter_dir = adapter_folder(Path(adapter)) if adapter else None
     header = {

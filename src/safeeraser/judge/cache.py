@@ -26,14 +26,26 @@ def cache_key(model: str, messages: list[dict[str, str]]) -> str:
 class VerdictCache:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+        # A cache file that exists is checked now; a new one is made at the first look-up, so
+        # that a run stopped by bad input leaves no file behind.
+        if self.path.exists():
+            self._connect()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self._db if self._db is not None else self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Only the thread that calls ``judge`` uses it, but that need not be the one that built it.
-            self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-            with self.db:
-                self.db.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, fields TEXT NOT NULL, created REAL NOT NULL)")
+            # The judge's worker threads write to it, one at a time under the judge's lock.
+            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            with self._db:
+                self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, fields TEXT NOT NULL, created REAL NOT NULL)")
         except (OSError, sqlite3.Error) as e:
             raise UserError(f"{self.path}: cannot use as judge cache ({e})") from None
+        return self._db
 
     def get_many(self, keys: list[str]) -> dict[str, Verdict]:
         found = {}

@@ -96,7 +96,7 @@ class OpenAIJudge:
         self.client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
         self.cache = VerdictCache(cache) if cache is not None else None
         self.stats = JudgeStats()
-        self._lock = threading.Lock()  # guards stats updated from the worker threads
+        self._lock = threading.Lock()  # guards the stats and the cache, used from the worker threads
 
     def judge(self, items: list[JudgeItem], *, progress: bool = False) -> list[Verdict]:
         from tqdm.auto import tqdm
@@ -115,12 +115,10 @@ class OpenAIJudge:
         bar = tqdm(total=len(items), initial=len(items) - sum(counts[k] for k in todo), desc="judging (openai)", disable=not progress, dynamic_ncols=True)
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
         try:
-            futures = {pool.submit(self._ask, items[i].kind, asks[i], stop): key for key, i in todo.items()}
+            futures = {pool.submit(self._ask_and_keep, key, items[i].kind, asks[i], stop): key for key, i in todo.items()}
             for future in as_completed(futures):
                 key = futures[future]
                 verdicts[key] = future.result()
-                if self.cache is not None:
-                    self.cache.put(key, verdicts[key])
                 bar.update(counts[key])
         finally:
             stop.set()
@@ -129,6 +127,15 @@ class OpenAIJudge:
         out = [replace(verdicts[key]) for key in keys]  # copies: items with one prompt share no object
         self.stats.failed += sum(not v.ok for v in out)
         return out
+
+    def _ask_and_keep(self, key: str, kind: str, chat: list[dict[str, str]], stop: threading.Event) -> Verdict:
+        """``_ask``, with the verdict cached by the worker itself before it takes the next prompt, so
+        that a kill loses only the requests in flight."""
+        verdict = self._ask(kind, chat, stop)
+        if self.cache is not None:
+            with self._lock:
+                self.cache.put(key, verdict)
+        return verdict
 
     def _ask(self, kind: str, chat: list[dict[str, str]], stop: threading.Event) -> Verdict:
         """One prompt's verdict, retrying transient failures."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from safeeraser.data.records import Split, load_split, load_split_file, read_json_records
 from safeeraser.errors import UserError
-from safeeraser.io import atomic_write_json, atomic_write_text
+from safeeraser.io import atomic_write_json, atomic_write_text, check_output_file
 from safeeraser.judge.base import Judge, JudgeItem, Verdict
 from safeeraser.metrics.stats import exact_match, rate_with_ci, rouge_l_precision
 
@@ -123,6 +123,7 @@ def evaluate(
     if not (pred_train or pred_val or pred_general):
         raise UserError("nothing to evaluate: pass --pred-train, --pred-val and/or --pred-general")
     out = Path(out)
+    check_output_file(out)
     scored: list[Scored] = []
     rouge: list[tuple[str, float]] = []
     consistency_items: list[Scored] = []

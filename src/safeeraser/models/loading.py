@@ -19,10 +19,14 @@ from safeeraser.models.registry import ModelFamily, family_for
 
 def quiet_transformers() -> None:
     """Silence transformers' per-load chatter (progress bars, backend notices)."""
+    import warnings
+
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # PEFT still calls a transformers method that now warns on every call
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def downloads_allowed() -> bool:

@@ -56,8 +56,11 @@ class UnlearnConfig(_Strict):
 
 
 def packaged_config(name: str) -> dict:
-    text = resources.files("safeeraser").joinpath("configs", f"{name}.yaml").read_text()
-    return yaml.safe_load(text)
+    folder = resources.files("safeeraser").joinpath("configs")
+    known = sorted(f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml"))
+    if name not in known:
+        raise UserError(f"unknown --preset {name!r}: expected one of {', '.join(k for k in known if k != 'default')}")
+    return yaml.safe_load(folder.joinpath(f"{name}.yaml").read_text())
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -108,21 +111,34 @@ def resolve_config(
     preset: str | None = None,
 ) -> UnlearnConfig:
     """Defaults <- packaged preset (e.g. ``demo``) <- YAML file <- overrides, validated."""
-    data = packaged_config("default")
+    # (layer, where its settings come from), lowest first: an error names the last layer that set the key
+    layers = [(packaged_config("default"), "default settings")]
     if preset:
-        data = _merge(data, packaged_config(preset))
+        layers.append((packaged_config(preset), f"--preset {preset}"))
     if file is not None:
-        data = _merge(data, read_yaml(file))
-    for override in overrides or []:
-        data = _merge(data, override)
+        layers.append((read_yaml(file), str(file)))
+    layers += [(override, "command line") for override in overrides or []]
+    data: dict = {}
+    for layer, _ in layers:
+        data = _merge(data, layer)
     try:
         return UnlearnConfig.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        origin = str(file) if file is not None else "config"
+        origin = next((where for layer, where in reversed(layers) if _sets(layer, first["loc"])), "config")
         problem = "unknown setting" if first["type"] == "extra_forbidden" else first["msg"].lower()
         raise UserError(f"{origin}: '{key}': {problem}") from None
+
+
+def _sets(layer: dict, loc: tuple) -> bool:
+    """Whether a layer of settings gives the setting at ``loc`` (a path of keys)."""
+    node: Any = layer
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def dump_config(config: UnlearnConfig) -> str:
