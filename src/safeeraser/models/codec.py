@@ -2,8 +2,10 @@
 
 Prompts come from the processor's chat template (as llava-hf processors carry it), so the
 same code serves the tiny stand-in and LLaVA-1.5-7B. Each image is preprocessed once and
-cached; the ``<image>`` placeholder is expanded to as many tokens as the processor says that
-image needs. Training examples are masked so that only answer tokens carry labels.
+cached, and so is each question's tokenised prompt (training encodes every example again each
+epoch, and many examples share a question); the ``<image>`` placeholder is expanded to as many
+tokens as the processor says that image needs. Training examples are masked so that only
+answer tokens carry labels.
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ class Codec:
         self._images: OrderedDict[Path, dict] = OrderedDict()
         self._image_cache = image_cache
         self.prompt_text = lru_cache(maxsize=65536)(self._prompt_text)
+        self.prompt_tokens = lru_cache(maxsize=65536)(self._prompt_tokens)
 
     def _prompt_text(self, question: str) -> str:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _prompt_tokens(self, question: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer(self.prompt_text(question))["input_ids"])
 
     def pixels(self, image: Path) -> dict:
         """Preprocessed image tensors (batch of one) plus its number of image tokens."""
@@ -51,16 +57,15 @@ class Codec:
         return inputs
 
     def _prompt_ids(self, question: str, n_image_tokens: int) -> list[int]:
-        ids = self.tokenizer(self.prompt_text(question))["input_ids"]
         out: list[int] = []
-        for t in ids:
+        for t in self.prompt_tokens(question):
             out.extend([t] * n_image_tokens if t == self.image_token_id else [t])
         return out
 
-    def _answer_ids(self, prompt: str, answer: str) -> list[int]:
+    def _answer_ids(self, question: str, answer: str) -> list[int]:
         """Answer tokens as they follow the prompt (tokenised in context, then split off)."""
-        prompt_ids = self.tokenizer(prompt)["input_ids"]
-        full = self.tokenizer(prompt + " " + answer)["input_ids"]
+        prompt_ids = list(self.prompt_tokens(question))
+        full = self.tokenizer(self.prompt_text(question) + " " + answer)["input_ids"]
         if full[: len(prompt_ids)] == prompt_ids:
             ids = full[len(prompt_ids) :]
         else:  # a merge across the boundary: fall back to the answer on its own
@@ -76,7 +81,7 @@ class Codec:
         """Prompt + answer, labels only on the answer (and its end-of-sequence token)."""
         px = self.pixels(example.image)
         prompt_ids = self._prompt_ids(example.question, px["num_image_tokens"])
-        answer_ids = self._answer_ids(self.prompt_text(example.question), example.answer)
+        answer_ids = self._answer_ids(example.question, example.answer)
         return {
             "input_ids": prompt_ids + answer_ids,
             "labels": [IGNORE] * len(prompt_ids) + answer_ids,

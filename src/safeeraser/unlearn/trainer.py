@@ -1,8 +1,9 @@
 """The unlearning loop: LoRA on the language model, a method's loss over named batches, accelerate.
 
 The loop knows no method by name. Each optimizer step draws ``grad_accum`` micro-batches from
-every view the method asks for, calls ``method.loss``, and steps AdamW with a warm-up + cosine
-schedule and gradient clipping. Batches are a pure function of (seed, view, micro-step), so a
+every view the method asks for, back-propagates the method's term for each view in turn (one
+batch's activations in memory at a time), and steps AdamW with a warm-up + cosine schedule and
+gradient clipping. Batches are a pure function of (seed, view, micro-step), so a
 resumed run sees exactly the batches an uninterrupted one would. The same code runs on one CPU,
 one GPU, or several processes under ``accelerate launch``.
 """
@@ -13,12 +14,14 @@ import contextlib
 import hashlib
 import json
 import math
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from safeeraser.data.checks import check_split_images
 from safeeraser.data.records import load_split
 from safeeraser.data.views import ExampleDataset, view_examples
 from safeeraser.errors import TrainingStopped, UserError
@@ -42,6 +45,8 @@ class RunResult:
     total_steps: int
     seconds: float
     stopped: str | None  # why training ended early, if it did
+    main_process: bool = True  # False in the other processes of a multi-process launch
+    resumed_from: int = 0  # the checkpoint's step when --resume continued a run
 
 
 class BatchPlan:
@@ -95,6 +100,14 @@ def _lora(model, family, config: UnlearnConfig):
         raise UserError(f"LoRA target {lora.target_modules!r} matches no module of this model ({e})") from None
 
 
+def _single_process_cpu_launch() -> bool:
+    """accelerate's CPU launcher asked for several processes but started this one alone."""
+    import os
+
+    asked = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") and "MASTER_ADDR" in os.environ
+    return asked and "WORLD_SIZE" not in os.environ and "PMI_SIZE" not in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ
+
+
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
@@ -130,8 +143,14 @@ def unlearn(
         done = json.loads((out / SUMMARY).read_text())
         return RunResult(out, name, done["steps"], done["total_steps"], 0.0, "already complete")
     the_method = get_method(name, config.method.pd_weight)
-    accelerator = Accelerator()
+    # cpu=True lets a multi-process launch without GPUs (torchrun, accelerate --multi_gpu) use gloo
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
+    if progress and main and _single_process_cpu_launch():
+        tqdm.write(
+            "note: `accelerate launch --cpu --num_processes N` starts one process unless MPI is set up; "
+            "for N processes on CPU use `accelerate launch --multi_gpu --num_processes N` (gloo) or torchrun"
+        )
     set_seed(config.seed)
 
     if overwrite and main and out.exists() and not resume:
@@ -141,6 +160,7 @@ def unlearn(
     accelerator.wait_for_everyone()
 
     train = load_split(data, "train", allow_outside_root=allow_outside_root)
+    check_split_images(train)
     loaded = load_model(model, device=accelerator.device)
     codec = Codec(loaded.processor, max_answer_tokens=config.max_answer_tokens)
     views = {}
@@ -221,30 +241,34 @@ def unlearn(
     if stopped and main:
         bar.write(f"stopped early: {stopped}")
     _finish(out, name, model, data, step, total, seconds, stopped, peft_model, loaded, accelerator, merge)
-    return RunResult(out, name, step, total, seconds, stopped)
+    return RunResult(out, name, step, total, seconds, stopped, main, resumed_from=start_step)
 
 
 def _optimizer_step(step, method: Method, forward, views, plans, codec, config, accelerator, optimizer, wrapped, trainable) -> dict:
-    """grad_accum micro-batches of every view, one AdamW step. Returns the mean of each loss term."""
-    sums: dict[str, float] = {}
+    """grad_accum micro-batches of every view, one AdamW step. Returns the mean of each loss term.
+
+    Each view's term is back-propagated before the next view's forward pass, so the activations
+    of only one batch are alive at a time; the gradients add up to those of the summed loss.
+    """
+    sums: dict[str, float] = {"loss": 0.0}
+    last = len(method.terms) - 1
     for micro in range(config.grad_accum):
         m = step * config.grad_accum + micro
-        batches = {}
-        for view, ds in views.items():
-            batch = codec.collate_train([ds[i] for i in plans[view].indices(m)])
-            batches[view] = {k: v.to(accelerator.device) for k, v in batch.items()}
-        sync = micro == config.grad_accum - 1
-        with (accelerator.no_sync(wrapped) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()):
-            terms = method.loss(forward, batches, config.method)
-            # every process must agree to stop, or the others would wait in the next all-reduce
-            finite = torch.isfinite(terms["loss"].detach()).float().reshape(1)
-            if accelerator.reduce(finite, "sum").item() < accelerator.num_processes:
-                bad = next((k for k, v in terms.items() if k != "loss" and not torch.isfinite(v).item()), "loss")
-                optimizer.zero_grad(set_to_none=True)
-                return {"non_finite": f"the loss term {bad!r}"}
-            accelerator.backward(terms["loss"] / config.grad_accum)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(accelerator.reduce(v.detach(), "mean")) / config.grad_accum
+        for i, (view, term) in enumerate(method.terms.items()):
+            batch = codec.collate_train([views[view][j] for j in plans[view].indices(m)])
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            sync = micro == config.grad_accum - 1 and i == last
+            with (accelerator.no_sync(wrapped) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()):
+                terms = term(forward, batch, config.method)
+                # every process must agree to stop, or the others would wait in the next all-reduce
+                finite = torch.isfinite(terms["loss"].detach()).float().reshape(1)
+                if accelerator.reduce(finite, "sum").item() < accelerator.num_processes:
+                    bad = next((k for k, v in terms.items() if k != "loss" and not torch.isfinite(v).item()), "loss")
+                    optimizer.zero_grad(set_to_none=True)
+                    return {"non_finite": f"the loss term {bad!r}"}
+                accelerator.backward(terms["loss"] / config.grad_accum)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(accelerator.reduce(v.detach(), "mean")) / config.grad_accum
     if config.optim.grad_clip is not None:
         norm = accelerator.clip_grad_norm_(trainable, config.optim.grad_clip)
         if norm is not None and not torch.isfinite(torch.as_tensor(norm)).item():
@@ -280,6 +304,7 @@ def _save_checkpoint(folder: Path, step: int, peft_model, optimizer, scheduler, 
 
 def _load_checkpoint(folder: Path, peft_model, optimizer, scheduler, accelerator) -> int:
     from peft import set_peft_model_state_dict
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
@@ -287,7 +312,7 @@ def _load_checkpoint(folder: Path, peft_model, optimizer, scheduler, accelerator
         set_peft_model_state_dict(peft_model, load_file(str(folder / "adapter.safetensors"), device=str(accelerator.device)))
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=accelerator.device, weights_only=True))
         state = torch.load(folder / "trainer.pt", weights_only=True)
-    except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError) as e:
+    except (OSError, EOFError, KeyError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError) as e:
         raise UserError(f"{folder}: unreadable checkpoint ({type(e).__name__}); remove it or pass --overwrite") from None
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])

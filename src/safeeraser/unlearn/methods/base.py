@@ -1,4 +1,9 @@
-"""What every unlearning method is: a loss over named batches, computed through ``Forward``."""
+"""What every unlearning method is: a loss over named batches, computed through ``Forward``.
+
+The loss is a sum of one term per named batch. The trainer back-propagates each term as soon as
+it is computed (the gradients add up to those of the summed loss), so only one batch's
+activations are held at a time: GD, KL or X+PD peak at about the memory of GA, not 2-3x it.
+"""
 
 from __future__ import annotations
 
@@ -44,11 +49,25 @@ class Forward:
 
 
 Terms = dict[str, torch.Tensor]
+Term = Callable[[Forward, dict, "object"], Terms]  # (forward, one view's batch, method settings) -> {"loss": ..., logged terms}
+
+
+def nll_term(view: str, weight: float = 1.0) -> Term:
+    """``weight`` x NLL of the batch (negative: gradient ascent), logged unweighted as ``<view>_nll``."""
+
+    def term(f: Forward, batch: dict, settings) -> Terms:
+        nll = f.nll(batch)
+        return {"loss": weight * nll, f"{view}_nll": nll}
+
+    return term
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    views: tuple[str, ...]  # named batches it needs (forget, retain, refusal, decouple); the first sets the epoch
-    loss: Callable[[Forward, dict[str, dict], "object"], Terms]  # returns {"loss": ..., other logged terms}
+    terms: dict[str, Term]  # named batch (forget, retain, refusal, decouple) -> its term; the first sets the epoch
     pd_weight: float  # published lambda for the Prompt-Decouple term on top of this method
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return tuple(self.terms)

@@ -1,11 +1,5 @@
 """Gradient Ascent: push the harmful answers' likelihood down. Nothing holds the rest in place."""
 
-from safeeraser.unlearn.methods.base import Method
+from safeeraser.unlearn.methods.base import Method, nll_term
 
-
-def loss(f, batches, settings):
-    forget = f.nll(batches["forget"])
-    return {"loss": -forget, "forget_nll": forget}
-
-
-METHOD = Method("ga", ("forget",), loss, pd_weight=0.5)
+METHOD = Method("ga", {"forget": nll_term("forget", -1.0)}, pd_weight=0.5)

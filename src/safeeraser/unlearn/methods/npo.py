@@ -1,18 +1,16 @@
 """Negative Preference Optimization: a bounded form of gradient ascent relative to the original model."""
 
 from safeeraser.unlearn import losses
-from safeeraser.unlearn.methods.base import Method
+from safeeraser.unlearn.methods.base import Method, nll_term
 
 
-def loss(f, batches, settings):
-    forget = batches["forget"]
+def forget_npo(f, forget, settings):
     logits = f.logits(forget)
     logp = losses.sequence_logprob(logits, forget["labels"])
     ref_logp = losses.sequence_logprob(f.reference_logits(forget), forget["labels"])
     npo = losses.npo_loss(logp, ref_logp, settings.npo_beta)
-    retain = f.nll(batches["retain"])
     forget_nll = losses.answer_nll(logits.detach(), forget["labels"])
-    return {"loss": npo + retain, "npo": npo, "forget_nll": forget_nll, "retain_nll": retain}
+    return {"loss": npo, "npo": npo, "forget_nll": forget_nll}
 
 
-METHOD = Method("npo", ("forget", "retain"), loss, pd_weight=1.0)
+METHOD = Method("npo", {"forget": forget_npo, "retain": nll_term("retain")}, pd_weight=1.0)
