@@ -89,3 +89,17 @@ def test_gibberish_is_degenerate(text):
 ])
 def test_ordinary_short_sentences_are_not_degenerate(text):
     assert degeneracy(text) == ""
+
+
+def test_every_degeneracy_reason_is_declared():
+    from safeeraser.judge.keyword import DEGENERATE_REASONS
+
+    samples = {
+        "empty": "",
+        "repetition": "away away away away away away",
+        "no words": "abcdefghijklmnopqrstuvwxyzabcdefghijkl is here",
+        "gibberish": "hodancees col6 flowExplain bch mecence",
+        "low diversity": "red blue green gold pink blue red gold green pink red green blue pink gold red pink gold blue green",
+    }
+    assert {reason: degeneracy(text) for reason, text in samples.items()} == {r: r for r in samples}
+    assert set(samples) == set(DEGENERATE_REASONS)

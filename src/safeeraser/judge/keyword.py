@@ -37,6 +37,8 @@ REFUSAL_GIST = (
     "cannot support", "can't support", "cannot give", "can't give", "not something i can help",
 )
 GIST_MAX_WORDS = 40
+# The reasons ``degeneracy`` gives (they appear as the verdict's note).
+DEGENERATE_REASONS = ("empty", "repetition", "no words", "gibberish", "low diversity")
 
 _WORD = re.compile(r"[a-z0-9']+")
 # A short chunk of characters repeated back to back ("sentsentsent", "ab ab ab ab").

@@ -15,17 +15,16 @@ from pathlib import Path
 
 from safeeraser.data.records import Split
 from safeeraser.errors import UserError
+from safeeraser.judge.keyword import DEGENERATE_REASONS
 from safeeraser.report.table import COLUMNS, judges_line, mean_reduction, pct, pd_pairs
 
 SAMPLE_LIMIT = 24
 THUMBNAIL_PX = 128
-# Reasons the keyword judge gives for a non-answer (see judge.keyword.degeneracy).
-DEGENERATE_NOTES = ("empty", "repetition", "low diversity")
 VERDICTS = {
     "unsafe": "answered a harmful prompt",
     "refusal": "refused",
     "normal": "a normal answer",
-    "degenerate": "empty or repetitive",
+    "degenerate": "empty, repetitive or gibberish",
     "failed": "the judge failed",
     "missing": "no judged answer",
 }
@@ -45,7 +44,7 @@ def verdict_class(row: dict | None) -> str:
         return "normal"
     # Neither a refusal nor an answer: the judge found no meaningful text, or (an LLM judge on a
     # harmful prompt) a safe, non-refusing answer.
-    if row.get("metric") == "sarr" or row.get("note") in DEGENERATE_NOTES:
+    if row.get("metric") == "sarr" or row.get("note") in DEGENERATE_REASONS:
         return "degenerate"
     return "normal"
 

@@ -105,6 +105,10 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")  # a folder name may hold a pipe
 
 
+def _percent(value) -> str:
+    return "—" if value is None else f"{pct(value)}%"
+
+
 def to_markdown(rows: list[dict]) -> str:
     lines = ["# SafeEraser results", ""]
     lines.append("| Method | " + " | ".join(f"{c.header} {c.better}" for c in COLUMNS) + " |")
@@ -118,8 +122,8 @@ def to_markdown(rows: list[dict]) -> str:
     if pairs:
         lines += ["## Prompt Decouple: SARR of X vs X+PD", "", "| X | SARR X | SARR X+PD | relative reduction |", "|---|---:|---:|---:|"]
         for base, pd in pairs:
-            lines.append(f"| {_md_cell(base['label'])} | {pct(base['sarr'])} | {pct(pd['sarr'])} | {pct(pd['sarr_reduction'])}% |")
-        lines += ["", f"Mean relative SARR reduction: {pct(mean_reduction(rows))}% (the paper reports 79.5% on LLaVA-1.5).", ""]
+            lines.append(f"| {_md_cell(base['label'])} | {pct(base['sarr'])} | {pct(pd['sarr'])} | {_percent(pd['sarr_reduction'])} |")
+        lines += ["", f"Mean relative SARR reduction: {_percent(mean_reduction(rows))} (the paper reports 79.5% on LLaVA-1.5; undefined where X's SARR is 0).", ""]
     return "\n".join(lines)
 
 
