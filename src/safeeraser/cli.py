@@ -131,6 +131,15 @@ def unlearn_cmd(
     if pd_weight is not None:
         flags["method"] = {"pd_weight": pd_weight}
     cfg = resolve_config(config, overrides + [flags], preset=preset)
+    from safeeraser.unlearn.launch import requested_cpu_processes, run_ranks
+
+    ranks = requested_cpu_processes()
+    if ranks > 1:
+        from safeeraser.unlearn.methods import get_method
+
+        get_method(method, cfg.method.pd_weight)  # a wrong name is said once, before the ranks start  # `accelerate launch --cpu --num_processes N` started only us: start the N ranks
+        _say(f"starting {ranks} processes on CPU (gloo)")
+        raise typer.Exit(run_ranks(ranks))
     result = unlearn(model, data, method, out, cfg, resume=resume, overwrite=overwrite, merge=merge, allow_outside_root=allow_outside_root)
     if not result.main_process:
         return

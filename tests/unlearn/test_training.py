@@ -154,3 +154,30 @@ def test_method_without_retain_examples_is_refused(tiny_model, demo_data, tmp_pa
     (data / "all_train.json").write_text(json.dumps(records))
     with pytest.raises(UserError, match="method gd needs retain examples"):
         unlearn(str(tiny_model), data, "gd", tmp_path / "gd", config(max_steps=1), progress=False)
+
+
+def test_two_process_launch_on_cpu(tiny_model, demo_data, tmp_path):
+    """`accelerate launch --num_processes 2 --cpu -m safeeraser unlearn`: two ranks (gloo), one adapter."""
+    import os
+    import subprocess
+    import sys
+
+    from peft import PeftModel
+    from transformers import LlavaForConditionalGeneration
+
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+        "-m", "safeeraser", "unlearn", "--model", str(tiny_model), "--data", str(demo_data), "--method", "kl+pd",
+        "--out", str(out), "--preset", "demo", "--max-steps", "3", "--set", "eval_every=3", "--set", "eval_samples=2",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 3
+    assert "starting 2 processes on CPU" in done.stderr
+    assert done.stderr.count("wrote ") == 1  # one report, from the main process
+    base = LlavaForConditionalGeneration.from_pretrained(tiny_model)
+    assert isinstance(PeftModel.from_pretrained(base, out / "adapter"), PeftModel)

@@ -148,8 +148,8 @@ def unlearn(
     main = accelerator.is_main_process
     if progress and main and _single_process_cpu_launch():
         tqdm.write(
-            "note: `accelerate launch --cpu --num_processes N` starts one process unless MPI is set up; "
-            "for N processes on CPU use `accelerate launch --multi_gpu --num_processes N` (gloo) or torchrun"
+            "note: accelerate started one CPU process and its --num_processes could not be read; "
+            "for N processes on CPU pass `--num_processes N` on the command line, or use torchrun"
         )
     set_seed(config.seed)
 
