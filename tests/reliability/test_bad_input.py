@@ -87,6 +87,12 @@ def _resume_from_a_broken_checkpoint(e: Env) -> list:
     return e.unlearn("--preset", "demo", "--resume")
 
 
+def _resume_a_finished_run_with_a_damaged_summary(e: Env) -> list:
+    e.write("run/run.json", '{"steps": 3, "total_')
+    e.write("run/log.jsonl", '{"step": 1, "loss": 1.0}\n')
+    return e.unlearn("--preset", "demo", "--resume")
+
+
 def _resume_with_other_settings(e: Env) -> list:
     e.write("p.json.partial.jsonl", '{"header": {"model": "other"}}\n{"batch": "s:r0/p0:1", "answers": {}}\n')
     return e.generate()
@@ -177,6 +183,8 @@ CASES = [
      "all_train.json: record 0: field 'image_path': not a readable image: {tmp}/data/dataset/Violence/0001.png"),
     ("unlearn: unreadable checkpoint", _resume_from_a_broken_checkpoint,
      "{tmp}/run/checkpoint: unreadable checkpoint (SafetensorError); remove it or pass --overwrite"),
+    ("unlearn: damaged summary of a finished run", _resume_a_finished_run_with_a_damaged_summary,
+     "{tmp}/run/run.json: unreadable run summary of a finished run; pass --overwrite to train again"),
     ("unlearn: --out holds other things", lambda e: e.unlearn(out=e.folder_with("stuff")), "{tmp}/stuff: folder exists and is not a run folder"),
     # generate
     ("generate: zero batch size", lambda e: e.generate("--batch-size", "0"), "--batch-size must be positive (got 0)"),

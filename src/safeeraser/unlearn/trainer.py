@@ -140,8 +140,12 @@ def unlearn(
     name = canonical_name(method)
     _check_out(out, resume, overwrite)
     if resume and (out / SUMMARY).exists() and not (out / CHECKPOINT).exists():
-        done = json.loads((out / SUMMARY).read_text())
-        return RunResult(out, name, done["steps"], done["total_steps"], 0.0, "already complete")
+        try:
+            done = json.loads((out / SUMMARY).read_text())
+            steps, total = int(done["steps"]), int(done["total_steps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"{out / SUMMARY}: unreadable run summary of a finished run; pass --overwrite to train again") from None
+        return RunResult(out, name, steps, total, 0.0, "already complete")
     the_method = get_method(name, config.method.pd_weight)
     # cpu=True lets a multi-process launch without GPUs (torchrun, accelerate --multi_gpu) use gloo
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
