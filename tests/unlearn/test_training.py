@@ -76,7 +76,8 @@ def test_reference_is_the_same_model_with_the_adapter_off(tiny_model, demo_data,
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(transformers.LlavaForConditionalGeneration, "__init__", counting_init)
-    unlearn(str(tiny_model), demo_data, "kl", tmp_path / "kl", config(max_steps=5), progress=False)
+    # a trained projector too: the adapter then also holds a trainable copy of it, to switch off
+    unlearn(str(tiny_model), demo_data, "kl", tmp_path / "kl", config(max_steps=5, lora={"train_projector": True}), progress=False)
     assert len(built) == 1  # KL's reference never loads a second model
 
     adapted = attach_adapter(load_model(str(tiny_model)), tmp_path / "kl")
@@ -85,9 +86,14 @@ def test_reference_is_the_same_model_with_the_adapter_off(tiny_model, demo_data,
     batch = codec.collate_train([codec.encode_example(e) for e in view_examples(load_split(demo_data, "train"), "retain")[:4]])
     f = Forward(adapted.model)
     with torch.no_grad():
+        before = f.logits(batch)
         reference, current, original = f.reference_logits(batch), f.logits(batch), Forward(base.model).logits(batch)
+        with adapted.model.disable_adapter():  # PEFT's own switch agrees
+            peft_reference = adapted.model(**Forward.inputs(batch)).logits
     assert torch.allclose(reference, original, atol=1e-5)
+    assert torch.allclose(peft_reference, original, atol=1e-5)
     assert not torch.allclose(current, original, atol=1e-3)
+    assert torch.equal(current, before)  # the adapter is back on afterwards
 
 
 def test_forget_bound_stops_gradient_ascent_early(tiny_model, demo_data, tmp_path):
