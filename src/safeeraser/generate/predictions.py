@@ -126,7 +126,7 @@ def generate_predictions(
     allow_outside_root: bool = False,
 ) -> dict:
     """Generate, resumably, and write ``out``; returns throughput and counts."""
-    from tqdm.auto import tqdm
+    from safeeraser.progress import bar as progress_bar
 
     settings.validate()
     if split not in SPLITS:
@@ -180,7 +180,7 @@ def generate_predictions(
             num_samples=settings.num_samples, do_sample=True, temperature=settings.temperature,
             top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
         )
-        bar = tqdm(total=len(tasks), initial=stats["resumed_prompts"], desc=f"generate {split}", unit="prompt", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(tasks), initial=stats["resumed_prompts"], desc=f"generate {split}", unit="prompt", enabled=progress)
         try:
             for key, chunk in todo:
                 got, tokens = answer_batch(

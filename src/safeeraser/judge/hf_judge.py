@@ -53,12 +53,12 @@ class HFJudge:
 
     def judge(self, items: list[JudgeItem], *, progress: bool = False) -> list[Verdict]:
         import torch
-        from tqdm.auto import tqdm
+        from safeeraser.progress import bar as progress_bar
 
         verdicts = []
         # A chat template writes its own BOS; plain text needs the tokenizer's.
         special = not self.tokenizer.chat_template
-        for start in tqdm(range(0, len(items), self.batch_size), desc="judging (hf)", disable=not progress, dynamic_ncols=True):
+        for start in progress_bar(range(0, len(items), self.batch_size), desc="judging (hf)", enabled=progress):
             batch = items[start : start + self.batch_size]
             encoded = self.tokenizer([self.prompt(item) for item in batch], return_tensors="pt", padding=True, add_special_tokens=special).to(self.device)
             with torch.no_grad():

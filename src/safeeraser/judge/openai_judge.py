@@ -99,7 +99,7 @@ class OpenAIJudge:
         self._lock = threading.Lock()  # guards the stats and the cache, used from the worker threads
 
     def judge(self, items: list[JudgeItem], *, progress: bool = False) -> list[Verdict]:
-        from tqdm.auto import tqdm
+        from safeeraser.progress import bar as progress_bar
 
         asks = [messages(item) for item in items]
         keys = [cache_key(self.model, m) for m in asks]
@@ -112,7 +112,7 @@ class OpenAIJudge:
                 todo.setdefault(key, i)
 
         stop = threading.Event()  # set when the run ends early, so that waiting workers give up
-        bar = tqdm(total=len(items), initial=len(items) - sum(counts[k] for k in todo), desc="judging (openai)", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(items), initial=len(items) - sum(counts[k] for k in todo), desc="judging (openai)", enabled=progress)
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
         try:
             futures = {pool.submit(self._ask_and_keep, key, items[i].kind, asks[i], stop): key for key, i in todo.items()}

@@ -239,7 +239,7 @@ def make_tiny(
 
 def train_vanilla(model, codec: Codec, groups, *, steps: int, lr: float, batch_per_view: int, seed: int, progress: bool) -> list[float]:
     """Full fine-tuning on a mix of every group per step; cosine schedule with a short warm-up."""
-    from tqdm.auto import tqdm
+    from safeeraser.progress import bar as progress_bar
 
     rng = random.Random(seed)
     encoded = {name: [codec.encode_example(e) for e in exs] for name, exs in groups.items()}
@@ -259,7 +259,7 @@ def train_vanilla(model, codec: Codec, groups, *, steps: int, lr: float, batch_p
         lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))),
     )
     losses = []
-    bar = tqdm(range(steps), desc="vanilla training", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(range(steps), desc="vanilla training", enabled=progress)
     for _ in bar:
         batch = codec.collate_train([draw(name) for name in encoded for _ in range(batch_per_view)])
         loss = model(**batch).loss

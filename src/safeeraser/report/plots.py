@@ -8,6 +8,8 @@ one PNG and returns its path, or None when there is nothing to draw. A method ke
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +22,22 @@ TERM_ORDER = ("loss", "forget_nll", "refusal_nll", "retain_nll", "retain_kl", "n
 EVAL_KEYS = (("forget_rr", "refusal on forget prompts"), ("forget_asr", "ASR on forget prompts"), ("sarr", "SARR (unseen harmless images)"))
 # One colour per loss term, the same in every panel.
 TERM_COLOURS = {term: plt.get_cmap("tab10")(i) for i, term in enumerate(TERM_ORDER)}
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    """Draw the PNG beside ``path`` and rename it over: a kill never leaves half a picture."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
 
 
 def _plot_terms(ax, rows: list[dict]) -> None:
@@ -54,8 +72,7 @@ def plot_training(rows: list[dict], path: Path, *, title: str = "") -> Path | No
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
     return path
 
 
@@ -101,8 +118,7 @@ def plot_forgetting_bars(rows: list[dict], path: Path) -> Path | None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=len(bars), loc="upper center", bbox_to_anchor=(0.5, -0.22))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
     return path
 
 
@@ -135,8 +151,7 @@ def plot_tradeoff(rows: list[dict], pairs: list[tuple[dict, dict]], path: Path, 
         ax.grid(alpha=0.3)
     fig.suptitle("Over-forgetting trade-off (arrows: X → X+PD)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
     return path
 
 
@@ -165,8 +180,7 @@ def plot_loss_curves(logs: list[tuple[str, list[dict]]], path: Path) -> Path | N
     fig.legend(handles, terms, loc="lower center", ncol=len(terms), fontsize=8)
     fig.suptitle("Loss terms per run")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)
     return path
 
 
@@ -188,6 +202,5 @@ def plot_dynamics(logs: list[tuple[str, list[dict]]], path: Path, colours: dict[
     axes[0][-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle("Unlearning dynamics (greedy answers on a fixed probe, offline judge)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
     return path

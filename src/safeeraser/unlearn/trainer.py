@@ -136,6 +136,8 @@ def unlearn(
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
+    from safeeraser.progress import bar as progress_bar
+
     out = Path(out)
     name = canonical_name(method)
     _check_out(out, resume, overwrite)
@@ -210,7 +212,7 @@ def unlearn(
     log = JsonlLog(out / LOG) if main else None
     stopped = None
     began = time.perf_counter()
-    bar = tqdm(range(start_step, total), initial=start_step, total=total, desc=f"unlearn {name}", disable=not (progress and main), dynamic_ncols=True)
+    bar = progress_bar(range(start_step, total), initial=start_step, total=total, desc=f"unlearn {name}", enabled=progress and main)
     step = start_step
     try:
         for step in bar:
