@@ -27,13 +27,18 @@ def _parent_argv() -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def requested_cpu_processes(parent_argv: list[str] | None = None, env: dict | None = None) -> int:
-    """N when accelerate's CPU launcher was asked for N > 1 processes and started only this one; else 1."""
+def lone_cpu_launch(env: dict | None = None) -> bool:
+    """accelerate's CPU launcher was asked for several processes and nothing started the ranks."""
     env = os.environ if env is None else env
     if env.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true") or "MASTER_ADDR" not in env:
+        return False  # not a CPU launch, or one of a single process (no MASTER_ADDR then)
+    return not any(v in env for v in RANK_VARIABLES)  # MPI, torchrun or run_ranks set these
+
+
+def requested_cpu_processes(parent_argv: list[str] | None = None, env: dict | None = None) -> int:
+    """N when accelerate's CPU launcher was asked for N > 1 processes and started only this one; else 1."""
+    if not lone_cpu_launch(env):
         return 1
-    if any(v in env for v in RANK_VARIABLES):
-        return 1  # MPI or torchrun already started the ranks
     argv = _parent_argv() if parent_argv is None else parent_argv
     launcher = next((i for i, a in enumerate(argv[:3]) if "accelerate" in a), None)
     if launcher is None:

@@ -30,6 +30,7 @@ from safeeraser.models.codec import Codec
 from safeeraser.models.loading import load_model
 from safeeraser.report.plots import plot_training
 from safeeraser.unlearn.config import UnlearnConfig, dump_config
+from safeeraser.unlearn.launch import lone_cpu_launch
 from safeeraser.unlearn.methods import Forward, Method, canonical_name, get_method
 
 CHECKPOINT = "checkpoint"
@@ -100,14 +101,6 @@ def _lora(model, family, config: UnlearnConfig):
         raise UserError(f"LoRA target {lora.target_modules!r} matches no module of this model ({e})") from None
 
 
-def _single_process_cpu_launch() -> bool:
-    """accelerate's CPU launcher asked for several processes but started this one alone."""
-    import os
-
-    asked = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") and "MASTER_ADDR" in os.environ
-    return asked and "WORLD_SIZE" not in os.environ and "PMI_SIZE" not in os.environ and "OMPI_COMM_WORLD_SIZE" not in os.environ
-
-
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
@@ -152,7 +145,7 @@ def unlearn(
     # cpu=True lets a multi-process launch without GPUs (torchrun, accelerate --multi_gpu) use gloo
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
-    if progress and main and _single_process_cpu_launch():
+    if progress and main and lone_cpu_launch():
         tqdm.write(
             "note: accelerate started one CPU process and its --num_processes could not be read; "
             "for N processes on CPU pass `--num_processes N` on the command line, or use torchrun"
