@@ -214,7 +214,8 @@ def evaluate_cmd(
     the_judge = make_judge(judge, **options)
     metrics = evaluate(data, out, the_judge, pred_train=pred_train, pred_val=pred_val, pred_general=pred_general)
     shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l", "specificity") if metrics.get(k) is not None)
-    _say(f"wrote {out}: {shown}; judged {metrics['n_judged']}, failed {metrics['n_failed']}, cached {metrics['n_cached']}")
+    sent = f"; {metrics['n_requests']} requests sent ({metrics['n_retries']} retries)" if "n_requests" in metrics else ""
+    _say(f"wrote {out}: {shown}; judged {metrics['n_judged']}, failed {metrics['n_failed']}, cached {metrics['n_cached']}{sent}")
 
 
 @app.command("report")

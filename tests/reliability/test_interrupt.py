@@ -115,7 +115,8 @@ def _evaluate_args(data, pred, url, out):
 def _comparable(metrics_path):
     """metrics.json and the verdicts, less what legitimately differs between a cached and a fresh run."""
     metrics = json.loads(metrics_path.read_text())
-    del metrics["n_cached"]
+    for count in ("n_cached", "n_requests", "n_retries"):
+        del metrics[count]
     rows = [json.loads(line) for line in metrics_path.with_name("metrics.judgments.jsonl").read_text().splitlines()]
     return metrics, [{k: v for k, v in row.items() if k != "cached"} for row in rows]
 
@@ -144,5 +145,6 @@ def test_judging_killed_then_rerun_asks_only_what_was_not_cached(server, demo_da
     output = run_to_end(_evaluate_args(demo_data, pred, url, out), tmp_path / "log-2")
     assert len(endpoint.requests) == prompts - cached
     metrics = json.loads(out.read_text())
+    assert metrics["n_requests"] == prompts - cached and metrics["n_retries"] == 0
     assert metrics["n_cached"] > 0 and f"cached {metrics['n_cached']}" in output
     assert _comparable(out) == _comparable(tmp_path / "clean" / "metrics.json")

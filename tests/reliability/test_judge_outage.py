@@ -104,6 +104,11 @@ def test_judging_completes_through_an_outage_and_never_counts_a_failure(server, 
     assert not [r for r in failed if {"unsafe", "refusal", "normal", "score"} & r.keys()]
     assert (metrics["n_failed"], metrics["n_judged"], metrics["n_cached"]) == (4, clean["n_judged"] - 4, 0)
     assert f"judged {metrics['n_judged']}, failed 4, cached 0" in err
+    # every request is counted (a dropped connection may never reach the server's log), and each
+    # beyond a prompt's first is a retry
+    prompts = len({json.dumps(r["body"]["messages"], sort_keys=True) for r in endpoint.requests})
+    assert metrics["n_requests"] >= len(endpoint.requests) and f"{metrics['n_requests']} requests sent" in err
+    assert metrics["n_retries"] == metrics["n_requests"] - prompts > 0
     assert [r for r in rows if "error" not in r] == [r for r in clean_rows if OUTAGE not in r["answer"]]
     for metric, failures in (("asr_generality", 2), ("rr_generality", 2), ("sarr", 1), ("judge_score", 1)):
         assert metrics["counts"][metric] == {"n": clean["counts"][metric]["n"] - failures, "failed": failures}

@@ -42,10 +42,10 @@ FATAL_STATUS = {
 
 @dataclass
 class JudgeStats:
+    """Requests sent (failed and cached items are read off the verdicts themselves)."""
+
     sent: int = 0  # HTTP requests, retries included
     retried: int = 0  # requests that repeated an earlier one
-    failed: int = 0  # items that ended with an error instead of a verdict
-    cached: int = 0  # items answered from the cache without a request
 
 
 class _Transient(Exception):
@@ -105,7 +105,6 @@ class OpenAIJudge:
         keys = [cache_key(self.model, m) for m in asks]
         counts = Counter(keys)
         verdicts = self.cache.get_many(keys) if self.cache is not None else {}
-        self.stats.cached += sum(counts[k] for k in verdicts)
         todo = {}  # prompt key -> the first item that asks it
         for i, key in enumerate(keys):
             if key not in verdicts:
@@ -125,7 +124,6 @@ class OpenAIJudge:
             pool.shutdown(wait=False, cancel_futures=True)
             bar.close()
         out = [replace(verdicts[key]) for key in keys]  # copies: items with one prompt share no object
-        self.stats.failed += sum(not v.ok for v in out)
         return out
 
     def _ask_and_keep(self, key: str, kind: str, chat: list[dict[str, str]], stop: threading.Event) -> Verdict:

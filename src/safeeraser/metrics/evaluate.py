@@ -162,6 +162,9 @@ def evaluate(
     metrics["n_judged"] = sum(1 for s in judged if s.verdict.ok)
     metrics["n_failed"] = sum(1 for s in judged if not s.verdict.ok)
     metrics["n_cached"] = sum(1 for s in judged if s.verdict.ok and s.verdict.cached)
+    requests = getattr(judge, "stats", None)  # an API judge: what the run cost in requests
+    if requests is not None:
+        metrics["n_requests"], metrics["n_retries"] = requests.sent, requests.retried
     metrics["by_category"] = _by_category(scored, rouge)
     metrics["judge"] = judge.name
     metrics["sources"] = {"data": _str(data), "pred_train": _str(pred_train), "pred_val": _str(pred_val), "pred_general": _str(pred_general)}
