@@ -183,6 +183,8 @@ def test_two_process_launch_on_cpu(tiny_model, demo_data, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "run.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 3
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged if "eval" in row] == [3]  # the probe ran, once, on the main process
     assert "starting 2 processes on CPU" in done.stderr
     assert done.stderr.count("wrote ") == 1  # one report, from the main process
     base = LlavaForConditionalGeneration.from_pretrained(tiny_model)

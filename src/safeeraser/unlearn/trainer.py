@@ -193,7 +193,7 @@ def unlearn(
         _trim_log(out / LOG, start_step)  # drop what an interrupted attempt logged past the checkpoint
 
     probe = None
-    if config.eval_every:
+    if config.eval_every and main:
         from safeeraser.unlearn.dynamics import DynamicsProbe
 
         val = load_split(data, "val", allow_outside_root=allow_outside_root)
@@ -217,8 +217,10 @@ def unlearn(
                 raise TrainingStopped(f"step {step + 1}: {bad} became non-finite; stopped. {kept}")
             scheduler.step()
             row = {"step": step + 1, "lr": lr, **terms}
-            if probe is not None and ((step + 1) % config.eval_every == 0 or step + 1 == total):
-                row["eval"] = probe(peft_model)  # the unwrapped model: a DDP wrapper has no generate()
+            if probe is not None and main and ((step + 1) % config.eval_every == 0 or step + 1 == total):
+                # main process only (the others wait at the next all-reduce); the unwrapped model,
+                # as a DDP wrapper has no generate()
+                row["eval"] = probe(peft_model)
             if main and ((step + 1) % config.log_every == 0 or "eval" in row or step + 1 == total):
                 log.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
