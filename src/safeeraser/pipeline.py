@@ -14,7 +14,7 @@ from pathlib import Path
 
 from safeeraser.data.demo import make_demo
 from safeeraser.errors import UserError
-from safeeraser.generate.predictions import GenerationSettings, generate_predictions
+from safeeraser.generate.predictions import generate_predictions, protocol_settings
 from safeeraser.io import atomic_write_json
 from safeeraser.judge.keyword import KeywordJudge
 from safeeraser.metrics.evaluate import evaluate
@@ -25,7 +25,11 @@ from safeeraser.unlearn.methods import METHOD_NAMES, canonical_name
 from safeeraser.unlearn.trainer import SUMMARY, unlearn
 
 VANILLA = "vanilla"
-DEMO_GENERATION = GenerationSettings(num_samples=3, max_new_tokens=48, batch_size=48, temperature=1.0, top_p=0.9, seed=0)
+# The published protocol with one change: answers are cut at 48 new tokens (published: 512). A
+# collapsed model never emits its end-of-sequence token, and 512 tokens of it would take most of
+# the demo's time; every demo answer that ends normally is far shorter.
+DEMO_MAX_NEW_TOKENS = 48
+DEMO_GENERATION = protocol_settings("published", max_new_tokens=DEMO_MAX_NEW_TOKENS, batch_size=48)
 
 
 def _log(message: str, quiet: bool) -> None:
@@ -43,6 +47,8 @@ def run_demo(
     methods: tuple[str, ...] | None = None,
     fresh: bool = False,
     progress: bool = True,
+    config_overrides: list[dict] | None = None,
+    tiny_steps: int | None = None,
 ) -> list[dict]:
     """Run the demo into ``out``; returns the rows of results.json."""
     out = Path(out)
@@ -62,9 +68,10 @@ def run_demo(
         make_demo(data, images_per_category=images_per_category, seed=seed)
     if not (model / MARKER).exists():
         _log(f"[2/4] tiny vanilla LLaVA -> {model}", quiet)
-        make_tiny(data, model, seed=seed, progress=progress)
+        make_tiny(data, model, seed=seed, steps=tiny_steps, progress=progress)
 
-    config = resolve_config(preset="demo", overrides=[{"seed": seed}])
+    config = resolve_config(preset="demo", overrides=[{"seed": seed}, *(config_overrides or [])])
+    _log(f"generation protocol: {DEMO_GENERATION.label()} (the demo caps answers, since a collapsed model never stops)", quiet)
     for k, name in enumerate(names, start=1):
         run = runs / name
         _log(f"[3/4] {name} ({k}/{len(names)})", quiet)

@@ -9,7 +9,7 @@ from safeeraser.errors import UserError
 from safeeraser.judge.base import Verdict
 from safeeraser.judge.keyword import KeywordJudge
 from safeeraser.metrics.evaluate import evaluate, judgments_path
-from safeeraser.metrics.stats import exact_match, rate_with_ci, rouge_l_precision
+from safeeraser.metrics.stats import exact_match, rate_with_ci, rouge_l
 
 from tests.conftest import run_cli
 
@@ -59,7 +59,7 @@ def test_asr_rr_sarr_rouge_on_known_answers(data, tmp_path):
     assert m["asr_efficacy"] == pytest.approx(1 / 3) and m["rr_efficacy"] == pytest.approx(2 / 3)
     assert m["asr_generality"] == 0.0 and m["rr_generality"] == 1.0
     assert m["sarr"] == pytest.approx(0.5)
-    expected_rouge = (3 + sum(rouge_l_precision("nothing alike", r["UnharmPair_image2"]["Prediction"]) for r in json.loads((data / "all_val.json").read_text())) / 6) / 4
+    expected_rouge = (3 + sum(rouge_l("nothing alike", r["UnharmPair_image2"]["Prediction"])[0] for r in json.loads((data / "all_val.json").read_text())) / 6) / 4
     assert m["rouge_l"] == pytest.approx(expected_rouge)
     assert m["judge_score"] is None and m["specificity"] is None
     assert m["n_judged"] == 12 * 3 * 3 + 6 * 3 * 3 + 6 * 3 and m["n_failed"] == 0
@@ -96,7 +96,7 @@ def test_failed_verdicts_are_excluded_not_counted(data, tmp_path):
     total = 12 * 3 * 3
     assert m["n_failed"] == total // 3 and m["n_judged"] == total - total // 3
     assert m["asr_efficacy"] == 1.0 and m["rr_efficacy"] == 0.0  # failures are neither safe nor refusals
-    assert m["counts"]["asr_efficacy"] == {"n": total - total // 3, "failed": total // 3}
+    assert m["counts"]["asr_efficacy"] == {"n": total - total // 3, "failed": total // 3, "empty": 0}
     rows = [json.loads(line) for line in judgments_path(tmp_path / "m.json").read_text().splitlines()]
     assert sum(1 for r in rows if r.get("error") == "timeout") == total // 3
 
@@ -124,7 +124,8 @@ def test_prediction_file_from_another_dataset_is_refused(data, tmp_path):
 def test_evaluate_cli(data, tmp_path):
     val = predictions(data, "val", lambda i, j, k: REFUSE, sd=lambda i, j: NORMAL)
     code, _, err = run_cli("evaluate", "--data", data, "--pred-val", val, "--out", tmp_path / "m.json")
-    assert code == 0, err and "sarr=0.000" in err
+    assert code == 0, err
+    assert "sarr=0.000" in err
     code, _, err = run_cli("evaluate", "--data", data, "--out", tmp_path / "m.json")
     assert code == 2 and "nothing to evaluate" in err
     code, _, err = run_cli("evaluate", "--data", data, "--pred-val", val, "--judge", "gpt", "--out", tmp_path / "m.json")
@@ -132,8 +133,11 @@ def test_evaluate_cli(data, tmp_path):
 
 
 def test_stats_helpers():
-    assert rouge_l_precision("the cat sat", "the cat sat on the mat") == 1.0
-    assert rouge_l_precision("dogs running", "a dog runs") == pytest.approx(1.0)  # stemming, precision
+    # precision is LCS / length of the reference, as the released evaluation reads it
+    assert rouge_l("the cat sat on the mat", "the cat sat")[0] == 1.0
+    assert rouge_l("the cat sat", "the cat sat on the mat")[0] == pytest.approx(0.5)
+    assert rouge_l("a dog runs", "dogs running")[0] == pytest.approx(1.0)  # stemming
+    assert rouge_l("the cat sat", "the cat sat on the mat")[1] == pytest.approx(2 * 0.5 / 1.5)  # F-measure
     assert exact_match("The Circle.", "circle") and not exact_match("circles", "circle")
     mean, (lo, hi) = rate_with_ci([1, 1, 0, 0], ["a", "a", "b", "b"])
     assert mean == 0.5 and lo == 0.0 and hi == 1.0  # two clusters: the interval says so

@@ -59,7 +59,8 @@ def test_pd_adds_the_decouple_view_and_published_lambdas():
     assert get_method("po+pd").views == ("refusal", "retain", "decouple")
     assert get_method("ga+pd").pd_weight == 0.5 and get_method("gd+pd").pd_weight == 0.5
     assert get_method("kl+pd").pd_weight == 1.0 and get_method("po+pd").pd_weight == 1.0
-    assert get_method("ga+pd", pd_weight=0.2).pd_weight == 0.2
+    settings = resolve_config(overrides=[{"method": {"pd_weight": 0.2}}]).method
+    assert get_method("ga+pd", settings).pd_weight == 0.2
 
 
 def test_answer_nll_ignores_masked_tokens():
@@ -77,9 +78,10 @@ def test_answer_nll_ignores_masked_tokens():
 
 def test_kl_is_zero_against_itself_and_positive_otherwise():
     logits = torch.randn(1, 4, 6)
-    labels = torch.tensor([[-100, 1, 2, 3]])
-    assert losses.answer_kl(logits, logits, labels).abs() < 1e-6
-    assert losses.answer_kl(logits, logits.flip(-1), labels) > 0
+    positions = losses.answer_positions(torch.tensor([[-100, 1, 2, 3]]))
+    for direction in ("forward", "reverse"):
+        assert losses.kl_to_reference(logits, logits, positions, direction).abs() < 1e-6
+        assert losses.kl_to_reference(logits, logits.flip(-1), positions, direction) > 0
 
 
 def test_npo_loss_matches_its_formula():

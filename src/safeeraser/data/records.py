@@ -36,12 +36,14 @@ class UnsafePair(BaseModel):
 
     ``model_response`` is the original model's harmful answer (the forget target) and
     ``sd_response`` a normal answer to the same question about the harmless image.
-    Prediction files add ``model_response1..k``; they are kept as extra fields.
+    Prediction files add ``model_response1..k``; they are kept as extra fields. The released
+    inference script deletes ``model_response`` from its prediction files, so it is optional
+    here and required of datasets by ``load_split_file`` (``predictions=False``).
     """
 
     model_config = ConfigDict(extra="allow", strict=True)
     question: str
-    model_response: str
+    model_response: str | None = None
     sd_response: str
 
     def samples(self) -> list[str]:
@@ -243,12 +245,21 @@ def parse_record(raw: Any, *, where: str) -> Record:
         raise UserError(f"{where}: field '{name}': {problem}{more}") from None
 
 
-def load_split_file(path: Path, *, allow_outside_root: bool = False) -> Split:
-    """Read and validate one published file (JSON array or JSON Lines)."""
+def load_split_file(path: Path, *, allow_outside_root: bool = False, predictions: bool = False) -> Split:
+    """Read and validate one published file (JSON array or JSON Lines).
+
+    A dataset file must give every harmful question its ``model_response`` (the forget target);
+    a prediction file (``predictions=True``) may lack it, as the released inference writes them.
+    """
     raw = read_json_records(path)
     if not raw:
         raise UserError(f"{path}: no records")
     records = [parse_record(r, where=f"{path.name}: record {i}") for i, r in enumerate(raw)]
+    if not predictions:
+        for i, record in enumerate(records):
+            for j, pair in enumerate(record.unsafe_pairs):
+                if pair.model_response is None:
+                    raise UserError(f"{path.name}: record {i}: field 'unsafe_pairs[{j}].model_response': missing")
     return Split(path=path, records=records, allow_outside_root=allow_outside_root)
 
 

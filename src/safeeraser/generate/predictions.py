@@ -1,8 +1,12 @@
 """`safeeraser generate`: answers for every prompt of a split, in the published prediction shape.
 
-For each harmful question: K sampled answers on the harmful image (``model_response1..K``) and
-one answer on the harmless image (``sd_response``); for each UnharmPair, one answer
-(``Prediction``). Single answers are greedy; the K samples use T / top-p (published: 1.0 / 0.9).
+For each harmful question: K answers on the harmful image (``model_response1..K``) and one
+answer on the harmless image (``sd_response``); for each UnharmPair, one answer
+(``Prediction``). How they are decoded is a named protocol (``PROTOCOLS``): ``published``
+samples every answer as the released inference does (T 1.0, top-p 0.9, top-k 50, 512 new
+tokens, the family's system sentence); ``fast`` answers the single prompts greedily, with
+shorter answers and no system sentence. Explicit settings override the protocol's, and the
+file's metadata records what was used.
 
 Finished batches are appended to ``PRED.partial.jsonl`` as they complete; a rerun of the same
 command skips them, and the final file is written atomically. Because each batch is seeded from
@@ -14,12 +18,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from safeeraser.data.checks import check_split_images
 from safeeraser.data.images import open_rgb
-from safeeraser.data.records import UNHARM_KEYS, Split, load_general, load_split
+from safeeraser.data.records import GENERAL_FILE, UNHARM_KEYS, Split, load_general, load_split
 from safeeraser.errors import UserError
 from safeeraser.generate.sampling import Prompt, Sampling, answer_batch
 from safeeraser.io import JsonlLog, atomic_write_json, check_output_file, read_jsonl
@@ -33,16 +37,22 @@ SPLITS = ("train", "val", "general")
 class Task:
     key: str
     prompt: Prompt
-    sampled: bool  # K samples with temperature, or one greedy answer
+    multi: bool  # K answers (a harmful question on its harmful image), or one
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    num_samples: int = 3
-    max_new_tokens: int = 128
-    batch_size: int = 16  # sequences per generate call
+    """A generation protocol: how many answers, how they are decoded, and the prompt format."""
+
+    protocol: str = "published"  # the named protocol these settings started from
+    num_samples: int = 3  # answers per harmful question on the harmful image
+    sample_single: bool = True  # the single answers (harmless image, UnharmPairs) sampled too, or greedy
     temperature: float = 1.0
     top_p: float = 0.9
+    top_k: int = 50
+    max_new_tokens: int = 512
+    system_prompt: bool = True  # the model family's system sentence (LLaVA-1.5: vicuna_v1's)
+    batch_size: int = 16  # sequences per generate call (speed only)
     seed: int = 0
 
     def validate(self) -> None:
@@ -53,6 +63,39 @@ class GenerationSettings:
             raise UserError(f"--temperature must be positive (got {self.temperature})")
         if not 0 < self.top_p <= 1:
             raise UserError(f"--top-p must be in (0, 1] (got {self.top_p})")
+        if self.top_k < 0:
+            raise UserError(f"--top-k must be 0 (off) or positive (got {self.top_k})")
+
+    def label(self) -> str:
+        """The protocol's name and every setting that departs from it, e.g. ``published (max_new_tokens=48)``.
+
+        Runs whose labels differ were generated differently and do not belong in one table.
+        """
+        base = PROTOCOLS.get(self.protocol)
+        if base is None:
+            return self.protocol
+        changed = [f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name not in _NOT_PROTOCOL and getattr(self, f.name) != getattr(base, f.name)]
+        return self.protocol + (f" ({', '.join(changed)})" if changed else "")
+
+    def record(self) -> dict:
+        return {**asdict(self), "label": self.label()}
+
+
+_NOT_PROTOCOL = {"protocol", "batch_size", "seed"}  # settings that do not change what is measured
+
+PROTOCOLS = {
+    # As the released inference (ckpt_infer.py): every answer sampled, 3 per harmful question.
+    "published": GenerationSettings(),
+    # Quicker and steadier, not comparable with the paper: greedy single answers, shorter, no system sentence.
+    "fast": GenerationSettings(protocol="fast", sample_single=False, max_new_tokens=128, system_prompt=False),
+}
+
+
+def protocol_settings(name: str, **overrides) -> GenerationSettings:
+    """The named protocol with the given settings replaced (None leaves a setting as the protocol has it)."""
+    if name not in PROTOCOLS:
+        raise UserError(f"unknown --protocol {name!r}: expected one of {', '.join(PROTOCOLS)}")
+    return replace(PROTOCOLS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
 def split_tasks(split: Split) -> list[Task]:
@@ -60,10 +103,10 @@ def split_tasks(split: Split) -> list[Task]:
     for i, record in enumerate(split):
         image, sd_image = split.image(i), split.sd_image(i)
         for j, pair in enumerate(record.unsafe_pairs):
-            tasks.append(Task(f"r{i}/p{j}", Prompt(image, pair.question), sampled=True))
-            tasks.append(Task(f"r{i}/p{j}/sd", Prompt(sd_image, pair.question), sampled=False))
+            tasks.append(Task(f"r{i}/p{j}", Prompt(image, pair.question), multi=True))
+            tasks.append(Task(f"r{i}/p{j}/sd", Prompt(sd_image, pair.question), multi=False))
         for key, qa in record.unharm_pairs():
-            tasks.append(Task(f"r{i}/{key}", Prompt(image, qa.question), sampled=False))
+            tasks.append(Task(f"r{i}/{key}", Prompt(image, qa.question), multi=False))
     return tasks
 
 
@@ -71,22 +114,22 @@ def general_tasks(data: Path, allow_outside_root: bool) -> tuple[list[Task], lis
     resolver, items = load_general(data, allow_outside_root=allow_outside_root)
     tasks = []
     for i, it in enumerate(items):
-        where = f"general_vqa.json: record {i}: field 'image_path'"
+        where = f"{GENERAL_FILE}: record {i}: field 'image_path'"
         image = resolver.resolve(it.image_path, where)
         open_rgb(image, where=where)  # a bad image stops the run before it starts
-        tasks.append(Task(f"g{i}", Prompt(image, it.question), sampled=False))
+        tasks.append(Task(f"g{i}", Prompt(image, it.question), multi=False))
     return tasks, [it.model_dump() for it in items]
 
 
 def batches(tasks: list[Task], settings: GenerationSettings) -> list[tuple[str, list[Task]]]:
-    """Sampled and greedy tasks in separate batches of about ``batch_size`` sequences each."""
+    """K-answer and single-answer tasks in separate batches of about ``batch_size`` sequences each."""
     out = []
-    for sampled in (True, False):
-        group = [t for t in tasks if t.sampled == sampled]
-        per_batch = max(1, settings.batch_size // settings.num_samples) if sampled else settings.batch_size
+    for multi in (True, False):
+        group = [t for t in tasks if t.multi == multi]
+        per_batch = max(1, settings.batch_size // settings.num_samples) if multi else settings.batch_size
         for start in range(0, len(group), per_batch):
             chunk = group[start : start + per_batch]
-            out.append((f"{'s' if sampled else 'g'}:{chunk[0].key}:{len(chunk)}", chunk))
+            out.append((f"{'s' if multi else 'g'}:{chunk[0].key}:{len(chunk)}", chunk))
     return out
 
 
@@ -136,7 +179,7 @@ def generate_predictions(
     check_output_file(out)
     if split == "general":
         tasks, general_items = general_tasks(data, allow_outside_root)
-        source = data / "general_vqa.json" if data.is_dir() else data
+        source = data / GENERAL_FILE if data.is_dir() else data
         the_split = None
     else:
         the_split = load_split(data, split, allow_outside_root=allow_outside_root)
@@ -150,7 +193,7 @@ def generate_predictions(
         "data": str(source),
         "data_digest": _file_digest(source),
         "split": split,
-        **asdict(settings),
+        "generation": settings.record(),
     }
     partial = out.with_name(out.name + ".partial.jsonl")
     done: dict[str, list[str]] = {}
@@ -171,20 +214,21 @@ def generate_predictions(
         loaded = load_model(model)
         if adapter_dir:
             attach_adapter(loaded, adapter_dir)
-        codec = Codec(loaded.processor)
+        codec = Codec(loaded.processor, system=loaded.family.system if settings.system_prompt else None)
         log = JsonlLog(partial)
         if not rows:
             log.append({"header": header})
-        greedy = Sampling(max_new_tokens=settings.max_new_tokens)
         sampled = Sampling(
-            num_samples=settings.num_samples, do_sample=True, temperature=settings.temperature,
-            top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
+            do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
+            max_new_tokens=settings.max_new_tokens,
         )
+        multi = replace(sampled, num_samples=settings.num_samples)
+        single = sampled if settings.sample_single else Sampling(max_new_tokens=settings.max_new_tokens)
         bar = progress_bar(total=len(tasks), initial=stats["resumed_prompts"], desc=f"generate {split}", unit="prompt", enabled=progress)
         try:
             for key, chunk in todo:
                 got, tokens = answer_batch(
-                    loaded.model, codec, [t.prompt for t in chunk], sampled if chunk[0].sampled else greedy,
+                    loaded.model, codec, [t.prompt for t in chunk], multi if chunk[0].multi else single,
                     seed=settings.seed, key=key,
                 )
                 answers = {t.key: a for t, a in zip(chunk, got)}

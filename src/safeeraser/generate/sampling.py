@@ -24,16 +24,20 @@ class Prompt:
 
 @dataclass(frozen=True)
 class Sampling:
+    """How one ``generate`` call decodes; top-k 50 is Hugging Face's default, which the released
+    inference leaves in place (0 switches top-k off)."""
+
     num_samples: int = 1
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 0.9
+    top_k: int = 50
     max_new_tokens: int = 128
 
     def generate_kwargs(self) -> dict:
         kwargs = {"max_new_tokens": self.max_new_tokens, "num_return_sequences": self.num_samples, "do_sample": self.do_sample}
         if self.do_sample:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=0)
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         return kwargs
@@ -65,10 +69,10 @@ def answer_batch(model, codec: Codec, prompts: list[Prompt], sampling: Sampling,
     return [texts[i * k : (i + 1) * k] for i in range(len(prompts))], tokens
 
 
-def answer_all(model, codec: Codec, prompts: list[Prompt], sampling: Sampling, *, batch_size: int, seed: int = 0) -> list[list[str]]:
+def answer_all(model, codec: Codec, prompts: list[Prompt], sampling: Sampling, *, batch_size: int) -> list[list[str]]:
     """Answers for a list of prompts, batched (a convenience for small in-process evaluations)."""
     answers: list[list[str]] = []
     for start in range(0, len(prompts), batch_size):
-        got, _ = answer_batch(model, codec, prompts[start : start + batch_size], sampling, seed=seed, key=f"b{start}")
+        got, _ = answer_batch(model, codec, prompts[start : start + batch_size], sampling, seed=0, key=f"b{start}")
         answers.extend(got)
     return answers

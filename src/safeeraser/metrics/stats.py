@@ -43,9 +43,16 @@ def _rouge():
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
-def rouge_l_precision(prediction: str, reference: str) -> float:
-    """ROUGE-L precision of the prediction against the reference (rougeL, stemming), as published."""
-    return float(_rouge().score(reference, prediction)["rougeL"].precision)
+def rouge_l(answer: str, reference: str) -> tuple[float, float]:
+    """(precision, F-measure) of ROUGE-L (rougeL, stemming) as the released evaluation computes it.
+
+    The released code calls ``score(answer, reference)``: rouge_score takes the first text as
+    the target, so its precision is LCS / length of the *reference* — how much of the reference
+    the answer recovers. That is the number the paper's ROUGE-L column holds. The F-measure is
+    symmetric in the two texts.
+    """
+    score = _rouge().score(answer, reference)["rougeL"]
+    return float(score.precision), float(score.fmeasure)
 
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")

@@ -1,7 +1,9 @@
 """Turning (image, question[, answer]) into model tensors, and batches of them.
 
 Prompts come from the processor's chat template (as llava-hf processors carry it), so the
-same code serves the tiny stand-in and LLaVA-1.5-7B. Each image is preprocessed once and
+same code serves the tiny stand-in and LLaVA-1.5-7B; a system sentence (the model family's,
+e.g. LLaVA-1.5's vicuna_v1 one, which the released code uses in training and inference) goes
+in as the template's system message. Each image is preprocessed once and
 cached, and so is each question's tokenised prompt (training encodes every example again each
 epoch, and many examples share a question); the ``<image>`` placeholder is expanded to as many
 tokens as the processor says that image needs. Training examples are masked so that only
@@ -23,8 +25,9 @@ IGNORE = -100
 
 
 class Codec:
-    def __init__(self, processor, *, max_answer_tokens: int = 256, image_cache: int = 1024):
+    def __init__(self, processor, *, system: str | None = None, max_answer_tokens: int = 256, image_cache: int = 1024):
         self.processor = processor
+        self.system = system
         self.tokenizer = processor.tokenizer
         self.image_token = processor.image_token
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
@@ -38,6 +41,8 @@ class Codec:
 
     def _prompt_text(self, question: str) -> str:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        if self.system:
+            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": self.system}]})
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def _prompt_tokens(self, question: str) -> tuple[int, ...]:

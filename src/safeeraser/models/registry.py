@@ -19,6 +19,13 @@ LLAVA_15_TEMPLATE = (
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 
+# LLaVA-1.5's system sentence: the vicuna_v1 conversation of the LLaVA code base, which the
+# released SafeEraser code puts before every prompt in training and inference.
+VICUNA_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+
 # The language model's linear layers (SPEC §3); anchored on the language model so that the
 # CLIP tower's own q/k/v projections stay frozen.
 LANGUAGE_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -32,7 +39,7 @@ class ModelFamily:
     chat_template: str
     lora_target: str = LANGUAGE_LINEAR
     projector: str = "multi_modal_projector"
-    hub_examples: tuple[str, ...] = ()
+    system: str | None = None  # the system sentence of the family's conversation format
 
 
 FAMILIES = (
@@ -41,14 +48,13 @@ FAMILIES = (
         model_types=("llava",),
         model_class="LlavaForConditionalGeneration",
         chat_template=LLAVA_15_TEMPLATE,
-        hub_examples=("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-13b-hf", "safeeraser tiny (make-tiny)"),
+        system=VICUNA_SYSTEM,
     ),
     ModelFamily(
         name="llava-1.6",
         model_types=("llava_next",),
         model_class="LlavaNextForConditionalGeneration",
         chat_template=LLAVA_15_TEMPLATE,
-        hub_examples=("llava-hf/llava-v1.6-vicuna-7b-hf", "llava-hf/llava-v1.6-mistral-7b-hf"),
     ),
 )
 

@@ -26,7 +26,7 @@ from safeeraser.errors import UserError
 from safeeraser.io import atomic_dir, refuse_foreign_folder
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import quiet_transformers
-from safeeraser.models.registry import LLAVA_15_TEMPLATE
+from safeeraser.models.registry import LLAVA_15_TEMPLATE, VICUNA_SYSTEM
 
 MARKER = "safeeraser.json"
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "image": "<image>"}
@@ -187,7 +187,9 @@ def corpus(groups: dict[str, list[Example]]) -> list[str]:
     texts = {t for exs in groups.values() for e in exs for t in (e.question, e.answer)}
     texts.update(REFUSALS)
     texts.update(["USER: ASSISTANT: SYSTEM:", "Sure, I cannot can't won't sorry yes no"])
-    return sorted(texts)
+    # The system sentence opens every prompt: repeated, its words become whole tokens, which
+    # keeps the tiny model's prompts short.
+    return sorted(texts) + [VICUNA_SYSTEM] * 500
 
 
 def make_tiny(
@@ -215,7 +217,8 @@ def make_tiny(
     tokenizer = train_tokenizer(corpus(groups), spec.vocab_size)
     processor = build_processor(tokenizer, spec)
     model = build_model(tokenizer, spec)
-    codec = Codec(processor)
+    # Trained with LLaVA-1.5's system sentence, as the published protocol prompts it.
+    codec = Codec(processor, system=VICUNA_SYSTEM)
     start = time.perf_counter()
     losses = train_vanilla(model, codec, groups, steps=steps, lr=lr, batch_per_view=spec.batch_per_view, seed=seed, progress=progress)
     summary = {

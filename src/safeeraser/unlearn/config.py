@@ -1,4 +1,7 @@
-"""Unlearning configuration: published defaults, then a YAML file, then command-line overrides."""
+"""Unlearning configuration: published defaults, then a YAML file, then command-line overrides.
+
+Every default lives in ``configs/default.yaml``; the schema here only types and bounds them.
+"""
 
 from __future__ import annotations
 
@@ -21,30 +24,36 @@ class LoraSettings(_Strict):
     r: int = Field(gt=0)
     alpha: float = Field(gt=0)
     dropout: float = Field(ge=0, lt=1)
-    target: str | None = None
-    train_projector: bool = False
+    target: str | None
+    train_projector: bool
 
 
 class OptimSettings(_Strict):
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     warmup_ratio: float = Field(ge=0, le=1)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    grad_clip: float | None = Field(default=1.0, gt=0)
+    schedule: Literal["cosine", "linear", "constant"]
+    grad_clip: float | None = Field(gt=0)
 
 
 class MethodSettings(_Strict):
-    pd_weight: float | None = Field(default=None, ge=0)
-    npo_beta: float = Field(default=0.1, gt=0)
-    forget_nll_bound: float | None = Field(default=None, gt=0)
+    pd_weight: float | None = Field(ge=0)
+    pd_retain_weight: float | None = Field(ge=0)
+    npo_beta: float = Field(gt=0)
+    forget_nll_bound: float | None = Field(gt=0)
+    kl_direction: Literal["forward", "reverse"]
+    kl_positions: Literal["sequence", "answer"]
+    po_batch: Literal["joined", "separate"]
 
 
 class UnlearnConfig(_Strict):
-    seed: int = 0
+    seed: int
+    system_prompt: bool
+    refusals: str | None
     lora: LoraSettings
     optim: OptimSettings
     epochs: float = Field(gt=0)
-    max_steps: int | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(gt=0)
     batch_size: int = Field(gt=0)
     grad_accum: int = Field(gt=0)
     max_answer_tokens: int = Field(gt=0)

@@ -34,14 +34,29 @@ def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return logp.sum(-1)
 
 
-def answer_kl(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """KL(current || reference) of next-token distributions, averaged over answer positions."""
-    logits, labels = _shift(logits, labels)
-    ref_logits = ref_logits[:, :-1, :]
-    mask = labels != IGNORE
-    cur = torch.log_softmax(logits[mask].float(), dim=-1)
-    ref = torch.log_softmax(ref_logits[mask].float(), dim=-1)
+def kl_to_reference(
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    positions: torch.Tensor,
+    direction: str = "forward",
+) -> torch.Tensor:
+    """Mean over the chosen positions of the KL divergence between next-token distributions.
+
+    ``forward`` is KL(reference || current), the released direction (``kl_div(current, reference)``);
+    ``reverse`` is KL(current || reference). ``positions`` is a (B, T) boolean mask.
+    """
+    cur = torch.log_softmax(logits[positions].float(), dim=-1)
+    ref = torch.log_softmax(ref_logits[positions].float(), dim=-1)
+    if direction == "forward":
+        return (ref.exp() * (ref - cur)).sum(-1).mean()
     return (cur.exp() * (cur - ref)).sum(-1).mean()
+
+
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """The positions whose next token is an answer token (the logits that predict the answer)."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != IGNORE
+    return mask
 
 
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:

@@ -23,7 +23,8 @@ import torch
 
 from safeeraser.data.checks import check_split_images
 from safeeraser.data.records import load_split
-from safeeraser.data.views import ExampleDataset, view_examples
+from safeeraser.data.refusals import REFUSALS
+from safeeraser.data.views import read_refusals, view_data
 from safeeraser.errors import TrainingStopped, UserError
 from safeeraser.io import JsonlLog, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 from safeeraser.models.codec import Codec
@@ -31,7 +32,8 @@ from safeeraser.models.loading import load_model
 from safeeraser.report.plots import plot_training
 from safeeraser.unlearn.config import UnlearnConfig, dump_config
 from safeeraser.unlearn.launch import lone_cpu_launch
-from safeeraser.unlearn.methods import Forward, Method, canonical_name, get_method
+from safeeraser.unlearn.methods import Forward, Objective, canonical_name, get_method
+from safeeraser.unlearn.methods.base import batch_views
 
 CHECKPOINT = "checkpoint"
 LOG = "log.jsonl"
@@ -59,6 +61,9 @@ class BatchPlan:
         self.batches_per_epoch = math.ceil(n / self.per_step)
         self._salt = int.from_bytes(hashlib.sha256(f"{seed}:{view}".encode()).digest()[:6], "little")
         self._perm: tuple[int, torch.Tensor] | None = None
+
+    def epoch(self, micro_step: int) -> int:
+        return micro_step // self.batches_per_epoch
 
     def indices(self, micro_step: int) -> list[int]:
         epoch, b = divmod(micro_step, self.batches_per_epoch)
@@ -141,7 +146,8 @@ def unlearn(
         except (OSError, ValueError, KeyError, TypeError):
             raise UserError(f"{out / SUMMARY}: unreadable run summary of a finished run; pass --overwrite to train again") from None
         return RunResult(out, name, steps, total, 0.0, "already complete")
-    the_method = get_method(name, config.method.pd_weight)
+    the_method = get_method(name, config.method)
+    refusals = read_refusals(Path(config.refusals)) if config.refusals else REFUSALS
     # cpu=True lets a multi-process launch without GPUs (torchrun, accelerate --multi_gpu) use gloo
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
@@ -161,13 +167,13 @@ def unlearn(
     train = load_split(data, "train", allow_outside_root=allow_outside_root)
     check_split_images(train)
     loaded = load_model(model, device=accelerator.device)
-    codec = Codec(loaded.processor, max_answer_tokens=config.max_answer_tokens)
+    system = loaded.family.system if config.system_prompt else None
+    codec = Codec(loaded.processor, system=system, max_answer_tokens=config.max_answer_tokens)
     views = {}
     for view in the_method.views:
-        examples = view_examples(train, view, seed=config.seed)
-        if not examples:
+        views[view] = view_data(train, view, codec.encode_example, seed=config.seed, refusals=refusals)
+        if not len(views[view]):
             raise UserError(f"{train.name}: method {name} needs {view} examples but the split has none (no UnharmPair_* fields?)")
-        views[view] = ExampleDataset(examples, codec.encode_example)
     plans = {
         v: BatchPlan(len(ds), config.batch_size, config.seed, v, accelerator.num_processes, accelerator.process_index)
         for v, ds in views.items()
@@ -245,7 +251,7 @@ def unlearn(
     return RunResult(out, name, step, total, seconds, stopped, main, resumed_from=start_step)
 
 
-def _optimizer_step(step, method: Method, forward, views, plans, codec, config, accelerator, optimizer, wrapped, trainable) -> dict:
+def _optimizer_step(step, method: Objective, forward, views, plans, codec, config, accelerator, optimizer, wrapped, trainable) -> dict:
     """grad_accum micro-batches of every view, one AdamW step. Returns the mean of each loss term.
 
     Each view's term is back-propagated before the next view's forward pass, so the activations
@@ -255,8 +261,9 @@ def _optimizer_step(step, method: Method, forward, views, plans, codec, config, 
     last = len(method.terms) - 1
     for micro in range(config.grad_accum):
         m = step * config.grad_accum + micro
-        for i, (view, term) in enumerate(method.terms.items()):
-            batch = codec.collate_train([views[view][j] for j in plans[view].indices(m)])
+        for i, (name, term) in enumerate(method.terms.items()):
+            items = [views[v].item(j, plans[v].epoch(m)) for v in batch_views(name) for j in plans[v].indices(m)]
+            batch = codec.collate_train(items)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             sync = micro == config.grad_accum - 1 and i == last
             with (accelerator.no_sync(wrapped) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()):

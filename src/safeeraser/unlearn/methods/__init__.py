@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from safeeraser.errors import UserError
 from safeeraser.unlearn.methods import ga, gd, kl, npo, po
-from safeeraser.unlearn.methods.base import Forward, Method
+from safeeraser.unlearn.methods.base import Forward, Method, Objective
 from safeeraser.unlearn.methods.pd import with_prompt_decouple
 
 BASE_METHODS: dict[str, Method] = {m.name: m for m in (ga.METHOD, gd.METHOD, kl.METHOD, po.METHOD, npo.METHOD)}
@@ -21,11 +21,18 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def get_method(name: str, pd_weight: float | None = None) -> Method:
+def get_method(name: str, settings=None) -> Objective:
+    """The method's objective under ``settings`` (the ``method`` section of the config; default: published)."""
+    if settings is None:
+        from safeeraser.unlearn.config import resolve_config
+
+        settings = resolve_config().method
     key = canonical_name(name)
     base, _, suffix = key.partition("+")
     method = BASE_METHODS[base]
-    return with_prompt_decouple(method, pd_weight) if suffix == "pd" else method
+    if suffix == "pd":
+        return with_prompt_decouple(method, settings)
+    return Objective(key, method.build(settings, 1.0))
 
 
-__all__ = ["Forward", "Method", "METHOD_NAMES", "ALIASES", "canonical_name", "get_method"]
+__all__ = ["Forward", "Method", "Objective", "METHOD_NAMES", "ALIASES", "canonical_name", "get_method"]

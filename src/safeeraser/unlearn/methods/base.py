@@ -1,6 +1,6 @@
 """What every unlearning method is: a loss over named batches, computed through ``Forward``.
 
-The loss is a sum of one term per named batch. The trainer back-propagates each term as soon as
+The loss is a sum of one term per named batch (a batch may join views, e.g. refusal+retain). The trainer back-propagates each term as soon as
 it is computed (the gradients add up to those of the summed loss), so only one batch's
 activations are held at a time: GD, KL or X+PD peak at about the memory of GA, not 2-3x it.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -102,25 +102,51 @@ def _switch(layer, enabled: bool) -> None:
 
 
 Terms = dict[str, torch.Tensor]
-Term = Callable[[Forward, dict, "object"], Terms]  # (forward, one view's batch, method settings) -> {"loss": ..., logged terms}
+Term = Callable[[Forward, dict, Any], Terms]  # (forward, one batch, method settings) -> {"loss": ..., logged terms}
+
+# A batch name joins views: "refusal+retain" is one micro-batch of each view in one batch, so
+# that a single token mean runs over both (as the released PO loss does).
+JOIN = "+"
 
 
-def nll_term(view: str, weight: float = 1.0) -> Term:
-    """``weight`` x NLL of the batch (negative: gradient ascent), logged unweighted as ``<view>_nll``."""
+def batch_views(batch: str) -> tuple[str, ...]:
+    return tuple(batch.split(JOIN))
 
-    def term(f: Forward, batch: dict, settings) -> Terms:
-        nll = f.nll(batch)
-        return {"loss": weight * nll, f"{view}_nll": nll}
+
+def nll_term(batch: str, weight: float = 1.0) -> Term:
+    """``weight`` x NLL of the batch (negative: gradient ascent), logged unweighted as ``<batch>_nll``."""
+
+    def term(f: Forward, inputs: dict, settings) -> Terms:
+        nll = f.nll(inputs)
+        return {"loss": weight * nll, f"{batch}_nll": nll}
 
     return term
 
 
 @dataclass(frozen=True)
 class Method:
+    """An unlearning method as declared: its loss terms, built from the method settings.
+
+    ``build(settings, retain_weight)`` returns {batch name: term}; the first batch sets the epoch.
+    ``pd_weight`` is the published lambda of the Prompt-Decouple term on top of the method and
+    ``pd_retain_weight`` the retain term's weight under +PD (the released GD+PD halves it).
+    """
+
     name: str
-    terms: dict[str, Term]  # named batch (forget, retain, refusal, decouple) -> its term; the first sets the epoch
-    pd_weight: float  # published lambda for the Prompt-Decouple term on top of this method
+    build: Callable[[Any, float], dict[str, Term]]
+    pd_weight: float
+    pd_retain_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A method resolved against its settings (and +PD): what the trainer runs."""
+
+    name: str
+    terms: dict[str, Term]
+    pd_weight: float | None = None  # the lambda in use, for X+PD
 
     @property
     def views(self) -> tuple[str, ...]:
-        return tuple(self.terms)
+        """Every view the batches draw on, in order of first use."""
+        return tuple(dict.fromkeys(v for batch in self.terms for v in batch_views(batch)))

@@ -2,4 +2,9 @@
 
 from safeeraser.unlearn.methods.base import Method, nll_term
 
-METHOD = Method("ga", {"forget": nll_term("forget", -1.0)}, pd_weight=0.5)
+
+def terms(settings, retain_weight):
+    return {"forget": nll_term("forget", -1.0)}
+
+
+METHOD = Method("ga", terms, pd_weight=0.5)

@@ -2,4 +2,10 @@
 
 from safeeraser.unlearn.methods.base import Method, nll_term
 
-METHOD = Method("gd", {"forget": nll_term("forget", -1.0), "retain": nll_term("retain")}, pd_weight=0.5)
+
+def terms(settings, retain_weight):
+    return {"forget": nll_term("forget", -1.0), "retain": nll_term("retain", retain_weight)}
+
+
+# Released GD+PD: -NLL(forget) + 0.5 NLL(retain) + 0.5 NLL(decouple).
+METHOD = Method("gd", terms, pd_weight=0.5, pd_retain_weight=0.5)

@@ -13,4 +13,8 @@ def forget_npo(f, forget, settings):
     return {"loss": npo, "npo": npo, "forget_nll": forget_nll}
 
 
-METHOD = Method("npo", {"forget": forget_npo, "retain": nll_term("retain")}, pd_weight=1.0)
+def terms(settings, retain_weight):
+    return {"forget": forget_npo, "retain": nll_term("retain", retain_weight)}
+
+
+METHOD = Method("npo", terms, pd_weight=1.0)

@@ -4,9 +4,11 @@ Without it a method learns "refuse these words"; with it, "refuse these words ab
 of image" — which is what keeps SARR down.
 """
 
-from safeeraser.unlearn.methods.base import Method, nll_term
+from safeeraser.unlearn.methods.base import Method, Objective, nll_term
 
 
-def with_prompt_decouple(method: Method, weight: float | None = None) -> Method:
-    weight = method.pd_weight if weight is None else weight
-    return Method(f"{method.name}+pd", {**method.terms, "decouple": nll_term("decouple", weight)}, pd_weight=weight)
+def with_prompt_decouple(method: Method, settings) -> Objective:
+    weight = method.pd_weight if settings.pd_weight is None else settings.pd_weight
+    retain = method.pd_retain_weight if settings.pd_retain_weight is None else settings.pd_retain_weight
+    terms = {**method.build(settings, retain), "decouple": nll_term("decouple", weight)}
+    return Objective(f"{method.name}+pd", terms, pd_weight=weight)
