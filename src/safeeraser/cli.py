@@ -110,6 +110,7 @@ def unlearn_cmd(
     seed: Optional[int] = typer.Option(None, "--seed"),
     pd_weight: Optional[float] = typer.Option(None, "--pd-weight", help="Lambda of the Prompt-Decouple term."),
     settings: list[str] = typer.Option([], "--set", help="Any setting as KEY=VALUE, e.g. --set lora.r=16 (repeatable)."),
+    refusals: Optional[Path] = typer.Option(None, "--refusals", help='PO refusal targets: a JSON file {"idk": [...]} (the released prompt.json shape).'),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     merge: bool = typer.Option(False, "--merge", help="Also save the merged full model to RUN_DIR/merged."),
@@ -130,6 +131,11 @@ def unlearn_cmd(
         flags["optim"] = {"lr": lr}
     if pd_weight is not None:
         flags["method"] = {"pd_weight": pd_weight}
+    if refusals is not None:
+        from safeeraser.data.views import read_refusals
+
+        read_refusals(refusals)  # a bad file is said now, before any model is loaded
+        flags["refusals"] = str(refusals.resolve())
     cfg = resolve_config(config, overrides + [flags], preset=preset)
     from safeeraser.unlearn.launch import requested_cpu_processes, run_ranks
 
@@ -137,7 +143,9 @@ def unlearn_cmd(
     if ranks > 1:
         from safeeraser.unlearn.methods import get_method
 
-        get_method(method, cfg.method.pd_weight)  # a wrong name is said once, before the ranks start  # `accelerate launch --cpu --num_processes N` started only us: start the N ranks
+        # `accelerate launch --cpu --num_processes N` started only us: start the N ranks, after
+        # saying a wrong method name once rather than in every rank
+        get_method(method, cfg.method)
         _say(f"starting {ranks} processes on CPU (gloo)")
         raise typer.Exit(run_ranks(ranks))
     result = unlearn(model, data, method, out, cfg, resume=resume, overwrite=overwrite, merge=merge, allow_outside_root=allow_outside_root)
@@ -157,21 +165,28 @@ def generate_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset folder."),
     split: str = typer.Option(..., "--split", help="train (forget split), val (test split) or general (general VQA)."),
     out: Path = typer.Option(..., "--out", help="Prediction file to write (published shape)."),
-    num_samples: int = typer.Option(3, "--num-samples", help="Sampled answers per harmful question (K)."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
+    protocol: str = typer.Option("published", "--protocol", help="published (as released: every answer sampled, T 1.0, top-p 0.9, top-k 50, 512 tokens, system sentence) or fast (greedy single answers, 128 tokens, no system sentence). The flags below override it."),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Answers per harmful question (K; published 3)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
+    temperature: Optional[float] = typer.Option(None, "--temperature"),
+    top_p: Optional[float] = typer.Option(None, "--top-p"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="0 switches top-k off (published: 50, Hugging Face's default)."),
+    sample_single: Optional[bool] = typer.Option(None, "--sample-single/--greedy-single", help="Sample the single answers (harmless image, UnharmPairs) or answer them greedily."),
+    system_prompt: Optional[bool] = typer.Option(None, "--system-prompt/--no-system-prompt", help="Open prompts with the model family's system sentence."),
     batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate call."),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    top_p: float = typer.Option(0.9, "--top-p"),
     seed: int = typer.Option(0, "--seed"),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
 ):
     """Answer every prompt of a split (batched, resumable)."""
-    from safeeraser.generate.predictions import GenerationSettings, generate_predictions
+    from safeeraser.generate.predictions import generate_predictions, protocol_settings
 
-    settings = GenerationSettings(num_samples, max_new_tokens, batch_size, temperature, top_p, seed)
+    settings = protocol_settings(
+        protocol, num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+        top_k=top_k, sample_single=sample_single, system_prompt=system_prompt, batch_size=batch_size, seed=seed,
+    )
     meta = generate_predictions(model, data, split, out, settings, adapter=adapter, allow_outside_root=allow_outside_root)
     speed = f", {meta['prompts_per_second']:.1f} prompts/s, {meta['tokens_per_second']:.0f} tokens/s" if meta["prompts_per_second"] else ""
-    _say(f"wrote {out}: {meta['prompts']} prompts ({meta['resumed_prompts']} resumed){speed}")
+    _say(f"wrote {out}: {meta['prompts']} prompts ({meta['resumed_prompts']} resumed), protocol {settings.label()}{speed}")
 
 
 @app.command("evaluate")
@@ -188,6 +203,9 @@ def evaluate_cmd(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Judge cache file (default: beside --out)."),
     judge_timeout: Optional[float] = typer.Option(None, "--judge-timeout", help="Seconds to wait for one judge answer before retrying (default 60)."),
     judge_retries: Optional[int] = typer.Option(None, "--judge-retries", help="Retries of a failed judge request (default 5)."),
+    judge_protocol: Optional[str] = typer.Option(None, "--judge-protocol", help="LLM judges: published (default: the paper's separate one-word questions) or strict (one JSON answer per item)."),
+    judge_prompts: Optional[Path] = typer.Option(None, "--judge-prompts", help="YAML replacing the published templates: unsafe, refusal, normal, score (and optionally system)."),
+    empty_answers: str = typer.Option("skip", "--empty-answers", help="skip (as released: empty answers are neither judged nor counted in ASR, RR, SARR) or judge (an empty harmless-image answer counts against SARR)."),
     out: Path = typer.Option(..., "--out", help="METRICS.json to write; verdicts go to <name>.judgments.jsonl."),
 ):
     """Judge predictions and compute ASR, RR, SARR, ROUGE-L (and specificity)."""
@@ -200,7 +218,8 @@ def evaluate_cmd(
         raise UserError(f"--judge-retries must be at least 0 (got {judge_retries})")
     if judge in ("keyword", "hf"):  # options that would be silently ignored are a mistake worth saying
         openai_only = {"--base-url": base_url, "--api-key": api_key, "--concurrency": concurrency, "--cache": cache, "--judge-timeout": judge_timeout, "--judge-retries": judge_retries}
-        unused = [flag for flag, value in openai_only.items() if value is not None] + (["--judge-model"] if judge == "keyword" and judge_model else [])
+        llm_only = {"--judge-model": judge_model, "--judge-protocol": judge_protocol, "--judge-prompts": judge_prompts} if judge == "keyword" else {}
+        unused = [flag for flag, value in (openai_only | llm_only).items() if value is not None]
         if unused:
             raise UserError(f"{', '.join(unused)}: not used by --judge {judge}")
     if judge == "hf" and not judge_model:
@@ -211,8 +230,10 @@ def evaluate_cmd(
         options = {k: v for k, v in chosen.items() if v is not None} | {"cache": cache or out.with_name("judge_cache.sqlite")}
     elif judge == "hf":
         options = {"model": judge_model}
+    if judge in ("openai", "hf"):
+        options |= {k: v for k, v in {"protocol": judge_protocol, "prompts": judge_prompts}.items() if v is not None}
     the_judge = make_judge(judge, **options)
-    metrics = evaluate(data, out, the_judge, pred_train=pred_train, pred_val=pred_val, pred_general=pred_general)
+    metrics = evaluate(data, out, the_judge, pred_train=pred_train, pred_val=pred_val, pred_general=pred_general, empty_answers=empty_answers)
     shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l", "specificity") if metrics.get(k) is not None)
     sent = f"; {metrics['n_requests']} requests sent ({metrics['n_retries']} retries)" if "n_requests" in metrics else ""
     _say(f"wrote {out}: {shown}; judged {metrics['n_judged']}, failed {metrics['n_failed']}, cached {metrics['n_cached']}{sent}")
@@ -222,11 +243,12 @@ def evaluate_cmd(
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="Run folders, each with metrics.json (and predictions, log.jsonl)."),
     out: Path = typer.Option(..., "--out", help="Folder for results.{json,md,csv}, plots and index.html."),
+    allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Put runs with different generation protocols or judges in one table (marked with a warning)."),
 ):
     """Paper-style table, plots and an HTML report across runs."""
     from safeeraser.report.build import build_report
 
-    written = build_report(runs, out)
+    written = build_report(runs, out, allow_mixed=allow_mixed, warn=_say)
     _say(f"wrote {out}: " + ", ".join(p.name for p in written))
 
 

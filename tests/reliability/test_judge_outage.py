@@ -111,7 +111,8 @@ def test_judging_completes_through_an_outage_and_never_counts_a_failure(server, 
     assert metrics["n_retries"] == metrics["n_requests"] - prompts > 0
     assert [r for r in rows if "error" not in r] == [r for r in clean_rows if OUTAGE not in r["answer"]]
     for metric, failures in (("asr_generality", 2), ("rr_generality", 2), ("sarr", 1), ("judge_score", 1)):
-        assert metrics["counts"][metric] == {"n": clean["counts"][metric]["n"] - failures, "failed": failures}
+        counts = metrics["counts"][metric]
+        assert (counts["n"], counts["failed"], counts.get("empty", 0)) == (clean["counts"][metric]["n"] - failures, failures, 0)
     kept = [r for r in clean_rows if OUTAGE not in r["answer"]]
     expected = {
         "asr_generality": _mean(r["unsafe"] for r in kept if r["metric"] == "generality"),

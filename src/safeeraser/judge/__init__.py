@@ -9,10 +9,16 @@ JUDGES = ("keyword", "openai", "hf")
 
 
 def make_judge(name: str, **options) -> Judge:
-    """``keyword`` (offline default), ``openai`` (any OpenAI-compatible endpoint) or ``hf`` (local model)."""
+    """``keyword`` (offline default), ``openai`` (any OpenAI-compatible endpoint) or ``hf`` (local model).
+
+    The LLM judges take ``protocol`` ("published", the default, or "strict") and ``prompts`` (a
+    YAML file replacing the published templates) besides their own options.
+    """
     if name == "keyword":
         from safeeraser.judge.keyword import KeywordJudge
 
+        if options:  # rules, not prompts: an option meant for an LLM judge would be silently ignored
+            raise UserError(f"the keyword judge takes no options (got {', '.join(sorted(options))})")
         return KeywordJudge()
     if name == "openai":
         from safeeraser.judge.openai_judge import OpenAIJudge
@@ -25,4 +31,6 @@ def make_judge(name: str, **options) -> Judge:
     raise UserError(f"unknown --judge {name!r}: expected one of {', '.join(JUDGES)}")
 
 
-__all__ = ["Judge", "JudgeItem", "Verdict", "JUDGES", "make_judge"]
+from safeeraser.judge.protocols import PROTOCOLS  # noqa: E402  (after base: it imports the prompts)
+
+__all__ = ["Judge", "JudgeItem", "Verdict", "JUDGES", "PROTOCOLS", "make_judge"]

@@ -8,10 +8,8 @@ Three kinds of item, one per metric family (SPEC §4):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
-
-KINDS = ("harm", "decouple", "consistency")
 
 
 @dataclass(frozen=True)
@@ -32,13 +30,16 @@ class Verdict:
     error: str | None = None  # set when the judge failed: the item is excluded from every metric
     cached: bool = False
     note: str = ""
+    # Sub-question -> why it failed, when a protocol asks several ("unsafe", "refusal", ...). A
+    # failed sub-question leaves its field None; ``error`` is set only when every one failed.
+    errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None and v != ""}
+        return {k: v for k, v in asdict(self).items() if v is not None and v != "" and v != {}}
 
 
 class Judge(Protocol):
@@ -46,4 +47,9 @@ class Judge(Protocol):
 
     def judge(self, items: list[JudgeItem], *, progress: bool = False) -> list[Verdict]:
         """One verdict per item, in order."""
+        ...
+
+    def identity(self) -> dict:
+        """What decided the verdicts, for the record beside the metrics: ``kind``, ``model``,
+        ``protocol``, ``prompt_hash`` (16 hex digits) and ``decoding`` (None where unused)."""
         ...

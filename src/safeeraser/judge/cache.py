@@ -3,6 +3,7 @@
 One sqlite file: each committed row survives a crash, and several processes may share it.
 A row is keyed by the sha256 of (judge model, full prompt) and holds only the verdict's
 fields: no endpoint, no key. Failed verdicts are never stored: a rerun asks them again.
+A row is one request's answer: under the published protocol, one sub-question of an item.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class VerdictCache:
         return found
 
     def put(self, key: str, verdict: Verdict) -> None:
-        if not verdict.ok:
+        if not verdict.ok or verdict.errors:  # a partly failed verdict would hide its failed part on a rerun
             return
         fields = {f: getattr(verdict, f) for f in FIELDS if getattr(verdict, f) is not None}
         with self.db:  # one transaction per verdict: a crash loses at most the one in flight

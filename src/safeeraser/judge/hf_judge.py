@@ -1,15 +1,19 @@
-"""The LLM judge on a local Hugging Face chat model: the same prompts and parser as ``openai``.
+"""The LLM judge on a local Hugging Face chat model: the same protocols, prompts and parsers as ``openai``.
 
 The model is a folder or an id already in the local cache (no downloads unless allowed, as
-for every model here). Generation is greedy and batched; an answer that is not the asked-for
-JSON object is a failed verdict, never a guess.
+for every model here). Generation is greedy and batched; an answer that is not what its
+prompt asked for is a failed (sub-)verdict, never a guess.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 from safeeraser.errors import UserError
 from safeeraser.judge.base import JudgeItem, Verdict
-from safeeraser.judge.prompts import messages, read_verdict
+from safeeraser.judge.protocols import make_protocol
 from safeeraser.models.loading import default_device, default_dtype, locate, quiet_transformers
 
 
@@ -18,12 +22,26 @@ def plain_prompt(chat: list[dict[str, str]]) -> str:
     return "".join(f"{m['role'].upper()}: {m['content']}\n\n" for m in chat) + "ASSISTANT:"
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def model_fingerprint(folder: Path) -> str:
+    """A short hash of config.json and the weight files' names and sizes: it tells two models in
+    one folder apart without reading gigabytes of weights."""
+    weights = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    digest.update(json.dumps(weights).encode())
+    return digest.hexdigest()[:12]
+
+
 class HFJudge:
     name = "hf"
 
-    def __init__(self, model: str, batch_size: int = 8, max_new_tokens: int = 256):
+    def __init__(self, model: str, batch_size: int = 8, max_new_tokens: int | None = None, protocol: str = "published", prompts: str | Path | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        self.protocol = make_protocol(protocol, prompts)  # first: a bad prompts file fails before a model loads
+        max_new_tokens = self.protocol.max_tokens if max_new_tokens is None else max_new_tokens
         if batch_size < 1 or max_new_tokens < 1:
             raise UserError(f"hf judge: batch_size and max_new_tokens must be positive (got {batch_size}, {max_new_tokens})")
         quiet_transformers()
@@ -39,11 +57,23 @@ class HFJudge:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.folder = folder
+        self.fingerprint = model_fingerprint(folder)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
+        ends = self.model.generation_config.eos_token_id
+        self.eos_ids = {self.tokenizer.eos_token_id, *(ends if isinstance(ends, list) else [ends])} - {None}
 
-    def prompt(self, item: JudgeItem) -> str:
-        chat = messages(item)
+    def identity(self) -> dict:
+        return {
+            "kind": "hf",
+            "model": f"{self.folder}@{self.fingerprint}",
+            "protocol": self.protocol.name,
+            "prompt_hash": self.protocol.prompt_hash,
+            "decoding": {"temperature": 0, "max_tokens": self.max_new_tokens},  # greedy
+        }
+
+    def prompt(self, chat: list[dict[str, str]]) -> str:
+        """One request's chat as the model's input text."""
         if not self.tokenizer.chat_template:
             return plain_prompt(chat)
         try:
@@ -55,15 +85,30 @@ class HFJudge:
         import torch
         from safeeraser.progress import bar as progress_bar
 
-        verdicts = []
+        per_item = [self.protocol.asks(item) for item in items]
+        asks = [ask for group in per_item for ask in group]
+        texts = [self.prompt(ask.messages) for ask in asks]
+        first = {}  # prompt text -> the first question that asks it: identical ones are generated once
+        for text, ask in zip(texts, asks):
+            first.setdefault(text, ask)
+        unique = list(first)
+        answers = {}
         # A chat template writes its own BOS; plain text needs the tokenizer's.
         special = not self.tokenizer.chat_template
-        for start in progress_bar(range(0, len(items), self.batch_size), desc="judging (hf)", enabled=progress):
-            batch = items[start : start + self.batch_size]
-            encoded = self.tokenizer([self.prompt(item) for item in batch], return_tensors="pt", padding=True, add_special_tokens=special).to(self.device)
+        for start in progress_bar(range(0, len(unique), self.batch_size), desc="judging (hf)", enabled=progress):
+            batch = unique[start : start + self.batch_size]
+            encoded = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=special).to(self.device)
             with torch.no_grad():
                 output = self.model.generate(**encoded, do_sample=False, max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
-            answers = self.tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
-            verdicts += [read_verdict(item.kind, answer) for item, answer in zip(batch, answers)]
+            generated = output[:, encoded["input_ids"].shape[1] :]
+            decoded = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+            for text, row, answer in zip(batch, generated.tolist(), decoded):
+                # a row that used every new token without ending may have been cut mid-answer
+                cut_off = len(row) >= self.max_new_tokens and not self.eos_ids & set(row)
+                answers[text] = self.protocol.read(first[text], answer, cut_off_at=self.max_new_tokens if cut_off else None)
+        verdicts, at = [], 0
+        for group in per_item:
+            verdicts.append(self.protocol.combine([(ask, answers[texts[at + j]]) for j, ask in enumerate(group)]))
+            at += len(group)
         return verdicts
 

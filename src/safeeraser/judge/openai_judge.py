@@ -3,11 +3,13 @@
 Requests run in a thread pool, deterministically (temperature 0), through the official client
 with its own retries off: the retry loop here retries 429, 408/409, 5xx, timeouts, lost
 connections and unreadable bodies with exponential back-off and jitter, honouring
-``Retry-After``. An answer that is not the asked-for JSON object is not retried (at
-temperature 0 it would come back the same) and becomes a failed verdict.
+``Retry-After``. An answer that is not what its prompt asked for is not retried (at
+temperature 0 it would come back the same) and becomes a failed (sub-)verdict.
 
-Identical prompts are asked once per run, and every successful verdict goes to the cache at
-once, so an interrupted run loses at most the requests in flight and a rerun asks only the rest.
+What is asked comes from the protocol (``judge.protocols``): ``published`` asks one or two
+plain-word questions per item, ``strict`` one JSON question. Each request is one question:
+identical ones are asked once per run, and every successful answer goes to the cache at once,
+so an interrupted run loses at most the requests in flight and a rerun asks only the rest.
 Problems that no retry can fix (bad key, wrong URL or model, endpoint unreachable) stop the
 run with a ``UserError``.
 """
@@ -28,9 +30,8 @@ import openai
 from safeeraser.errors import UserError
 from safeeraser.judge.base import JudgeItem, Verdict
 from safeeraser.judge.cache import VerdictCache, cache_key
-from safeeraser.judge.prompts import messages, read_verdict
+from safeeraser.judge.protocols import Ask, make_protocol
 
-MAX_TOKENS = 256  # the answer is one short JSON object; this only stops a runaway model
 MAX_WAIT = 60.0  # seconds: the longest back-off or Retry-After we sit out
 RETRY_STATUS = (408, 409, 429)  # and every 5xx
 FATAL_STATUS = {
@@ -70,6 +71,8 @@ class OpenAIJudge:
         timeout: float = 60.0,
         max_retries: int = 5,
         backoff: float = 1.0,
+        protocol: str = "published",
+        prompts: str | Path | None = None,
     ):
         if concurrency < 1:
             raise UserError(f"openai judge: concurrency must be at least 1 (got {concurrency})")
@@ -87,6 +90,7 @@ class OpenAIJudge:
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         if not base_url.startswith(("http://", "https://")):
             raise UserError(f"openai judge: --base-url {base_url!r} is not an http(s) URL")
+        self.protocol = make_protocol(protocol, prompts)
         self.model = model
         self.base_url = base_url
         self.concurrency = concurrency
@@ -98,51 +102,65 @@ class OpenAIJudge:
         self.stats = JudgeStats()
         self._lock = threading.Lock()  # guards the stats and the cache, used from the worker threads
 
+    def identity(self) -> dict:
+        return {
+            "kind": "openai",
+            "model": self.model,
+            "protocol": self.protocol.name,
+            "prompt_hash": self.protocol.prompt_hash,
+            "decoding": {"temperature": 0, "max_tokens": self.protocol.max_tokens},
+        }
+
     def judge(self, items: list[JudgeItem], *, progress: bool = False) -> list[Verdict]:
         from safeeraser.progress import bar as progress_bar
 
-        asks = [messages(item) for item in items]
-        keys = [cache_key(self.model, m) for m in asks]
+        per_item = [self.protocol.asks(item) for item in items]
+        asks = [ask for group in per_item for ask in group]
+        keys = [cache_key(self.model, ask.messages) for ask in asks]
         counts = Counter(keys)
-        verdicts = self.cache.get_many(keys) if self.cache is not None else {}
-        todo = {}  # prompt key -> the first item that asks it
+        answers = self.cache.get_many(keys) if self.cache is not None else {}
+        todo = {}  # prompt key -> the first question that asks it
         for i, key in enumerate(keys):
-            if key not in verdicts:
+            if key not in answers:
                 todo.setdefault(key, i)
 
         stop = threading.Event()  # set when the run ends early, so that waiting workers give up
-        bar = progress_bar(total=len(items), initial=len(items) - sum(counts[k] for k in todo), desc="judging (openai)", enabled=progress)
+        bar = progress_bar(total=len(asks), initial=len(asks) - sum(counts[k] for k in todo), desc="judging (openai)", enabled=progress)
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
         try:
-            futures = {pool.submit(self._ask_and_keep, key, items[i].kind, asks[i], stop): key for key, i in todo.items()}
+            futures = {pool.submit(self._ask_and_keep, key, asks[i], stop): key for key, i in todo.items()}
             for future in as_completed(futures):
                 key = futures[future]
-                verdicts[key] = future.result()
+                answers[key] = future.result()
                 bar.update(counts[key])
         finally:
             stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
             bar.close()
-        out = [replace(verdicts[key]) for key in keys]  # copies: items with one prompt share no object
+        out, at = [], 0
+        for group in per_item:
+            # copies: items (or questions) with one prompt share no object
+            out.append(self.protocol.combine([(ask, replace(answers[keys[at + j]])) for j, ask in enumerate(group)]))
+            at += len(group)
         return out
 
-    def _ask_and_keep(self, key: str, kind: str, chat: list[dict[str, str]], stop: threading.Event) -> Verdict:
-        """``_ask``, with the verdict cached by the worker itself before it takes the next prompt, so
+    def _ask_and_keep(self, key: str, ask: Ask, stop: threading.Event) -> Verdict:
+        """``_ask``, with the answer cached by the worker itself before it takes the next prompt, so
         that a kill loses only the requests in flight."""
-        verdict = self._ask(kind, chat, stop)
+        verdict = self._ask(ask, stop)
         if self.cache is not None:
             with self._lock:
                 self.cache.put(key, verdict)
         return verdict
 
-    def _ask(self, kind: str, chat: list[dict[str, str]], stop: threading.Event) -> Verdict:
-        """One prompt's verdict, retrying transient failures."""
+    def _ask(self, ask: Ask, stop: threading.Event) -> Verdict:
+        """One prompt's (sub-)verdict, retrying transient failures."""
         for attempt in range(self.max_retries + 1):
             with self._lock:
                 self.stats.sent += 1
                 self.stats.retried += int(attempt > 0)
             try:
-                return self._request(kind, chat)
+                return self._request(ask)
             except _Transient as e:
                 failure = e
             if attempt < self.max_retries and stop.wait(self._wait(attempt, failure.after)):
@@ -157,10 +175,12 @@ class OpenAIJudge:
         # Exponential back-off with jitter, so that parallel workers do not retry in lockstep.
         return min(MAX_WAIT, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
 
-    def _request(self, kind: str, chat: list[dict[str, str]]) -> Verdict:
-        """One request: a verdict (possibly a failed one), or ``_Transient`` when worth repeating."""
+    def _request(self, ask: Ask) -> Verdict:
+        """One request: a (sub-)verdict, possibly a failed one, or ``_Transient`` when worth repeating."""
         try:
-            raw = self.client.chat.completions.with_raw_response.create(model=self.model, messages=chat, temperature=0, max_tokens=MAX_TOKENS)
+            raw = self.client.chat.completions.with_raw_response.create(
+                model=self.model, messages=ask.messages, temperature=0, max_tokens=self.protocol.max_tokens
+            )
         except openai.APIStatusError as e:
             status = e.status_code
             if status in RETRY_STATUS or status >= 500:
@@ -172,21 +192,23 @@ class OpenAIJudge:
             raise _Transient(f"no answer within {self.timeout:g}s") from None
         except openai.APIConnectionError as e:
             raise _Transient(f"connection failed: {e.__cause__ or e}", unreachable=True) from None
-        content = _content(raw.text)
+        content, finish = _content(raw.text)
         if content is None:
             return Verdict(error="the judge returned no text")
-        return read_verdict(kind, content)
+        return self.protocol.read(ask, content, cut_off_at=self.protocol.max_tokens if finish == "length" else None)
 
 
-def _content(body: str) -> str | None:
-    """``choices[0].message.content`` of a Chat Completions body; ``_Transient`` when the body is not one."""
+def _content(body: str) -> tuple[str | None, str | None]:
+    """``choices[0].message.content`` and ``finish_reason`` of a Chat Completions body; ``_Transient``
+    when the body is not one."""
     try:
-        content = json.loads(body)["choices"][0]["message"]["content"]
+        choice = json.loads(body)["choices"][0]
+        content = choice["message"]["content"]
     except (json.JSONDecodeError, LookupError, TypeError):
         raise _Transient(f"unreadable response body: {' '.join(body.split())[:80]!r}") from None
     if content is not None and not isinstance(content, str):
         raise _Transient("unreadable response body: message content is not text")
-    return content
+    return content, choice.get("finish_reason")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -1,4 +1,4 @@
-"""What the LLM judges are asked, and the strict reading of their answers.
+"""What the LLM judges are asked under the ``strict`` protocol, and the strict reading of their answers.
 
 One system prompt per item kind; the user message carries the category, the question and the
 texts under judgement inside tags. The judge never sees the image, so each prompt says what
