@@ -96,9 +96,6 @@ class JsonlLog:
             self._file.close()
             self._file = None
 
-    def read(self) -> list[dict]:
-        return read_jsonl(self.path)
-
 
 def read_jsonl(path: Path, *, repair: bool = False) -> list[dict]:
     """The complete lines of a JSONL file; a line cut short by a crash, and all after it, are dropped.

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from safeeraser.data.demo import make_demo
+from safeeraser.environment import manifest
 from safeeraser.errors import UserError
 from safeeraser.generate.predictions import generate_predictions, protocol_settings
 from safeeraser.io import atomic_write_json
@@ -77,7 +78,7 @@ def run_demo(
         _log(f"[3/4] {name} ({k}/{len(names)})", quiet)
         if name == VANILLA:
             run.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(run / SUMMARY, {"method": VANILLA, "model": str(model)})
+            atomic_write_json(run / SUMMARY, {"method": VANILLA, "model": str(model), "environment": manifest()})
             adapter = None
         else:
             unlearn(str(model), data, name, run, config, resume=True, progress=progress)
@@ -93,7 +94,7 @@ def run_demo(
         )
 
     _log(f"[4/4] report -> {out}", quiet)
-    build_report([runs / n for n in names], out)
+    build_report([runs / n for n in names], out, warn=lambda w: _log(w, quiet))
     rows = json.loads((out / "results.json").read_text())
     _log(f"demo finished in {time.perf_counter() - began:.0f}s; open {out / 'index.html'}", quiet)
     return rows

@@ -60,9 +60,9 @@ def test_same_seed_same_samples_other_seed_other_samples(tiny_model, demo_data, 
 
 
 def test_batches_are_independent_of_order_of_completion():
-    class T:  # stand-in tasks only need key and sampled
-        def __init__(self, key, sampled):
-            self.key, self.sampled = key, sampled
+    class T:  # stand-in tasks only need key and multi
+        def __init__(self, key, multi):
+            self.key, self.multi = key, multi
 
     tasks = [T(f"t{i}", i % 3 == 0) for i in range(20)]
     plan = batches(tasks, GenerationSettings(num_samples=3, batch_size=6))

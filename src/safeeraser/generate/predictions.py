@@ -24,6 +24,7 @@ from pathlib import Path
 from safeeraser.data.checks import check_split_images
 from safeeraser.data.images import open_rgb
 from safeeraser.data.records import GENERAL_FILE, UNHARM_KEYS, Split, load_general, load_split
+from safeeraser.environment import manifest
 from safeeraser.errors import UserError
 from safeeraser.generate.sampling import Prompt, Sampling, answer_batch
 from safeeraser.io import JsonlLog, atomic_write_json, check_output_file, read_jsonl
@@ -254,6 +255,7 @@ def generate_predictions(
         **stats,
         "prompts_per_second": round(generated / seconds, 3) if seconds > 0 and generated else None,
         "tokens_per_second": round(stats["generated_tokens"] / seconds, 3) if seconds > 0 and generated else None,
+        "environment": manifest(),
     }
     atomic_write_json(out.with_name(out.stem + ".meta.json"), meta)
     partial.unlink(missing_ok=True)

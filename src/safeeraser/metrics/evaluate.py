@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safeeraser.data.records import Split, load_split, load_split_file, read_json_records
+from safeeraser.environment import manifest
 from safeeraser.errors import UserError
 from safeeraser.io import atomic_write_json, atomic_write_text, check_output_file
 from safeeraser.judge.base import Judge, JudgeItem, Verdict
@@ -203,6 +204,7 @@ def evaluate(
     metrics["judge_identity"] = judge.identity() if hasattr(judge, "identity") else {"kind": judge.name}
     metrics["generation"] = {split: _generation(p) for split, p in (("train", pred_train), ("val", pred_val), ("general", pred_general)) if p}
     metrics["protocol"] = _protocol_label(metrics["generation"])
+    metrics["environment"] = manifest()
     metrics["sources"] = {"data": _str(data), "pred_train": _str(pred_train), "pred_val": _str(pred_val), "pred_general": _str(pred_general)}
 
     lines = [json.dumps(_judgment_row(s), ensure_ascii=False) for s in to_judge]

@@ -77,7 +77,6 @@ class Loaded:
     model: torch.nn.Module
     processor: object
     family: ModelFamily
-    folder: Path
 
 
 def load_processor(folder: Path, family: ModelFamily):
@@ -109,7 +108,7 @@ def load_model(model: str, *, device: torch.device | None = None, dtype: torch.d
         raise UserError(f"{folder}: could not load the model ({type(e).__name__}: {e})") from None
     net.to(device)
     net.eval()
-    return Loaded(net, load_processor(folder, family), family, folder)
+    return Loaded(net, load_processor(folder, family), family)
 
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")

@@ -43,6 +43,7 @@ class Run:
     log: list[dict]
     judgments: list[dict]
     label: str = ""
+    environment: dict | None = None  # where the run was trained (run.json), else evaluated
 
 
 def _read_json(path: Path) -> Any:
@@ -98,12 +99,15 @@ def load_run(folder: Path) -> Run:
     if not metrics_path.is_file():
         raise UserError(f"{folder}: no {METRICS} in this run folder (run `safeeraser evaluate ... --out {metrics_path}` first)")
     method = folder.name
+    summary: dict = {}
     if (folder / "run.json").exists():
         summary = _read_json(folder / "run.json")
         if not isinstance(summary, dict) or not isinstance(summary.get("method"), str):
             raise UserError(f"{folder / 'run.json'}: field 'method': missing or not a string")
         method = summary["method"]
-    return Run(folder, method, _read_metrics(metrics_path), read_jsonl(folder / "log.jsonl"), _read_judgments(judgments_path(metrics_path)))
+    metrics = _read_metrics(metrics_path)
+    environment = summary.get("environment") or metrics.get("environment")
+    return Run(folder, method, metrics, read_jsonl(folder / "log.jsonl"), _read_judgments(judgments_path(metrics_path)), environment=environment if isinstance(environment, dict) else None)
 
 
 def _label(runs: list[Run]) -> None:
@@ -114,8 +118,9 @@ def _label(runs: list[Run]) -> None:
 
 
 def _data_candidates(run: Run) -> list[Path]:
-    """Where the dataset named in a run's metrics may be. ``evaluate`` records the path as typed,
-    often relative to where it ran: try the working folder, then the run folder's ancestors."""
+    """Where the dataset named in a run's metrics may be: ``evaluate`` records an absolute path,
+    but a run folder moved to another machine, or written by hand, may name a relative one: try
+    the working folder, then the run folder's ancestors."""
     source = (run.metrics.get("sources") or {}).get("data")
     if not source:
         return []
@@ -145,8 +150,13 @@ def _dataset(runs: list[Run]) -> tuple[Split | None, str]:
     return None, f"Sample answers are left out: {why}."
 
 
-def build_report(runs: list[Path], out: Path) -> list[Path]:
-    """Write results.{md,csv,json}, the plots and index.html into ``out``; return the files written."""
+def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn=None) -> list[Path]:
+    """Write results.{md,csv,json}, the plots and index.html into ``out``; return the files written.
+
+    Runs generated under different protocols or judged by different judges are refused
+    (``allow_mixed`` puts them in one table with a warning); runs from different environments
+    are reported with a warning, passed to ``warn`` and written into results.md and the page.
+    """
     if not runs:
         raise UserError("no run folders given: pass one or more RUN_DIR, each with a metrics.json")
     out = Path(out)
@@ -158,6 +168,16 @@ def build_report(runs: list[Path], out: Path) -> list[Path]:
     loaded = sorted((load_run(f) for f in unique.values()), key=lambda r: table.method_sort_key(r.method))
     _label(loaded)
     rows = [table.result_row(r.method, r.label, str(r.folder), r.metrics) for r in loaded]
+    mixed = table.measured_alike(rows)
+    if mixed and not allow_mixed:
+        raise UserError(f"{mixed[0]}: their numbers are not comparable; pass --allow-mixed to put them in one table anyway")
+    from safeeraser.environment import differences
+
+    warnings = [f"{m}; these numbers are not comparable." for m in mixed]
+    warnings += [f"environments differ: {d}" for d in differences({r.label: r.environment for r in loaded})]
+    for w in warnings:
+        if warn is not None:
+            warn(f"warning: {w}")
     table.add_sarr_reductions(rows)
     logs = [(r.label, r.log) for r in loaded]
     split, note = _dataset(loaded)
@@ -167,7 +187,7 @@ def build_report(runs: list[Path], out: Path) -> list[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         (staging / "results.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        (staging / "results.md").write_text(table.to_markdown(rows), encoding="utf-8")
+        (staging / "results.md").write_text(table.to_markdown(rows, warnings), encoding="utf-8")
         (staging / "results.csv").write_text(table.to_csv(rows), encoding="utf-8")
         colours = plots.method_colours([r.label for r in loaded])
         drawn = [
@@ -177,7 +197,7 @@ def build_report(runs: list[Path], out: Path) -> list[Path]:
             plots.plot_dynamics(logs, staging / PLOTS[3][0], colours),
         ]
         figures = [(png, caption) for png, (_, caption) in zip(drawn, PLOTS) if png is not None]
-        (staging / "index.html").write_text(html.render_page(rows, figures, samples, note), encoding="utf-8")
+        (staging / "index.html").write_text(html.render_page(rows, figures, samples, note, warnings), encoding="utf-8")
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for name in ("results.json", "results.md", "results.csv", *(name for name, _ in PLOTS), "index.html"):

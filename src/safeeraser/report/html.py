@@ -267,8 +267,8 @@ JS = """
 """
 
 
-def render_page(rows: list[dict], plots: list[tuple[Path, str]], samples: list[Sample], sample_note: str = "") -> str:
-    """The whole page. ``plots``: (PNG file, caption) pairs, embedded."""
+def render_page(rows: list[dict], plots: list[tuple[Path, str]], samples: list[Sample], sample_note: str = "", warnings: list[str] | None = None) -> str:
+    """The whole page. ``plots``: (PNG file, caption) pairs, embedded; ``warnings`` shown above the table."""
     runs = "".join(f"<li><b>{escape(r['label'])}</b>: <code>{escape(r['run'])}</code></li>" for r in rows)
     figures = "".join(
         f'<figure><img src="{_data_uri(png)}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>'
@@ -278,7 +278,8 @@ def render_page(rows: list[dict], plots: list[tuple[Path, str]], samples: list[S
         "<h1>SafeEraser report</h1>"
         f'<p class="note">{len(rows)} runs. Safety unlearning of a multimodal LLM: forget harmful answers '
         "(ASR ↓, RR ↑) without refusing harmful-sounding questions about harmless images (SARR ↓) or losing utility (ROUGE-L ↑).</p>"
-        f"<h2>Results</h2>{_table(rows)}{_legend(rows)}{_pd_table(rows)}"
+        + "".join(f'<p class="warning"><b>Warning:</b> {escape(w)}</p>' for w in warnings or [])
+        + f"<h2>Results</h2>{_table(rows)}{_legend(rows)}{_pd_table(rows)}"
         f'<h2>Plots</h2><div class="plots">{figures or "<p class=note>No plots: nothing to draw.</p>"}</div>'
         f"{_browser(samples, [r['label'] for r in rows], sample_note)}"
         f"<details><summary>Run folders</summary><ul>{runs}</ul></details>"

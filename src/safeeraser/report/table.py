@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
 
 from safeeraser.metrics.evaluate import METRIC_KEYS
@@ -54,13 +55,43 @@ def method_sort_key(method: str) -> tuple:
 
 
 def result_row(method: str, label: str, run: str, metrics: dict) -> dict:
-    """The results.json object of one run, from its METRICS.json."""
+    """The results.json object of one run, from its METRICS.json.
+
+    Besides the metrics it says how they were measured: the generation protocol, the judge's
+    identity and the environment fields that decide floating-point results (no commit or
+    timing, so that two identical environments write identical rows).
+    """
+    from safeeraser.environment import numeric_identity
+
     row = {"method": method, "label": label, "run": run, "judge": metrics.get("judge")}
     row.update({key: metrics.get(key) for key in METRIC_KEYS})
+    row["rouge_l_f"] = metrics.get("rouge_l_f")
     row["sarr_reduction"] = None
     row["ci95"] = metrics.get("ci95") or {}
     row["counts"] = metrics.get("counts") or {}
+    row["protocol"] = metrics.get("protocol") or "unrecorded"
+    row["judge_identity"] = metrics.get("judge_identity") or {"kind": metrics.get("judge")}
+    row["environment"] = numeric_identity(metrics["environment"]) if isinstance(metrics.get("environment"), dict) else None
     return row
+
+
+def measured_alike(rows: list[dict]) -> list[str]:
+    """What makes the rows' numbers incomparable: different generation protocols or judges."""
+    problems = []
+    protocols = sorted({r["protocol"] for r in rows})
+    if len(protocols) > 1:
+        problems.append("generation protocols differ: " + "; ".join(f"{p} ({', '.join(r['label'] for r in rows if r['protocol'] == p)})" for p in protocols))
+    judges = {}
+    for r in rows:
+        judges.setdefault(json.dumps(r["judge_identity"], sort_keys=True), []).append(r["label"])
+    if len(judges) > 1:
+        problems.append("judges differ: " + "; ".join(f"{_judge_name(json.loads(k))} ({', '.join(v)})" for k, v in judges.items()))
+    return problems
+
+
+def _judge_name(identity: dict) -> str:
+    parts = [identity.get("kind") or "unknown", identity.get("model"), identity.get("protocol"), identity.get("prompt_hash")]
+    return "/".join(str(p) for p in parts if p)
 
 
 def relative_reduction(before: float | None, after: float | None) -> float | None:
@@ -95,7 +126,7 @@ def judges_line(rows: list[dict]) -> str:
     used = sorted({r["judge"] or "unknown" for r in rows})
     if len(used) == 1:
         name = used[0]
-        meaning = JUDGE_MEANING.get(name.split(":")[0])
+        meaning = JUDGE_MEANING.get(name)
         return f"Judge: {name}" + (f", {meaning}." if meaning else ".")
     each = ", ".join(f"{r['label']}: {r['judge'] or 'unknown'}" for r in rows)
     return f"Judges differ between runs, so their rates are not comparable ({each})."
@@ -109,15 +140,17 @@ def _percent(value) -> str:
     return "—" if value is None else f"{pct(value)}%"
 
 
-def to_markdown(rows: list[dict]) -> str:
+def to_markdown(rows: list[dict], warnings: list[str] | None = None) -> str:
     lines = ["# SafeEraser results", ""]
+    if warnings:
+        lines += [f"> **Warning:** {w}" for w in warnings] + [""]
     lines.append("| Method | " + " | ".join(f"{c.header} {c.better}" for c in COLUMNS) + " |")
     lines.append("|---|" + "---:|" * len(COLUMNS))
     for r in rows:
         lines.append(f"| {_md_cell(r['label'])} | " + " | ".join(pct(r[c.key]) for c in COLUMNS) + " |")
     lines += ["", "Percent; ↓ lower is better, ↑ higher is better; — not measured.", ""]
     lines += [f"- **{c.header}** {c.better}: {c.meaning}." for c in COLUMNS]
-    lines += ["", judges_line(rows), ""]
+    lines += ["", judges_line(rows), f"Generation protocol: {', '.join(sorted({r['protocol'] for r in rows}))}.", ""]
     pairs = pd_pairs(rows)
     if pairs:
         lines += ["## Prompt Decouple: SARR of X vs X+PD", "", "| X | SARR X | SARR X+PD | relative reduction |", "|---|---:|---:|---:|"]

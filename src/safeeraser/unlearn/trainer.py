@@ -25,6 +25,7 @@ from safeeraser.data.checks import check_split_images
 from safeeraser.data.records import load_split
 from safeeraser.data.refusals import REFUSALS
 from safeeraser.data.views import read_refusals, view_data
+from safeeraser.environment import config_hash, manifest
 from safeeraser.errors import TrainingStopped, UserError
 from safeeraser.io import JsonlLog, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 from safeeraser.models.codec import Codec
@@ -247,7 +248,7 @@ def unlearn(
     seconds = time.perf_counter() - began
     if stopped and main:
         bar.write(f"stopped early: {stopped}")
-    _finish(out, name, model, data, step, total, seconds, stopped, peft_model, loaded, accelerator, merge)
+    _finish(out, name, model, data, step, total, seconds, stopped, peft_model, loaded, accelerator, merge, config)
     return RunResult(out, name, step, total, seconds, stopped, main, resumed_from=start_step)
 
 
@@ -345,7 +346,7 @@ def _trim_log(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _finish(out, name, model, data, step, total, seconds, stopped, peft_model, loaded, accelerator, merge) -> None:
+def _finish(out, name, model, data, step, total, seconds, stopped, peft_model, loaded, accelerator, merge, config) -> None:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
@@ -360,6 +361,8 @@ def _finish(out, name, model, data, step, total, seconds, stopped, peft_model, l
         "seconds": round(seconds, 2),
         "stopped": stopped,
         "processes": accelerator.num_processes,
+        "config_hash": config_hash(config.model_dump()),
+        "environment": manifest(),
     }
     plot_training(read_jsonl(out / LOG), out / "loss.png", title=name)
     if merge:
