@@ -10,6 +10,17 @@ import pytest
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+def pytest_collection_modifyitems(items):
+    """A test that needs the trained tiny model is slow: the session pays minutes to train it.
+
+    (A test that asks for it at run time, by ``request.getfixturevalue``, is not seen here: mark
+    it ``slow`` itself.) The fast tier is ``python -m pytest -m "not slow"``.
+    """
+    for item in items:
+        if "tiny_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """A demo benchmark at the default size (do not modify: copy it first)."""

@@ -6,18 +6,23 @@ import sys
 
 from safeeraser.progress import bar
 
+# tqdm reads TQDM_* when it is imported, and tests/conftest.py sets TQDM_DISABLE for this
+# process: what a bar does by default is asked of a fresh interpreter with a controlled environment.
+PROBE = "from safeeraser.progress import bar; print(bar(range(3)).disable, bar(range(3), enabled=False).disable)"
+
+
+def _probe(**tqdm_env: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")} | tqdm_env
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
 
 def test_a_bar_is_on_unless_switched_off():
-    if os.environ.get("TQDM_DISABLE"):
-        return  # the environment of this run switches bars off
-    assert bar(range(3)).disable is False
-    assert bar(range(3), enabled=False).disable is True
+    assert _probe() == "False True"  # no TQDM_* settings: on, unless the caller switches it off
+    assert bar(range(3), enabled=False).disable is True  # switched off whatever the environment says
 
 
 def test_tqdm_disable_in_the_environment_switches_bars_off():
-    # tqdm reads TQDM_* when it is imported, so ask a fresh interpreter
-    probe = "from safeeraser.progress import bar; print(bar(range(3)).disable)"
-    for value, expected in (("1", "True"), ("", "False")):
-        env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"} | ({"TQDM_DISABLE": value} if value else {})
-        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
-        assert done.stdout.strip() == expected, done.stderr
+    assert _probe(TQDM_DISABLE="1") == "True True"
+    assert _probe(TQDM_DISABLE="") == "False True"

@@ -24,9 +24,14 @@ class Env:
 
     def __init__(self, tmp: Path, demo_data: Path, request, monkeypatch):
         self.tmp, self.demo_data, self._request, self.monkeypatch = tmp, demo_data, request, monkeypatch
+        self.used_model = False
 
     @property
     def model(self) -> Path:
+        # The tiny model takes minutes to train: only the cases in NEEDS_MODEL (slow) may ask for it.
+        if self._request.node.get_closest_marker("slow") is None:
+            pytest.fail("this case uses the tiny model: add it to NEEDS_MODEL")
+        self.used_model = True
         return self._request.getfixturevalue("tiny_model")
 
     @property
@@ -234,11 +239,24 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case, command, expected", CASES, ids=[c[0] for c in CASES])
+# The cases whose command names the tiny model (trained once per session, in minutes): slow.
+NEEDS_MODEL = {
+    name for name, _, _ in CASES
+    if name.split(":")[0] in ("unlearn", "generate") and name not in (
+        "unlearn: missing option", "unlearn: a model folder without config.json", "generate: a model folder without config.json",
+    )
+}
+
+
+@pytest.mark.parametrize(
+    "case, command, expected",
+    [pytest.param(*c, id=c[0], marks=[pytest.mark.slow] if c[0] in NEEDS_MODEL else []) for c in CASES],
+)
 def test_bad_input(case, command, expected, tmp_path, demo_data, request, monkeypatch):
     env = Env(tmp_path / "case", demo_data, request, monkeypatch)
     env.tmp.mkdir()
     args = command(env)
+    assert env.used_model == (case in NEEDS_MODEL), "NEEDS_MODEL is wrong about this case"
     before = snapshot(env.tmp)
     code, _, err = run_cli(*args)
     assert code == 2, err

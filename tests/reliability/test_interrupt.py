@@ -16,6 +16,9 @@ from safetensors.torch import load_file
 from tests.judge.test_openai_judge import KEY, _vanilla_predictions
 from tests.reliability.conftest import Cli, error_lines, run_to_end
 
+# Real subprocesses run to their end twice per test, most of them on the tiny model.
+pytestmark = pytest.mark.slow
+
 # Small batches, so that generation has many batches to be cut between.
 GENERATE = ["--split", "val", "--batch-size", "2", "--num-samples", "2", "--max-new-tokens", "12", "--seed", "7"]
 

@@ -79,6 +79,7 @@ def _mean(values) -> float:
     return sum(values) / len(values)
 
 
+@pytest.mark.slow  # two full evaluations, one through timeouts and Retry-After waits
 def test_judging_completes_through_an_outage_and_never_counts_a_failure(server, demo_data, tmp_path):
     pred = _predictions(demo_data, tmp_path / "pred_val.json")
     _, url = server()

@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 import safeeraser
@@ -20,6 +21,7 @@ FLAG_KEY = "sk-flag-7Hq2secretPASSEDasFLAG"
 ENV_KEY = "sk-env-Vb91secretFROMenvironment"
 
 
+@pytest.mark.slow  # five CLI processes in a row (about 20 s)
 def test_the_api_key_is_written_nowhere(server, demo_data, tmp_path):
     endpoint, url = server()
     pred = _vanilla_predictions(demo_data, tmp_path / "pred_val.json")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import re
 from pathlib import Path
 
@@ -81,8 +80,7 @@ def test_samples_are_spread_over_categories(demo_runs):
 
 def test_a_missing_dataset_leaves_out_only_the_samples(demo_runs, tmp_path):
     data, _ = demo_runs
-    val = json.loads((data / "all_val.json").read_text())
-    run = write_run(tmp_path / "po", "po", tmp_path / "moved-away", val)
+    run = write_run(tmp_path / "po", "po", data, recorded_data=tmp_path / "moved-away")
     build_report([run], tmp_path / "out")
     page = (tmp_path / "out" / "index.html").read_text()
     assert "Sample answers are left out" in page and "moved-away" in page
@@ -92,21 +90,19 @@ def test_a_missing_dataset_leaves_out_only_the_samples(demo_runs, tmp_path):
 
 def test_a_relative_dataset_path_is_found_above_the_run_folder(demo_runs, tmp_path):
     data, _ = demo_runs
-    val = json.loads((data / "all_val.json").read_text())
     (tmp_path / "bench-data-for-report").symlink_to(data)
-    run = write_run(tmp_path / "runs" / "po", "po", Path("bench-data-for-report"), val)  # as `evaluate --data bench-data-for-report` records it
+    run = write_run(tmp_path / "runs" / "po", "po", data, recorded_data=Path("bench-data-for-report"))  # a dataset named relative to where evaluate ran
     build_report([run], tmp_path / "out")
     assert (tmp_path / "out" / "index.html").read_text().count('<section class="sample"') == 6
 
 
 def test_out_keeps_foreign_files_and_drops_stale_plots(demo_runs, tmp_path):
     data, _ = demo_runs
-    val = json.loads((data / "all_val.json").read_text())
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     (out / "dynamics.png").write_bytes(PNG_MAGIC)  # from an earlier report with training logs
-    written = build_report([write_run(tmp_path / "vanilla", "vanilla", data, val, run_json=False)], out)
+    written = build_report([write_run(tmp_path / "vanilla", "vanilla", data, run_json=False)], out)
     assert (out / "notes.txt").read_text() == "mine"
     assert not (out / "dynamics.png").exists() and not (out / "loss_curves.png").exists()
     assert {p.name for p in written} == {"results.json", "results.md", "results.csv", "forgetting_vs_sarr.png", "tradeoff.png", "index.html"}

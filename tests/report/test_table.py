@@ -66,10 +66,9 @@ def test_relative_reduction_and_percent_format():
 
 def test_runs_sharing_a_method_are_told_apart_by_folder(demo_runs, tmp_path):
     data, _ = demo_runs
-    val = json.loads((data / "all_val.json").read_text())
-    a = write_run(tmp_path / "seed0", "po", data, val)
-    b = write_run(tmp_path / "seed1", "po", data, val)
-    c = write_run(tmp_path / "pd", "po+pd", data, val)
+    a = write_run(tmp_path / "seed0", "po", data)
+    b = write_run(tmp_path / "seed1", "po", data)
+    c = write_run(tmp_path / "pd", "po+pd", data)
     build_report([b, c, a, a], tmp_path / "out")
     rows = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["label"] for r in rows] == ["po (seed1)", "po (seed0)", "po+pd"]
