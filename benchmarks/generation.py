@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from safeeraser.data.records import UNHARM_KEYS, load_split
-from safeeraser.generate.predictions import GenerationSettings, Task, generate_predictions, split_tasks
+from safeeraser.generate.predictions import GenerationSettings, Task, generate_predictions, protocol_settings, split_tasks
 from safeeraser.generate.sampling import Sampling
 from safeeraser.models.loading import load_model
 
@@ -40,12 +41,12 @@ def published_loop(model_dir: Path, tasks: list[Task], settings: GenerationSetti
     tokens = 0
     for task in tasks:
         sampling = Sampling(
-            num_samples=1, do_sample=task.sampled, temperature=settings.temperature,
+            num_samples=1, do_sample=task.multi, temperature=settings.temperature,
             top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
         )
         conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": task.prompt.question}]}]
         answers[task.key] = []
-        for _ in range(settings.num_samples if task.sampled else 1):
+        for _ in range(settings.num_samples if task.multi else 1):
             image = Image.open(task.prompt.image).convert("RGB")
             text = processor.apply_chat_template(conversation, add_generation_prompt=True)
             inputs = processor(images=image, text=text, return_tensors="pt")
@@ -71,8 +72,9 @@ def greedy_answers(pred_file: Path) -> dict[str, str]:
 def run(model_dir: Path, data: Path, *, batch_sizes: list[int], max_new_tokens: int, num_samples: int = 3, seed: int = 0) -> dict:
     split = load_split(data, "val")
     tasks = split_tasks(split)
-    base = GenerationSettings(num_samples=num_samples, max_new_tokens=max_new_tokens, seed=seed)
-    calls = sum(num_samples if t.sampled else 1 for t in tasks)
+    # the fast protocol: its single answers are greedy, so the two loops must agree on them
+    base = protocol_settings("fast", num_samples=num_samples, max_new_tokens=max_new_tokens, seed=seed)
+    calls = sum(num_samples if t.multi else 1 for t in tasks)
     load_model(str(model_dir))  # the first load in a process pays transformers' lazy imports: keep them out of both sides
     print(f"  published loop: {len(tasks)} prompts, {calls} generate calls", flush=True)
     began = time.perf_counter()
@@ -85,7 +87,7 @@ def run(model_dir: Path, data: Path, *, batch_sizes: list[int], max_new_tokens: 
         for size in batch_sizes:
             print(f"  safeeraser generate, batch size {size}", flush=True)
             out = Path(tmp) / f"pred_{size}.json"
-            settings = GenerationSettings(num_samples=num_samples, max_new_tokens=max_new_tokens, batch_size=size, seed=seed)
+            settings = replace(base, batch_size=size)
             began = time.perf_counter()
             meta = generate_predictions(str(model_dir), data, "val", out, settings, progress=False)
             rows.append({"side": "safeeraser generate", "batch_size": size, "seconds": time.perf_counter() - began, "tokens": meta["generated_tokens"]})

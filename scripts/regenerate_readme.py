@@ -1,0 +1,178 @@
+"""Regenerate the README's demo numbers from real runs, or check that a fresh run still gives them.
+
+    python scripts/regenerate_readme.py            # seeds 0-4 (about 35 min on 2 cores), rewrite the README
+    python scripts/regenerate_readme.py --check    # seed 0 only (about 7 min): fail if the README's table differs
+
+Every number in the README's "What the demo shows" section is written here, from
+``safeeraser demo --out demo-out --seed S`` run at the locked versions (constraints.txt):
+the seed-0 table, the five-seed table (mean ± std and min-max of each metric) and the per-seed
+Prompt-Decouple reduction of SARR. The seed-0 ``results.json`` is kept in
+``docs/demo/results.json`` with the environment it came from (``docs/demo/environment.json``).
+
+``--check`` runs the README's demo command again and compares its ``results.json`` byte for
+byte with the kept one. Floating-point results may differ between CPU models and instruction
+sets, so a difference fails only when the environment that decides them (package versions,
+Python, threads, CPU model and instruction set) is the recorded one; otherwise it is a warning
+with the command that regenerates the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+KEPT = ROOT / "docs" / "demo"
+OUT = "demo-out"  # the README's command writes here, relative to the repository root
+SEEDS = (0, 1, 2, 3, 4)
+TABLE = ("<!-- demo-table:start -->", "<!-- demo-table:end -->")
+SEEDS_BLOCK = ("<!-- demo-seeds:start -->", "<!-- demo-seeds:end -->")
+SHOWN = (("asr_efficacy", "ASR eff. ↓"), ("rr_efficacy", "RR eff. ↑"), ("asr_generality", "ASR gen. ↓"), ("sarr", "SARR ↓"), ("rouge_l", "ROUGE-L ↑"))
+REGENERATE = "python scripts/regenerate_readme.py"
+
+
+def run_demo(out: str, seed: int) -> tuple[list[dict], float]:
+    """The README's demo command at one seed (a finished run in ``out`` is reused); its rows and seconds."""
+    began = time.perf_counter()
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    subprocess.run([sys.executable, "-m", "safeeraser", "demo", "--out", out, "--seed", str(seed)], cwd=ROOT, env=env, check=True)
+    rows = json.loads((ROOT / out / "results.json").read_text(encoding="utf-8"))
+    return rows, time.perf_counter() - began
+
+
+def pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def seed_table(rows: list[dict]) -> str:
+    """The seed-0 tables as results.md prints them: the metrics, then SARR of X against X+PD."""
+    from safeeraser.report.table import to_markdown
+
+    lines = to_markdown(rows).splitlines()
+
+    def table_from(prefix: str) -> list[str]:
+        start = next((i for i, line in enumerate(lines) if line.startswith(prefix)), None)
+        if start is None:
+            return []
+        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+        return lines[start:end]
+
+    pd = table_from("| X |")
+    return "\n".join(table_from("| Method") + ([""] + pd if pd else []))
+
+
+def across_seeds(by_seed: dict[int, list[dict]]) -> str:
+    """Per method: mean ± std (min–max) over seeds of each shown metric; then the PD cut of SARR per seed."""
+    methods = [r["method"] for r in by_seed[min(by_seed)]]
+    header = "| Method | " + " | ".join(name for _, name in SHOWN) + " |"
+    lines = [header, "|---|" + "---:|" * len(SHOWN)]
+    for method in methods:
+        cells = []
+        for key, _ in SHOWN:
+            values = [r[key] for rows in by_seed.values() for r in rows if r["method"] == method and r[key] is not None]
+            if not values:
+                cells.append("—")
+                continue
+            mean = 100 * statistics.fmean(values)
+            std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{mean:.1f} ± {std:.1f} ({100 * min(values):.1f}–{100 * max(values):.1f})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    seeds = sorted(by_seed)
+    lines += ["", "| X | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---:|" * len(seeds)]
+    bases = [m for m in methods if not m.endswith("+pd") and f"{m}+pd" in methods]
+    for base in bases:
+        cells = []
+        for s in seeds:
+            row = {r["method"]: r for r in by_seed[s]}
+            x, pd = row[base]["sarr"], row[f"{base}+pd"]["sarr"]
+            cells.append(f"{pct(x)} → {pct(pd)} ({'—' if not x else f'{100 * (x - pd) / x:.0f}%'})")
+        lines.append(f"| {base} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def replace_block(text: str, markers: tuple[str, str], body: str) -> str:
+    start, end = markers
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md: markers {start} / {end} not found")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def environment_note(env: dict, seconds: float) -> str:
+    cpu = env.get("cpu") or {}
+    packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v)
+    return (
+        f"Measured on {cpu.get('model')} ({cpu.get('isa')}), {env.get('threads')} threads, Python {env.get('python')}, "
+        f"{packages}; seed 0 took {seconds / 60:.1f} min. Regenerate with `{REGENERATE}`."
+    )
+
+
+def regenerate(seeds: tuple[int, ...]) -> None:
+    from safeeraser.environment import manifest, numeric_identity
+
+    by_seed, seconds = {}, {}
+    for seed in seeds:
+        out = OUT if seed == 0 else f"{OUT}-seed{seed}"
+        by_seed[seed], seconds[seed] = run_demo(out, seed)
+        print(f"seed {seed}: {seconds[seed] / 60:.1f} min", file=sys.stderr)
+    env = manifest()
+    KEPT.mkdir(parents=True, exist_ok=True)
+    (KEPT / "results.json").write_bytes((ROOT / OUT / "results.json").read_bytes())
+    (KEPT / "environment.json").write_text(json.dumps(numeric_identity(env), indent=1) + "\n", encoding="utf-8")
+    text = README.read_text(encoding="utf-8")
+    text = replace_block(text, TABLE, seed_table(by_seed[0]) + "\n\n" + environment_note(env, seconds[0]))
+    if len(by_seed) > 1:
+        text = replace_block(text, SEEDS_BLOCK, across_seeds(by_seed))
+    README.write_text(text, encoding="utf-8")
+    print(f"wrote README.md and {KEPT.relative_to(ROOT)}/", file=sys.stderr)
+
+
+def check() -> int:
+    from safeeraser.environment import manifest, numeric_identity
+
+    if not (KEPT / "results.json").is_file():
+        print(f"error: {KEPT / 'results.json'} is missing: generate it with {REGENERATE}", file=sys.stderr)
+        return 1
+    rows, seconds = run_demo(OUT, 0)
+    fresh = (ROOT / OUT / "results.json").read_bytes()
+    kept = (KEPT / "results.json").read_bytes()
+    readme = README.read_text(encoding="utf-8")
+    in_readme = seed_table(json.loads(kept)) in readme
+    recorded = json.loads((KEPT / "environment.json").read_text(encoding="utf-8"))
+    here = numeric_identity(manifest())
+    print(f"demo (seed 0) took {seconds / 60:.1f} min", file=sys.stderr)
+    if fresh == kept and in_readme:
+        print("README demo table: reproduced byte for byte", file=sys.stderr)
+        return 0
+    what = "the README's table is not the kept results.json" if not in_readme else "a fresh demo run differs from docs/demo/results.json"
+    if here == recorded:
+        print(f"error: {what}, in the environment the README's numbers were recorded in; regenerate them: {REGENERATE}", file=sys.stderr)
+        return 1
+    print(f"warning: {what}; this environment differs from the recorded one ({json.dumps(here)} vs {json.dumps(recorded)}), so floating-point results may differ; to regenerate: {REGENERATE}", file=sys.stderr)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="run seed 0 and compare with the README instead of rewriting it")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0-4; the first must be 0)")
+    args = parser.parse_args()
+    if args.check:
+        return check()
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    if seeds[0] != 0:
+        raise SystemExit("--seeds: the first seed must be 0 (the README's table)")
+    regenerate(seeds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
