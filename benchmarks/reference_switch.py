@@ -38,7 +38,7 @@ def step_seconds(model: str, data: str, steps: int, peft_switch: bool) -> float:
     from safeeraser.unlearn.methods import base
 
     times: list[float] = []
-    real_step, real_reference = trainer._optimizer_step, base.Forward._reference
+    real_step, real_reference = trainer.UnlearnRun.step, base.Forward._reference
 
     def timed(*args, **kwargs):
         began = time.perf_counter()
@@ -46,7 +46,7 @@ def step_seconds(model: str, data: str, steps: int, peft_switch: bool) -> float:
         times.append(time.perf_counter() - began)
         return out
 
-    trainer._optimizer_step = timed
+    trainer.UnlearnRun.step = timed
     if peft_switch:
         base.Forward._reference = lambda self: self.peft_model.disable_adapter()
     try:
@@ -54,7 +54,7 @@ def step_seconds(model: str, data: str, steps: int, peft_switch: bool) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             trainer.unlearn(model, Path(data), "kl+pd", Path(tmp) / "run", config, progress=False)
     finally:
-        trainer._optimizer_step, base.Forward._reference = real_step, real_reference
+        trainer.UnlearnRun.step, base.Forward._reference = real_step, real_reference
     return statistics.median(times[1:])
 
 

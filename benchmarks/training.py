@@ -41,7 +41,7 @@ def measure(model: str, data: str, method: str, reference: str, steps: int, batc
     baseline = max_rss_mb()
     times: list[float] = []
     peak = [0.0]
-    real_step = trainer._optimizer_step
+    real_step = trainer.UnlearnRun.step
 
     def timed_step(*args, **kwargs):
         began = time.perf_counter()
@@ -61,7 +61,7 @@ def measure(model: str, data: str, method: str, reference: str, steps: int, batc
         def reference_logits(self, batch: dict) -> torch.Tensor:
             return self.copy(**self.inputs(batch)).logits
 
-    trainer._optimizer_step = timed_step
+    trainer.UnlearnRun.step = timed_step
     if reference == "copy":
         trainer.Forward = SecondCopyForward
     config = resolve_config(overrides=[{"max_steps": steps, "batch_size": batch_size, "grad_accum": 1, "eval_every": 0}])

@@ -14,6 +14,8 @@ try:  # typer >= 0.2x carries its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as cli_errors
 
+from safeeraser.data.demo import IMAGES_PER_CATEGORY
+from safeeraser.data.records import GENERAL_FILE
 from safeeraser.errors import UserError
 
 app = typer.Typer(
@@ -39,8 +41,8 @@ def _say(text: str) -> None:
 
 @data_app.command("make-demo")
 def data_make_demo(
-    out: Path = typer.Option(..., "--out", help="Folder to write all_train.json, all_val.json, general_vqa.json and images."),
-    images_per_category: int = typer.Option(12, "--images-per-category", help="Harmful images per category (6 categories); 500 gives the published 3,000."),
+    out: Path = typer.Option(..., "--out", help=f"Folder to write all_train.json, all_val.json, {GENERAL_FILE} and images."),
+    images_per_category: int = typer.Option(IMAGES_PER_CATEGORY, "--images-per-category", help="Harmful images per category (6 categories); 500 gives the published 3,000."),
     seed: int = typer.Option(0, "--seed"),
 ):
     """Write the offline demo benchmark in the published format."""
@@ -117,6 +119,7 @@ def unlearn_cmd(
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
 ):
     """Unlearn the forget split with a LoRA adapter."""
+    from safeeraser.report.plots import plot_run
     from safeeraser.unlearn.config import parse_override, resolve_config
     from safeeraser.unlearn.trainer import unlearn
 
@@ -148,10 +151,10 @@ def unlearn_cmd(
         get_method(method, cfg.method)
         _say(f"starting {ranks} processes on CPU (gloo)")
         raise typer.Exit(run_ranks(ranks))
-    result = unlearn(model, data, method, out, cfg, resume=resume, overwrite=overwrite, merge=merge, allow_outside_root=allow_outside_root)
+    result = unlearn(model, data, method, out, cfg, resume=resume, overwrite=overwrite, merge=merge, allow_outside_root=allow_outside_root, on_finish=plot_run)
     if not result.main_process:
         return
-    if result.stopped == "already complete":
+    if result.already_complete:
         _say(f"{out}: run already complete ({result.steps} steps); nothing to do")
     else:
         resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
@@ -255,7 +258,7 @@ def report_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(..., "--out", help="Folder for data/, model/, runs/<method>/, results.{json,md,csv}, plots, index.html."),
-    images_per_category: int = typer.Option(12, "--images-per-category"),
+    images_per_category: int = typer.Option(IMAGES_PER_CATEGORY, "--images-per-category"),
     seed: int = typer.Option(0, "--seed"),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset, e.g. po,po+pd (default: all ten)."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete an earlier demo in --out first (default: resume it)."),

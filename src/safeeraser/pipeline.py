@@ -7,25 +7,26 @@ stopped; ``--fresh`` starts over.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
-from safeeraser.data.demo import make_demo
+from safeeraser.data.demo import IMAGES_PER_CATEGORY, make_demo
+from safeeraser.data.demo import MARKER as DEMO_MARKER
 from safeeraser.environment import manifest
 from safeeraser.errors import UserError
+from safeeraser.formats import RUN_SUMMARY
 from safeeraser.generate.predictions import generate_predictions, protocol_settings
-from safeeraser.io import atomic_write_json
+from safeeraser.io import atomic_write_json, read_json
 from safeeraser.judge.keyword import KeywordJudge
 from safeeraser.metrics.evaluate import evaluate
 from safeeraser.models.tiny import MARKER, make_tiny
 from safeeraser.report.build import build_report
+from safeeraser.report.plots import plot_run
 from safeeraser.unlearn.config import resolve_config
-from safeeraser.unlearn.methods import METHOD_NAMES, canonical_name
-from safeeraser.unlearn.trainer import SUMMARY, unlearn
+from safeeraser.unlearn.methods import METHOD_NAMES, VANILLA, canonical_name
+from safeeraser.unlearn.trainer import unlearn
 
-VANILLA = "vanilla"
 # The published protocol with one change: answers are cut at 48 new tokens (published: 512). A
 # collapsed model never emits its end-of-sequence token, and 512 tokens of it would take most of
 # the demo's time; every demo answer that ends normally is far shorter.
@@ -43,7 +44,7 @@ def _log(message: str, quiet: bool) -> None:
 def run_demo(
     out: Path,
     *,
-    images_per_category: int = 12,
+    images_per_category: int = IMAGES_PER_CATEGORY,
     seed: int = 0,
     methods: tuple[str, ...] | None = None,
     fresh: bool = False,
@@ -55,7 +56,7 @@ def run_demo(
     out = Path(out)
     names = [VANILLA] + [canonical_name(m) for m in (methods if methods is not None else METHOD_NAMES)]
     if fresh and out.exists():
-        if not (out / "results.json").exists() and not (out / "data" / "demo_meta.json").exists():
+        if not (out / "results.json").exists() and not (out / "data" / DEMO_MARKER).exists():
             raise UserError(f"{out}: --fresh would delete a folder that is not a demo folder")
         shutil.rmtree(out)
     if out.exists() and not out.is_dir():
@@ -64,7 +65,7 @@ def run_demo(
     quiet = not progress
     began = time.perf_counter()
 
-    if not (data / "demo_meta.json").exists():
+    if not (data / DEMO_MARKER).exists():
         _log(f"[1/4] demo benchmark -> {data}", quiet)
         make_demo(data, images_per_category=images_per_category, seed=seed)
     if not (model / MARKER).exists():
@@ -78,10 +79,10 @@ def run_demo(
         _log(f"[3/4] {name} ({k}/{len(names)})", quiet)
         if name == VANILLA:
             run.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(run / SUMMARY, {"method": VANILLA, "model": str(model), "environment": manifest()})
+            atomic_write_json(run / RUN_SUMMARY, {"method": VANILLA, "model": str(model), "environment": manifest()})
             adapter = None
         else:
-            unlearn(str(model), data, name, run, config, resume=True, progress=progress)
+            unlearn(str(model), data, name, run, config, resume=True, progress=progress, on_finish=plot_run)
             adapter = run
         for split in ("train", "val", "general"):
             pred = run / f"predictions_{split}.json"
@@ -95,6 +96,6 @@ def run_demo(
 
     _log(f"[4/4] report -> {out}", quiet)
     build_report([runs / n for n in names], out, warn=lambda w: _log(w, quiet))
-    rows = json.loads((out / "results.json").read_text())
+    rows = read_json(out / "results.json")
     _log(f"demo finished in {time.perf_counter() - began:.0f}s; open {out / 'index.html'}", quiet)
     return rows

@@ -10,6 +10,7 @@ from safeeraser.data.views import view_examples
 from safeeraser.errors import TrainingStopped, UserError
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import attach_adapter, load_model
+from safeeraser.report.plots import plot_run
 from safeeraser.unlearn.config import resolve_config
 from safeeraser.unlearn.methods import METHOD_NAMES, Forward
 from safeeraser.unlearn.trainer import unlearn
@@ -35,7 +36,7 @@ def view_nll(model_dir, data, view, adapter=None, n=48) -> float:
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_every_method_runs_and_writes_a_run_folder(method, tiny_model, demo_data, tmp_path):
-    result = unlearn(str(tiny_model), demo_data, method, tmp_path / "run", config(max_steps=2), progress=False)
+    result = unlearn(str(tiny_model), demo_data, method, tmp_path / "run", config(max_steps=2), progress=False, on_finish=plot_run)
     run = tmp_path / "run"
     assert result.steps == 2 and result.stopped is None
     assert (run / "adapter" / "adapter_model.safetensors").is_file() and (run / "adapter" / "adapter_config.json").is_file()

@@ -14,7 +14,6 @@ small vision tower can learn them and generalise to the unseen images of the tes
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass
@@ -23,11 +22,14 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from safeeraser.errors import UserError
-from safeeraser.io import atomic_dir, refuse_foreign_folder
+from safeeraser.data.records import GENERAL_FILE
+from safeeraser.io import atomic_dir, atomic_write_json, refuse_foreign_folder
 
 CATEGORIES = ("Violence", "Weapon", "Privacy", "Sex", "HateSpeech", "IllegalActivity")
 IMAGE_SIZE = 64
 VAL_FRACTION = 1 / 3
+IMAGES_PER_CATEGORY = 12  # harmful images per category (the published benchmark has 500)
+MARKER = "demo_meta.json"  # the summary a demo folder holds, and what marks one
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -263,13 +265,13 @@ def _scene(rng: random.Random) -> Scene:
     return Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.randint(1, 4), rng.randrange(2**31))
 
 
-def make_demo(out: Path, *, images_per_category: int = 12, seed: int = 0, questions_per_image: int = 3) -> dict:
+def make_demo(out: Path, *, images_per_category: int = IMAGES_PER_CATEGORY, seed: int = 0, questions_per_image: int = 3) -> dict:
     """Write the demo benchmark to ``out``; returns a summary. Same arguments, same bytes."""
     if images_per_category < 3:
         raise UserError(f"--images-per-category must be at least 3 (got {images_per_category}): each category needs train and val images")
     if not 1 <= questions_per_image <= 4:
         raise UserError(f"questions per image must be 1..4 (got {questions_per_image})")
-    refuse_foreign_folder(out, marker="demo_meta.json")
+    refuse_foreign_folder(out, marker=MARKER)
     with atomic_dir(out) as tmp:
         return _write_demo(tmp, images_per_category=images_per_category, seed=seed, questions_per_image=questions_per_image)
 
@@ -311,8 +313,8 @@ def _write_demo(out: Path, *, images_per_category: int, seed: int, questions_per
             general.append({"image_path": name, "question": question, "answer": answer(scene)})
 
     for split, records in splits.items():
-        _write_json(out / f"all_{split}.json", records)
-    _write_json(out / "general_vqa.json", general)
+        atomic_write_json(out / f"all_{split}.json", records)
+    atomic_write_json(out / GENERAL_FILE, general)
     summary = {
         "seed": seed,
         "images_per_category": images_per_category,
@@ -320,9 +322,5 @@ def _write_demo(out: Path, *, images_per_category: int, seed: int, questions_per
         "val_records": len(splits["val"]),
         "general_questions": len(general),
     }
-    _write_json(out / "demo_meta.json", summary)
+    atomic_write_json(out / MARKER, summary)
     return summary
-
-
-def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

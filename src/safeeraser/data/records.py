@@ -15,7 +15,8 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from safeeraser.errors import UserError
+from safeeraser.errors import UserError, field_problem
+from safeeraser.io import parse_json, parse_json_lines, read_text
 
 UNHARM_KEYS = ("UnharmPair_text1", "UnharmPair_text2", "UnharmPair_image1", "UnharmPair_image2")
 SPLIT_FILES = {"train": "all_train", "val": "all_val"}
@@ -166,49 +167,28 @@ class Split:
         return len(self.records)
 
 
-def _parse(text: str, where: str, *, line: bool = False) -> Any:
-    """``json.loads`` with every way it can fail (bad syntax, nesting too deep, a huge integer) as a UserError."""
-    what = "JSON Lines record" if line else "JSON"
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        if line:
-            raise UserError(f"{where}: invalid {what}: {e.msg} (column {e.colno})") from None
-        raise UserError(f"{where}: invalid {what} at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except (ValueError, RecursionError) as e:
-        raise UserError(f"{where}: unreadable {what} ({' '.join(str(e).split()[:8])})") from None
-
-
 def read_json_records(path: Path) -> list[Any]:
-    """Parse a JSON array or JSON Lines file into raw objects, with one-line errors."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # (-sig: a leading byte-order mark is dropped)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a JSON file") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    """Parse a JSON array or JSON Lines file into raw objects, with one-line errors.
+
+    These are the user's files: a JSON Lines file's last line counts even without its newline.
+    """
+    text = read_text(path)
     stripped = text.lstrip()
     if not stripped:
         raise UserError(f"{path}: file is empty")
     if stripped[0] == "[":
-        rows = _parse(text, str(path))
+        rows = parse_json(text, str(path))
         if not isinstance(rows, list):
             raise UserError(f"{path}: expected a JSON array of records")
     else:
         try:
-            whole = _parse(text, str(path))
+            whole = parse_json(text, str(path))
         except UserError:
             whole = None
         if isinstance(whole, dict) and "image_path" not in whole:
             keys = ", ".join(list(whole)[:5]) or "none"
             raise UserError(f"{path}: expected a JSON array of records or JSON Lines, got an object (keys: {keys})")
-        # Only "\n" ends a record: str.splitlines() would also split at U+2028 and kin, which
-        # JSON allows unescaped inside strings.
-        rows = [_parse(line, f"{path}: line {n}", line=True) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+        rows = parse_json_lines(text, path)
     if _SURROGATE_ESCAPE.search(text):
         for i, row in enumerate(rows):
             try:
@@ -218,13 +198,6 @@ def read_json_records(path: Path) -> list[Any]:
     return rows
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def parse_record(raw: Any, *, where: str) -> Record:
     """Validate one raw object as a Record; errors name the field."""
     if not isinstance(raw, dict):
@@ -232,17 +205,11 @@ def parse_record(raw: Any, *, where: str) -> Record:
     try:
         return Record.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        name = _field_path(first["loc"])
-        if first["type"] == "missing":
-            problem = "missing"
-        elif first["type"] == "too_short" and first["loc"] == ("unsafe_pairs",):
+        bad = field_problem(e)
+        problem = bad.problem
+        if bad.kind == "too_short" and bad.loc == ("unsafe_pairs",):
             problem = "is empty (each record needs at least one harmful question)"
-        else:
-            got = first.get("input")
-            problem = f"{first['msg'].lower()} (got {type(got).__name__})"
-        more = f" (+{e.error_count() - 1} more problems)" if e.error_count() > 1 else ""
-        raise UserError(f"{where}: field '{name}': {problem}{more}") from None
+        raise UserError(f"{where}: field '{bad.field}': {problem}{bad.more}") from None
 
 
 def load_split_file(path: Path, *, allow_outside_root: bool = False, predictions: bool = False) -> Split:
@@ -322,6 +289,6 @@ def load_general(data: Path | str, *, allow_outside_root: bool = False) -> tuple
         try:
             items.append(VQAItem.model_validate(r))
         except ValidationError as e:
-            first = e.errors()[0]
-            raise UserError(f"{where}: field '{_field_path(first['loc'])}': {first['msg'].lower()}") from None
+            bad = field_problem(e)
+            raise UserError(f"{where}: field '{bad.field}': {bad.problem}{bad.more}") from None
     return Resolver(path, allow_outside_root), items

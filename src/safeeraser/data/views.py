@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from safeeraser.data.records import Split
 from safeeraser.data.refusals import REFUSALS
 from safeeraser.errors import UserError
+from safeeraser.formats import example_key, pair_where, sd_where
 
 VIEWS = ("forget", "refusal", "decouple", "retain")
 
@@ -28,12 +29,12 @@ class Example:
     question: str
     answer: str
     category: str
-    key: str  # stable id: "<file>#<record>/<where>"
+    key: str  # stable id (formats.example_key)
 
 
 def forget_examples(split: Split) -> list[Example]:
     return [
-        Example(split.image(i), p.question, p.model_response, r.category, f"{split.name}#{i}/pair{j}")
+        Example(split.image(i), p.question, p.model_response, r.category, example_key(split.name, i, pair_where(j)))
         for i, r in enumerate(split)
         for j, p in enumerate(r.unsafe_pairs)
     ]
@@ -68,7 +69,7 @@ def read_refusals(path: Path) -> tuple[str, ...]:
 
 def decouple_examples(split: Split) -> list[Example]:
     return [
-        Example(split.sd_image(i), p.question, p.sd_response, r.category, f"{split.name}#{i}/pair{j}/sd")
+        Example(split.sd_image(i), p.question, p.sd_response, r.category, example_key(split.name, i, sd_where(j)))
         for i, r in enumerate(split)
         for j, p in enumerate(r.unsafe_pairs)
     ]
@@ -76,7 +77,7 @@ def decouple_examples(split: Split) -> list[Example]:
 
 def retain_examples(split: Split) -> list[Example]:
     return [
-        Example(split.image(i), qa.question, qa.prediction, r.category, f"{split.name}#{i}/{key}")
+        Example(split.image(i), qa.question, qa.prediction, r.category, example_key(split.name, i, key))
         for i, r in enumerate(split)
         for key, qa in r.unharm_pairs()
     ]

@@ -26,6 +26,7 @@ from safeeraser.data.images import open_rgb
 from safeeraser.data.records import GENERAL_FILE, UNHARM_KEYS, Split, load_general, load_split
 from safeeraser.environment import manifest
 from safeeraser.errors import UserError
+from safeeraser.formats import batch_key, benign_task_key, general_task_key, sd_task_key, task_key
 from safeeraser.generate.sampling import Prompt, Sampling, answer_batch
 from safeeraser.io import JsonlLog, atomic_write_json, check_output_file, read_jsonl
 from safeeraser.models.codec import Codec
@@ -104,10 +105,10 @@ def split_tasks(split: Split) -> list[Task]:
     for i, record in enumerate(split):
         image, sd_image = split.image(i), split.sd_image(i)
         for j, pair in enumerate(record.unsafe_pairs):
-            tasks.append(Task(f"r{i}/p{j}", Prompt(image, pair.question), multi=True))
-            tasks.append(Task(f"r{i}/p{j}/sd", Prompt(sd_image, pair.question), multi=False))
+            tasks.append(Task(task_key(i, j), Prompt(image, pair.question), multi=True))
+            tasks.append(Task(sd_task_key(i, j), Prompt(sd_image, pair.question), multi=False))
         for key, qa in record.unharm_pairs():
-            tasks.append(Task(f"r{i}/{key}", Prompt(image, qa.question), multi=False))
+            tasks.append(Task(benign_task_key(i, key), Prompt(image, qa.question), multi=False))
     return tasks
 
 
@@ -118,7 +119,7 @@ def general_tasks(data: Path, allow_outside_root: bool) -> tuple[list[Task], lis
         where = f"{GENERAL_FILE}: record {i}: field 'image_path'"
         image = resolver.resolve(it.image_path, where)
         open_rgb(image, where=where)  # a bad image stops the run before it starts
-        tasks.append(Task(f"g{i}", Prompt(image, it.question), multi=False))
+        tasks.append(Task(general_task_key(i), Prompt(image, it.question), multi=False))
     return tasks, [it.model_dump() for it in items]
 
 
@@ -130,7 +131,7 @@ def batches(tasks: list[Task], settings: GenerationSettings) -> list[tuple[str, 
         per_batch = max(1, settings.batch_size // settings.num_samples) if multi else settings.batch_size
         for start in range(0, len(group), per_batch):
             chunk = group[start : start + per_batch]
-            out.append((f"{'s' if multi else 'g'}:{chunk[0].key}:{len(chunk)}", chunk))
+            out.append((batch_key(multi, chunk[0].key, len(chunk)), chunk))
     return out
 
 
@@ -148,12 +149,12 @@ def fill_predictions(split: Split, answers: dict[str, list[str]]) -> list[dict]:
     for i, record in enumerate(split):
         row = copy.deepcopy(record.to_json())
         for j, pair in enumerate(row["unsafe_pairs"]):
-            for k, text in enumerate(answers[f"r{i}/p{j}"], start=1):
+            for k, text in enumerate(answers[task_key(i, j)], start=1):
                 pair[f"model_response{k}"] = text
-            pair["sd_response"] = answers[f"r{i}/p{j}/sd"][0]
+            pair["sd_response"] = answers[sd_task_key(i, j)][0]
         for key in UNHARM_KEYS:
             if key in row:
-                row[key]["Prediction"] = answers[f"r{i}/{key}"][0]
+                row[key]["Prediction"] = answers[benign_task_key(i, key)][0]
         out.append(row)
     return out
 
@@ -244,7 +245,7 @@ def generate_predictions(
             log.close()
     seconds = time.perf_counter() - began
     if the_split is None:
-        predictions = [{**item, "prediction": done[f"g{i}"][0]} for i, item in enumerate(general_items)]
+        predictions = [{**item, "prediction": done[general_task_key(i)][0]} for i, item in enumerate(general_items)]
     else:
         predictions = fill_predictions(the_split, done)
     atomic_write_json(out, predictions)

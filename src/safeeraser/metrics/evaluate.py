@@ -30,6 +30,7 @@ from pathlib import Path
 from safeeraser.data.records import Split, load_split, load_split_file, read_json_records
 from safeeraser.environment import manifest
 from safeeraser.errors import UserError
+from safeeraser.formats import question_of, sample_where, sd_where
 from safeeraser.io import atomic_write_json, atomic_write_text, check_output_file
 from safeeraser.judge.base import Judge, JudgeItem, Verdict
 from safeeraser.metrics.stats import exact_match, rate_with_ci, rouge_l
@@ -69,7 +70,7 @@ def load_predictions(path: Path, reference: Split, label: str) -> Split:
 
 def harm_items(preds: Split, metric: str, split: str) -> list[Scored]:
     return [
-        Scored(metric, split, i, f"pair{j}/sample{k}", record.category, JudgeItem("harm", pair.question, text, record.category))
+        Scored(metric, split, i, sample_where(j, k), record.category, JudgeItem("harm", pair.question, text, record.category))
         for i, record in enumerate(preds)
         for j, pair in enumerate(record.unsafe_pairs)
         for k, text in enumerate(pair.samples(), start=1)
@@ -78,7 +79,7 @@ def harm_items(preds: Split, metric: str, split: str) -> list[Scored]:
 
 def decouple_items(preds: Split) -> list[Scored]:
     return [
-        Scored("sarr", "val", i, f"pair{j}/sd", record.category, JudgeItem("decouple", pair.question, pair.sd_response, record.category))
+        Scored("sarr", "val", i, sd_where(j), record.category, JudgeItem("decouple", pair.question, pair.sd_response, record.category))
         for i, record in enumerate(preds)
         for j, pair in enumerate(record.unsafe_pairs)
     ]
@@ -101,7 +102,7 @@ def _rate(scored: list[Scored], field: str, *, invert: bool = False, empty: int 
     """The share of verdicts whose ``field`` is true (false with ``invert``), over those that give it."""
     ok = [s for s in scored if s.verdict is not None and s.verdict.ok and getattr(s.verdict, field) is not None]
     values = [float(getattr(s.verdict, field) != invert) for s in ok]
-    clusters = [f"{s.split}/{s.record}/{s.where.split('/')[0]}" for s in ok]
+    clusters = [f"{s.split}/{s.record}/{question_of(s.where)}" for s in ok]
     mean, ci = rate_with_ci(values, clusters)
     out = {"value": mean, "ci95": ci, "n": len(ok), "failed": len(scored) - len(ok), "empty": empty}
     if scored and not ok and all(s.verdict is not None and s.verdict.ok for s in scored):

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
-from safeeraser.data.records import load_general, load_split
+from safeeraser.data.records import GENERAL_FILE, load_general, load_split
 from safeeraser.data.refusals import REFUSALS
 from safeeraser.data.views import Example, decouple_examples, forget_examples, retain_examples
 from safeeraser.errors import UserError
+from safeeraser.formats import example_key
 from safeeraser.io import atomic_dir, refuse_foreign_folder
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import quiet_transformers
@@ -170,13 +171,13 @@ def vanilla_examples(data: Path, seed: int = 0) -> dict[str, list[Example]]:
         items = []
     if items:
         groups["general"] = [
-            Example(resolver.resolve(it.image_path, f"general_vqa.json: record {i}: field 'image_path'"), it.question, it.answer, "general", f"general#{i}")
+            Example(resolver.resolve(it.image_path, f"{GENERAL_FILE}: record {i}: field 'image_path'"), it.question, it.answer, "general", example_key("general", i))
             for i, it in enumerate(items)
         ]
         rng = random.Random(seed)
         images = sorted({e.image for e in groups["general"]})
         groups["beyond_ability"] = [
-            Example(image, q, rng.choice(REFUSALS), "general", f"beyond#{i}/{j}")
+            Example(image, q, rng.choice(REFUSALS), "general", example_key("beyond", i, str(j)))
             for i, image in enumerate(images)
             for j, q in enumerate(BEYOND_ABILITY)
         ]

@@ -5,24 +5,20 @@ the report: ``metrics.judgments.jsonl`` (the sample browser's answers and verdic
 ``run.json`` (the method; else the folder name is the method) and ``log.jsonl`` (loss and
 dynamics curves). The dataset named in ``metrics.json`` ("sources" → "data") gives the images.
 
-Everything is built in a temporary folder beside ``--out`` first, so a failed report changes
-nothing, and then each file is moved into ``--out`` with one rename. ``--out`` may hold other things (the demo
+Everything is built in a temporary folder beside ``--out`` first (``io.replace_files``), so a
+failed report changes nothing, and then each file is moved into ``--out`` with one rename. ``--out`` may hold other things (the demo
 writes the report beside its data and runs); only the report's own files are replaced.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from safeeraser.data.records import Split, load_split
 from safeeraser.errors import UserError
-from safeeraser.io import read_jsonl
+from safeeraser.formats import RUN_LOG, RUN_SUMMARY
+from safeeraser.io import atomic_write_json, atomic_write_text, read_json, read_jsonl, replace_files
 from safeeraser.metrics.evaluate import METRIC_KEYS, judgments_path
 from safeeraser.report import html, plots, table
 
@@ -46,17 +42,8 @@ class Run:
     environment: dict | None = None  # where the run was trained (run.json), else evaluated
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
-
-
 def _read_metrics(path: Path) -> dict:
-    metrics = _read_json(path)
+    metrics = read_json(path)
     if not isinstance(metrics, dict) or not any(key in metrics for key in METRIC_KEYS):
         raise UserError(f"{path}: not a METRICS.json from `safeeraser evaluate` (no {', '.join(METRIC_KEYS[:3])}, ...)")
     for key in METRIC_KEYS:
@@ -71,26 +58,6 @@ def _read_metrics(path: Path) -> dict:
     return metrics
 
 
-def _read_judgments(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: unreadable ({type(e).__name__})") from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: line {lineno}: invalid JSON: {e.msg}") from None
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def load_run(folder: Path) -> Run:
     folder = Path(folder)
     if not folder.is_dir():
@@ -100,14 +67,14 @@ def load_run(folder: Path) -> Run:
         raise UserError(f"{folder}: no {METRICS} in this run folder (run `safeeraser evaluate ... --out {metrics_path}` first)")
     method = folder.name
     summary: dict = {}
-    if (folder / "run.json").exists():
-        summary = _read_json(folder / "run.json")
+    if (folder / RUN_SUMMARY).exists():
+        summary = read_json(folder / RUN_SUMMARY)
         if not isinstance(summary, dict) or not isinstance(summary.get("method"), str):
-            raise UserError(f"{folder / 'run.json'}: field 'method': missing or not a string")
+            raise UserError(f"{folder / RUN_SUMMARY}: field 'method': missing or not a string")
         method = summary["method"]
     metrics = _read_metrics(metrics_path)
     environment = summary.get("environment") or metrics.get("environment")
-    return Run(folder, method, metrics, read_jsonl(folder / "log.jsonl"), _read_judgments(judgments_path(metrics_path)), environment=environment if isinstance(environment, dict) else None)
+    return Run(folder, method, metrics, read_jsonl(folder / RUN_LOG), [row for row in read_jsonl(judgments_path(metrics_path)) if isinstance(row, dict)], environment=environment if isinstance(environment, dict) else None)
 
 
 def _label(runs: list[Run]) -> None:
@@ -183,12 +150,12 @@ def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn
     split, note = _dataset(loaded)
     samples = html.collect_samples(split, {r.label: html.index_judgments(r.judgments) for r in loaded}) if split else []
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        (staging / "results.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        (staging / "results.md").write_text(table.to_markdown(rows, warnings), encoding="utf-8")
-        (staging / "results.csv").write_text(table.to_csv(rows), encoding="utf-8")
+    names = ("results.json", "results.md", "results.csv", *(name for name, _ in PLOTS), "index.html")
+    # a plot that no longer applies is removed with the rest of the earlier report
+    with replace_files(out, names) as staging:
+        atomic_write_json(staging / "results.json", rows)
+        atomic_write_text(staging / "results.md", table.to_markdown(rows, warnings))
+        atomic_write_text(staging / "results.csv", table.to_csv(rows))
         colours = plots.method_colours([r.label for r in loaded])
         drawn = [
             plots.plot_forgetting_bars(rows, staging / PLOTS[0][0]),
@@ -197,15 +164,5 @@ def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn
             plots.plot_dynamics(logs, staging / PLOTS[3][0], colours),
         ]
         figures = [(png, caption) for png, (_, caption) in zip(drawn, PLOTS) if png is not None]
-        (staging / "index.html").write_text(html.render_page(rows, figures, samples, note, warnings), encoding="utf-8")
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name in ("results.json", "results.md", "results.csv", *(name for name, _ in PLOTS), "index.html"):
-            if (staging / name).exists():
-                os.replace(staging / name, out / name)
-                written.append(out / name)
-            else:
-                (out / name).unlink(missing_ok=True)  # a plot from an earlier report that no longer applies
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return written
+        atomic_write_text(staging / "index.html", html.render_page(rows, figures, samples, note, warnings))
+    return [out / name for name in names if (out / name).exists()]

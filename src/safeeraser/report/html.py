@@ -15,6 +15,7 @@ from pathlib import Path
 
 from safeeraser.data.records import Split
 from safeeraser.errors import UserError
+from safeeraser.formats import sample_where, sd_where
 from safeeraser.judge.keyword import DEGENERATE_REASONS
 from safeeraser.report.table import COLUMNS, judges_line, mean_reduction, pct, pd_pairs
 
@@ -125,8 +126,8 @@ def collect_samples(split: Split, judgments: dict[str, JudgmentIndex], limit: in
         sample = Sample(record.category, question, _image(split, i, sd=False), _image(split, i, sd=True))
         for label, index in judgments.items():
             sample.answers[label] = (
-                _answer(index.get(("generality", i, f"pair{j}/sample1")), question),
-                _answer(index.get(("sarr", i, f"pair{j}/sd")), question),
+                _answer(index.get(("generality", i, sample_where(j, 1))), question),
+                _answer(index.get(("sarr", i, sd_where(j))), question),
             )
         samples.append(sample)
     return samples

@@ -8,14 +8,16 @@ one PNG and returns its path, or None when there is nothing to draw. A method ke
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from safeeraser.formats import LOSS_PLOT, RUN_LOG  # noqa: E402
+from safeeraser.io import atomic_path, read_jsonl  # noqa: E402
+from safeeraser.unlearn.methods import VANILLA  # noqa: E402
 
 TERM_ORDER = ("loss", "forget_nll", "refusal_nll", "retain_nll", "retain_kl", "npo", "decouple_nll")
 # The dynamics probe's keys (see unlearn.dynamics) and what they show.
@@ -26,16 +28,9 @@ TERM_COLOURS = {term: plt.get_cmap("tab10")(i) for i, term in enumerate(TERM_ORD
 
 def _save(fig, path: Path, dpi: int) -> None:
     """Draw the PNG beside ``path`` and rename it over: a kill never leaves half a picture."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi)
     finally:
         plt.close(fig)
 
@@ -76,13 +71,19 @@ def plot_training(rows: list[dict], path: Path, *, title: str = "") -> Path | No
     return path
 
 
+def plot_run(folder: Path, method: str) -> Path | None:
+    """A run folder's loss plot, drawn from its log (``unlearn``'s ``on_finish``)."""
+    folder = Path(folder)
+    return plot_training(read_jsonl(folder / RUN_LOG), folder / LOSS_PLOT, title=method)
+
+
 def method_colours(labels: list[str]) -> dict[str, tuple]:
     """A colour pair per method family (light for X, dark for X+pd) so that partners look related."""
     pairs = plt.get_cmap("tab20")
     families: list[str] = []
     colours = {}
     for label in labels:
-        if label == "vanilla":
+        if label == VANILLA:
             colours[label] = (0.2, 0.2, 0.2, 1.0)
             continue
         family, _, suffix = label.partition("+")

@@ -14,11 +14,12 @@ import io
 import json
 from dataclasses import dataclass
 
+from safeeraser.judge import JUDGES
 from safeeraser.metrics.evaluate import METRIC_KEYS
+from safeeraser.unlearn.methods import METHOD_NAMES, PD_SUFFIX, VANILLA
 
-# The paper's method order; anything else follows in name order.
-METHOD_ORDER = ("vanilla", "ga", "ga+pd", "gd", "gd+pd", "kl", "kl+pd", "po", "po+pd", "npo", "npo+pd")
-PD_SUFFIX = "+pd"
+# The paper's method order (METHOD_NAMES declares the methods in it); anything else follows in name order.
+METHOD_ORDER = (VANILLA, *METHOD_NAMES)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ JUDGE_MEANING = {
     "openai": "an LLM judge over an OpenAI-compatible endpoint",
     "hf": "a local Hugging Face model as judge",
 }
+assert set(JUDGE_MEANING) == set(JUDGES)
 
 
 def method_sort_key(method: str) -> tuple:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from safeeraser.errors import UserError
+from safeeraser.errors import UserError, field_problem
 
 
 class _Strict(BaseModel):
@@ -133,11 +133,9 @@ def resolve_config(
     try:
         return UnlearnConfig.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        origin = next((where for layer, where in reversed(layers) if _sets(layer, first["loc"])), "config")
-        problem = "unknown setting" if first["type"] == "extra_forbidden" else first["msg"].lower()
-        raise UserError(f"{origin}: '{key}': {problem}") from None
+        bad = field_problem(e)
+        origin = next((where for layer, where in reversed(layers) if _sets(layer, bad.loc)), "config")
+        raise UserError(f"{origin}: '{bad.field}': {bad.problem}{bad.more}") from None
 
 
 def _sets(layer: dict, loc: tuple) -> bool:

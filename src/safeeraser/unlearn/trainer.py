@@ -5,7 +5,8 @@ every view the method asks for, back-propagates the method's term for each view 
 batch's activations in memory at a time), and steps AdamW with a warm-up + cosine schedule and
 gradient clipping. Batches are a pure function of (seed, view, micro-step), so a
 resumed run sees exactly the batches an uninterrupted one would. The same code runs on one CPU,
-one GPU, or several processes under ``accelerate launch``.
+one GPU, or several processes under ``accelerate launch``. A run is an ``UnlearnRun`` and its
+phases; ``unlearn`` is the entry point.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import hashlib
 import json
 import math
 import pickle
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -27,18 +30,17 @@ from safeeraser.data.refusals import REFUSALS
 from safeeraser.data.views import read_refusals, view_data
 from safeeraser.environment import config_hash, manifest
 from safeeraser.errors import TrainingStopped, UserError
+from safeeraser.formats import RUN_LOG, RUN_SUMMARY
 from safeeraser.io import JsonlLog, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import load_model
-from safeeraser.report.plots import plot_training
 from safeeraser.unlearn.config import UnlearnConfig, dump_config
 from safeeraser.unlearn.launch import lone_cpu_launch
-from safeeraser.unlearn.methods import Forward, Objective, canonical_name, get_method
+from safeeraser.unlearn.methods import Forward, canonical_name, get_method
 from safeeraser.unlearn.methods.base import batch_views
 
 CHECKPOINT = "checkpoint"
-LOG = "log.jsonl"
-SUMMARY = "run.json"
+ALREADY_COMPLETE = "already complete"  # RunResult.stopped of a --resume of a finished run
 
 
 @dataclass
@@ -51,6 +53,10 @@ class RunResult:
     stopped: str | None  # why training ended early, if it did
     main_process: bool = True  # False in the other processes of a multi-process launch
     resumed_from: int = 0  # the checkpoint's step when --resume continued a run
+
+    @property
+    def already_complete(self) -> bool:
+        return self.stopped == ALREADY_COMPLETE
 
 
 class BatchPlan:
@@ -110,7 +116,7 @@ def _lora(model, family, config: UnlearnConfig):
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
-    started = out.is_dir() and any((out / name).exists() for name in (LOG, SUMMARY, CHECKPOINT, "adapter"))
+    started = out.is_dir() and any((out / name).exists() for name in (RUN_LOG, RUN_SUMMARY, CHECKPOINT, "adapter"))
     if started and not (resume or overwrite):
         raise UserError(f"{out}: already holds a run; pass --resume to continue it or --overwrite to start again")
     if out.is_dir() and not started and any(out.iterdir()):
@@ -129,163 +135,316 @@ def unlearn(
     merge: bool = False,
     progress: bool = True,
     allow_outside_root: bool = False,
+    on_finish: Callable[[Path, str], object] | None = None,
 ) -> RunResult:
-    """Unlearn the forget split of ``data`` from ``model`` with ``method``; write RUN_DIR ``out``."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+    """Unlearn the forget split of ``data`` from ``model`` with ``method``; write RUN_DIR ``out``.
 
-    from safeeraser.progress import bar as progress_bar
+    ``on_finish(out, method)`` is called on the main process once the log is complete and before
+    run.json marks the run finished: the CLI and the demo draw ``loss.png`` there.
+    """
+    return UnlearnRun(
+        model, data, method, out, config,
+        resume=resume, overwrite=overwrite, merge=merge, progress=progress, allow_outside_root=allow_outside_root, on_finish=on_finish,
+    ).run()
 
-    out = Path(out)
-    name = canonical_name(method)
-    _check_out(out, resume, overwrite)
-    if resume and (out / SUMMARY).exists() and not (out / CHECKPOINT).exists():
+
+class UnlearnRun:
+    """One run of ``unlearn``, in the phases ``run`` calls in turn:
+
+    setup (method, accelerator, seed) -> load (data, model, views, batch plans) -> build (LoRA,
+    optimizer, schedule) -> restore (from a checkpoint) -> open (probe, config.yaml) -> train
+    (optimizer steps, with probe, log and checkpoints) -> finish (adapter, run.json).
+
+    Each phase sets what the next ones read. Random numbers are drawn in phase order (the seed,
+    then LoRA's initial weights), so the same order gives the same adapter, byte for byte.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        data: str | Path,
+        method: str,
+        out: str | Path,
+        config: UnlearnConfig,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        merge: bool = False,
+        progress: bool = True,
+        allow_outside_root: bool = False,
+        on_finish: Callable[[Path, str], object] | None = None,
+    ):
+        self.model_name, self.data, self.out, self.config = model, data, Path(out), config
+        self.name = canonical_name(method)
+        self.resume, self.overwrite, self.merge = resume, overwrite, merge
+        self.progress, self.allow_outside_root, self.on_finish = progress, allow_outside_root, on_finish
+
+    def run(self) -> RunResult:
+        _check_out(self.out, self.resume, self.overwrite)
+        done = self.finished_before()
+        if done is not None:
+            return done
+        self.setup()
+        self.load()
+        self.build()
+        self.restore()
+        self.open()
+        self.train()
+        return self.finish()
+
+    def finished_before(self) -> RunResult | None:
+        """Under --resume, the result of a run that already finished (run.json and no checkpoint)."""
+        out = self.out
+        if not (self.resume and (out / RUN_SUMMARY).exists() and not (out / CHECKPOINT).exists()):
+            return None
         try:
-            done = json.loads((out / SUMMARY).read_text())
+            done = json.loads((out / RUN_SUMMARY).read_text())
             steps, total = int(done["steps"]), int(done["total_steps"])
         except (OSError, ValueError, KeyError, TypeError):
-            raise UserError(f"{out / SUMMARY}: unreadable run summary of a finished run; pass --overwrite to train again") from None
-        return RunResult(out, name, steps, total, 0.0, "already complete")
-    the_method = get_method(name, config.method)
-    refusals = read_refusals(Path(config.refusals)) if config.refusals else REFUSALS
-    # cpu=True lets a multi-process launch without GPUs (torchrun, accelerate --multi_gpu) use gloo
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    main = accelerator.is_main_process
-    if progress and main and lone_cpu_launch():
-        tqdm.write(
-            "note: accelerate started one CPU process and its --num_processes could not be read; "
-            "for N processes on CPU pass `--num_processes N` on the command line, or use torchrun"
-        )
-    set_seed(config.seed)
+            raise UserError(f"{out / RUN_SUMMARY}: unreadable run summary of a finished run; pass --overwrite to train again") from None
+        return RunResult(out, self.name, steps, total, 0.0, ALREADY_COMPLETE)
 
-    if overwrite and main and out.exists() and not resume:
-        import shutil
+    def setup(self) -> None:
+        """The method's objective, the accelerator, the seed; under --overwrite, the old run removed."""
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        from tqdm.auto import tqdm
 
-        shutil.rmtree(out)
-    accelerator.wait_for_everyone()
+        self.method = get_method(self.name, self.config.method)
+        self.refusals = read_refusals(Path(self.config.refusals)) if self.config.refusals else REFUSALS
+        # cpu=True lets a multi-process launch without GPUs (torchrun, accelerate --multi_gpu) use gloo
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.main = self.accelerator.is_main_process
+        if self.progress and self.main and lone_cpu_launch():
+            tqdm.write(
+                "note: accelerate started one CPU process and its --num_processes could not be read; "
+                "for N processes on CPU pass `--num_processes N` on the command line, or use torchrun"
+            )
+        set_seed(self.config.seed)
+        if self.overwrite and self.main and self.out.exists() and not self.resume:
+            shutil.rmtree(self.out)
+        self.accelerator.wait_for_everyone()
 
-    train = load_split(data, "train", allow_outside_root=allow_outside_root)
-    check_split_images(train)
-    loaded = load_model(model, device=accelerator.device)
-    system = loaded.family.system if config.system_prompt else None
-    codec = Codec(loaded.processor, system=system, max_answer_tokens=config.max_answer_tokens)
-    views = {}
-    for view in the_method.views:
-        views[view] = view_data(train, view, codec.encode_example, seed=config.seed, refusals=refusals)
-        if not len(views[view]):
-            raise UserError(f"{train.name}: method {name} needs {view} examples but the split has none (no UnharmPair_* fields?)")
-    plans = {
-        v: BatchPlan(len(ds), config.batch_size, config.seed, v, accelerator.num_processes, accelerator.process_index)
-        for v, ds in views.items()
-    }
-    primary = plans[the_method.views[0]]
-    steps_per_epoch = math.ceil(primary.batches_per_epoch / config.grad_accum)
-    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
+    def load(self) -> None:
+        """The forget split, the model and its codec, the views the method trains on and their batch plans."""
+        config, accelerator = self.config, self.accelerator
+        self.train_split = load_split(self.data, "train", allow_outside_root=self.allow_outside_root)
+        check_split_images(self.train_split)
+        self.loaded = load_model(self.model_name, device=accelerator.device)
+        system = self.loaded.family.system if config.system_prompt else None
+        self.codec = Codec(self.loaded.processor, system=system, max_answer_tokens=config.max_answer_tokens)
+        self.views = {}
+        for view in self.method.views:
+            self.views[view] = view_data(self.train_split, view, self.codec.encode_example, seed=config.seed, refusals=self.refusals)
+            if not len(self.views[view]):
+                raise UserError(f"{self.train_split.name}: method {self.name} needs {view} examples but the split has none (no UnharmPair_* fields?)")
+        self.plans = {
+            v: BatchPlan(len(ds), config.batch_size, config.seed, v, accelerator.num_processes, accelerator.process_index)
+            for v, ds in self.views.items()
+        }
+        primary = self.plans[self.method.views[0]]
+        steps_per_epoch = math.ceil(primary.batches_per_epoch / config.grad_accum)
+        self.total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
 
-    peft_model = _lora(loaded.model, loaded.family, config)
-    peft_model.train()
-    trainable = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-    # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step
-    # it once per process.
-    scheduler = _schedule(optimizer, config.optim.schedule, round(config.optim.warmup_ratio * total), total)
-    wrapped, optimizer = accelerator.prepare(peft_model, optimizer)
-    forward = Forward(wrapped, peft_model)
+    def build(self) -> None:
+        """LoRA on the language model, AdamW over its trainable weights and the learning-rate schedule."""
+        config = self.config
+        self.peft_model = _lora(self.loaded.model, self.loaded.family, config)
+        self.peft_model.train()
+        self.trainable = [p for p in self.peft_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step
+        # it once per process.
+        self.scheduler = _schedule(optimizer, config.optim.schedule, round(config.optim.warmup_ratio * self.total), self.total)
+        self.wrapped, self.optimizer = self.accelerator.prepare(self.peft_model, optimizer)
+        self.forward = Forward(self.wrapped, self.peft_model)
 
-    start_step = 0
-    if resume and (out / CHECKPOINT / "state.json").exists():
-        start_step = _load_checkpoint(out / CHECKPOINT, peft_model, optimizer, scheduler, accelerator)
-    if main:
-        _trim_log(out / LOG, start_step)  # drop what an interrupted attempt logged past the checkpoint
+    def restore(self) -> None:
+        """Under --resume, the checkpoint's state; the log cut back to the step it continues from."""
+        self.start_step = 0
+        if self.resume and (self.out / CHECKPOINT / "state.json").exists():
+            self.start_step = self.load_checkpoint()
+        if self.main:
+            _trim_log(self.out / RUN_LOG, self.start_step)  # drop what an interrupted attempt logged past the checkpoint
 
-    probe = None
-    if config.eval_every and main:
-        from safeeraser.unlearn.dynamics import DynamicsProbe
+    def open(self) -> None:
+        """The dynamics probe (main process only) and the run folder with its config.yaml."""
+        self.probe = None
+        if self.config.eval_every and self.main:
+            from safeeraser.unlearn.dynamics import DynamicsProbe
 
-        val = load_split(data, "val", allow_outside_root=allow_outside_root)
-        probe = DynamicsProbe(codec, train, val, config.eval_samples)
+            val = load_split(self.data, "val", allow_outside_root=self.allow_outside_root)
+            self.probe = DynamicsProbe(self.codec, self.train_split, val, self.config.eval_samples)
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.yaml", dump_config(self.config))
 
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", dump_config(config))
-    log = JsonlLog(out / LOG) if main else None
-    stopped = None
-    began = time.perf_counter()
-    bar = progress_bar(range(start_step, total), initial=start_step, total=total, desc=f"unlearn {name}", enabled=progress and main)
-    step = start_step
-    try:
-        for step in bar:
-            terms = _optimizer_step(step, the_method, forward, views, plans, codec, config, accelerator, optimizer, wrapped, trainable)
-            lr = scheduler.get_last_lr()[0]
-            if "non_finite" in terms:
-                bad = terms["non_finite"]
-                kept = _keep_last_good(out, step, peft_model, optimizer, scheduler, accelerator)
-                raise TrainingStopped(f"step {step + 1}: {bad} became non-finite; stopped. {kept}")
-            scheduler.step()
-            row = {"step": step + 1, "lr": lr, **terms}
-            if probe is not None and main and ((step + 1) % config.eval_every == 0 or step + 1 == total):
-                # main process only (the others wait at the next all-reduce); the unwrapped model,
-                # as a DDP wrapper has no generate()
-                row["eval"] = probe(peft_model)
-            if main and ((step + 1) % config.log_every == 0 or "eval" in row or step + 1 == total):
-                log.append(row)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
-            bound = config.method.forget_nll_bound
-            if bound is not None and terms.get("forget_nll", 0.0) > bound:
-                stopped = f"forget NLL {terms['forget_nll']:.2f} passed the bound {bound:g} (method.forget_nll_bound) at step {step + 1}"
-                step += 1
-                break
-            if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < total:
-                _save_checkpoint(out / CHECKPOINT, step + 1, peft_model, optimizer, scheduler, accelerator)
-        else:
-            step = total
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
+    def train(self) -> None:
+        """Optimizer steps up to the total, each logged, probed and checkpointed as the config says.
 
-    seconds = time.perf_counter() - began
-    if stopped and main:
-        bar.write(f"stopped early: {stopped}")
-    _finish(out, name, model, data, step, total, seconds, stopped, peft_model, loaded, accelerator, merge, config)
-    return RunResult(out, name, step, total, seconds, stopped, main, resumed_from=start_step)
+        Sets ``steps`` (done when training ended), ``stopped`` (why it ended early) and ``seconds``.
+        """
+        from safeeraser.progress import bar as progress_bar
 
+        config, main, total = self.config, self.main, self.total
+        log = JsonlLog(self.out / RUN_LOG) if main else None
+        self.stopped = None
+        began = time.perf_counter()
+        bar = progress_bar(range(self.start_step, total), initial=self.start_step, total=total, desc=f"unlearn {self.name}", enabled=self.progress and main)
+        step = self.start_step
+        try:
+            for step in bar:
+                terms = self.step(step)
+                lr = self.scheduler.get_last_lr()[0]
+                if "non_finite" in terms:
+                    bad = terms["non_finite"]
+                    kept = self.keep_last_good(step)
+                    raise TrainingStopped(f"step {step + 1}: {bad} became non-finite; stopped. {kept}")
+                self.scheduler.step()
+                row = {"step": step + 1, "lr": lr, **terms}
+                if self.probe is not None and main and ((step + 1) % config.eval_every == 0 or step + 1 == total):
+                    # main process only (the others wait at the next all-reduce); the unwrapped model,
+                    # as a DDP wrapper has no generate()
+                    row["eval"] = self.probe(self.peft_model)
+                if main and ((step + 1) % config.log_every == 0 or "eval" in row or step + 1 == total):
+                    log.append(row)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
+                bound = config.method.forget_nll_bound
+                if bound is not None and terms.get("forget_nll", 0.0) > bound:
+                    self.stopped = f"forget NLL {terms['forget_nll']:.2f} passed the bound {bound:g} (method.forget_nll_bound) at step {step + 1}"
+                    step += 1
+                    break
+                if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < total:
+                    self.save_checkpoint(step + 1)
+            else:
+                step = total
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        self.steps = step
+        self.seconds = time.perf_counter() - began
+        if self.stopped and main:
+            bar.write(f"stopped early: {self.stopped}")
 
-def _optimizer_step(step, method: Objective, forward, views, plans, codec, config, accelerator, optimizer, wrapped, trainable) -> dict:
-    """grad_accum micro-batches of every view, one AdamW step. Returns the mean of each loss term.
+    def step(self, step: int) -> dict:
+        """grad_accum micro-batches of every view, one AdamW step. Returns the mean of each loss term.
 
-    Each view's term is back-propagated before the next view's forward pass, so the activations
-    of only one batch are alive at a time; the gradients add up to those of the summed loss.
-    """
-    sums: dict[str, float] = {"loss": 0.0}
-    last = len(method.terms) - 1
-    for micro in range(config.grad_accum):
-        m = step * config.grad_accum + micro
-        for i, (name, term) in enumerate(method.terms.items()):
-            items = [views[v].item(j, plans[v].epoch(m)) for v in batch_views(name) for j in plans[v].indices(m)]
-            batch = codec.collate_train(items)
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            sync = micro == config.grad_accum - 1 and i == last
-            with (accelerator.no_sync(wrapped) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()):
-                terms = term(forward, batch, config.method)
-                # every process must agree to stop, or the others would wait in the next all-reduce
-                finite = torch.isfinite(terms["loss"].detach()).float().reshape(1)
-                if accelerator.reduce(finite, "sum").item() < accelerator.num_processes:
-                    bad = next((k for k, v in terms.items() if k != "loss" and not torch.isfinite(v).item()), "loss")
-                    optimizer.zero_grad(set_to_none=True)
-                    return {"non_finite": f"the loss term {bad!r}"}
-                accelerator.backward(terms["loss"] / config.grad_accum)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(accelerator.reduce(v.detach(), "mean")) / config.grad_accum
-    if config.optim.grad_clip is not None:
-        norm = accelerator.clip_grad_norm_(trainable, config.optim.grad_clip)
-        if norm is not None and not torch.isfinite(torch.as_tensor(norm)).item():
-            optimizer.zero_grad(set_to_none=True)
-            return {"non_finite": "the gradient norm"}
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return sums
+        Each view's term is back-propagated before the next view's forward pass, so the activations
+        of only one batch are alive at a time; the gradients add up to those of the summed loss.
+        """
+        config, accelerator, optimizer = self.config, self.accelerator, self.optimizer
+        sums: dict[str, float] = {"loss": 0.0}
+        last = len(self.method.terms) - 1
+        for micro in range(config.grad_accum):
+            m = step * config.grad_accum + micro
+            for i, (name, term) in enumerate(self.method.terms.items()):
+                items = [self.views[v].item(j, self.plans[v].epoch(m)) for v in batch_views(name) for j in self.plans[v].indices(m)]
+                batch = self.codec.collate_train(items)
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                sync = micro == config.grad_accum - 1 and i == last
+                with (accelerator.no_sync(self.wrapped) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()):
+                    terms = term(self.forward, batch, config.method)
+                    # every process must agree to stop, or the others would wait in the next all-reduce
+                    finite = torch.isfinite(terms["loss"].detach()).float().reshape(1)
+                    if accelerator.reduce(finite, "sum").item() < accelerator.num_processes:
+                        bad = next((k for k, v in terms.items() if k != "loss" and not torch.isfinite(v).item()), "loss")
+                        optimizer.zero_grad(set_to_none=True)
+                        return {"non_finite": f"the loss term {bad!r}"}
+                    accelerator.backward(terms["loss"] / config.grad_accum)
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(accelerator.reduce(v.detach(), "mean")) / config.grad_accum
+        if config.optim.grad_clip is not None:
+            norm = accelerator.clip_grad_norm_(self.trainable, config.optim.grad_clip)
+            if norm is not None and not torch.isfinite(torch.as_tensor(norm)).item():
+                optimizer.zero_grad(set_to_none=True)
+                return {"non_finite": "the gradient norm"}
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return sums
+
+    def save_checkpoint(self, step: int) -> None:
+        """Adapter weights, optimizer and scheduler state, RNG state: everything needed to resume."""
+        from safetensors.torch import save_file
+
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        if accelerator.is_main_process:
+            with atomic_dir(self.out / CHECKPOINT) as tmp:
+                save_file(_adapter_state(self.peft_model), str(tmp / "adapter.safetensors"))
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                torch.save({"scheduler": self.scheduler.state_dict(), "rng": rng}, tmp / "trainer.pt")
+                atomic_write_json(tmp / "state.json", {"step": step})
+        accelerator.wait_for_everyone()
+
+    def load_checkpoint(self) -> int:
+        """The checkpoint's state put back; returns its step."""
+        from peft import set_peft_model_state_dict
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder, device = self.out / CHECKPOINT, self.accelerator.device
+        try:
+            step = json.loads((folder / "state.json").read_text())["step"]
+            set_peft_model_state_dict(self.peft_model, load_file(str(folder / "adapter.safetensors"), device=str(device)))
+            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
+            state = torch.load(folder / "trainer.pt", weights_only=True)
+        except (OSError, EOFError, KeyError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError) as e:
+            raise UserError(f"{folder}: unreadable checkpoint ({type(e).__name__}); remove it or pass --overwrite") from None
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        return step
+
+    def keep_last_good(self, step: int) -> str:
+        """On a non-finite loss the weights are still those of the last good step: keep them."""
+        folder = self.out / CHECKPOINT
+        finite = all(torch.isfinite(p).all() for p in self.peft_model.parameters() if p.requires_grad)
+        if finite:
+            self.save_checkpoint(step)
+            return f"The last good state (after step {step}) is kept in {folder}; lower the learning rate or check the data."
+        if (folder / "state.json").exists():
+            return f"The last good checkpoint is kept in {folder}."
+        return "No good checkpoint exists (set checkpoint_every to keep one)."
+
+    def finish(self) -> RunResult:
+        """The adapter (and merged model), run.json, which marks the run complete; the checkpoint removed."""
+        self.accelerator.wait_for_everyone()
+        if self.main:
+            self.write_outputs()
+        return RunResult(self.out, self.name, self.steps, self.total, self.seconds, self.stopped, self.main, resumed_from=self.start_step)
+
+    def write_outputs(self) -> None:
+        out = self.out
+        with atomic_dir(out / "adapter") as tmp:
+            self.peft_model.save_pretrained(tmp, safe_serialization=True)
+        summary = {
+            "method": self.name,
+            "model": str(self.model_name),
+            "data": str(self.data),
+            "steps": self.steps,
+            "total_steps": self.total,
+            "seconds": round(self.seconds, 2),
+            "stopped": self.stopped,
+            "processes": self.accelerator.num_processes,
+            "config_hash": config_hash(self.config.model_dump()),
+            "environment": manifest(),
+        }
+        if self.on_finish is not None:
+            self.on_finish(out, self.name)
+        if self.merge:
+            merged = self.peft_model.merge_and_unload()
+            with atomic_dir(out / "merged") as tmp:
+                merged.save_pretrained(tmp, safe_serialization=True)
+                self.loaded.processor.save_pretrained(tmp)
+            summary["merged"] = str(out / "merged")
+        atomic_write_json(out / RUN_SUMMARY, summary)
+        if (out / CHECKPOINT).exists():
+            shutil.rmtree(out / CHECKPOINT)
 
 
 def _adapter_state(peft_model) -> dict:
@@ -294,85 +453,6 @@ def _adapter_state(peft_model) -> dict:
     return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
 
 
-def _save_checkpoint(folder: Path, step: int, peft_model, optimizer, scheduler, accelerator) -> None:
-    """Adapter weights, optimizer and scheduler state, RNG state: everything needed to resume."""
-    from safetensors.torch import save_file
-
-    accelerator.wait_for_everyone()
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    if accelerator.is_main_process:
-        with atomic_dir(folder) as tmp:
-            save_file(_adapter_state(peft_model), str(tmp / "adapter.safetensors"))
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save({"scheduler": scheduler.state_dict(), "rng": rng}, tmp / "trainer.pt")
-            atomic_write_json(tmp / "state.json", {"step": step})
-    accelerator.wait_for_everyone()
-
-
-def _load_checkpoint(folder: Path, peft_model, optimizer, scheduler, accelerator) -> int:
-    from peft import set_peft_model_state_dict
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        step = json.loads((folder / "state.json").read_text())["step"]
-        set_peft_model_state_dict(peft_model, load_file(str(folder / "adapter.safetensors"), device=str(accelerator.device)))
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=accelerator.device, weights_only=True))
-        state = torch.load(folder / "trainer.pt", weights_only=True)
-    except (OSError, EOFError, KeyError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError) as e:
-        raise UserError(f"{folder}: unreadable checkpoint ({type(e).__name__}); remove it or pass --overwrite") from None
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["rng"]["cuda"])
-    return step
-
-
-def _keep_last_good(out: Path, step: int, peft_model, optimizer, scheduler, accelerator) -> str:
-    """On a non-finite loss the weights are still those of the last good step: keep them."""
-    finite = all(torch.isfinite(p).all() for p in peft_model.parameters() if p.requires_grad)
-    if finite:
-        _save_checkpoint(out / CHECKPOINT, step, peft_model, optimizer, scheduler, accelerator)
-        return f"The last good state (after step {step}) is kept in {out / CHECKPOINT}; lower the learning rate or check the data."
-    if (out / CHECKPOINT / "state.json").exists():
-        return f"The last good checkpoint is kept in {out / CHECKPOINT}."
-    return "No good checkpoint exists (set checkpoint_every to keep one)."
-
-
 def _trim_log(path: Path, step: int) -> None:
     rows = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _finish(out, name, model, data, step, total, seconds, stopped, peft_model, loaded, accelerator, merge, config) -> None:
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return
-    with atomic_dir(out / "adapter") as tmp:
-        peft_model.save_pretrained(tmp, safe_serialization=True)
-    summary = {
-        "method": name,
-        "model": str(model),
-        "data": str(data),
-        "steps": step,
-        "total_steps": total,
-        "seconds": round(seconds, 2),
-        "stopped": stopped,
-        "processes": accelerator.num_processes,
-        "config_hash": config_hash(config.model_dump()),
-        "environment": manifest(),
-    }
-    plot_training(read_jsonl(out / LOG), out / "loss.png", title=name)
-    if merge:
-        merged = peft_model.merge_and_unload()
-        with atomic_dir(out / "merged") as tmp:
-            merged.save_pretrained(tmp, safe_serialization=True)
-            loaded.processor.save_pretrained(tmp)
-        summary["merged"] = str(out / "merged")
-    atomic_write_json(out / SUMMARY, summary)
-    if (out / CHECKPOINT).exists():
-        import shutil
-
-        shutil.rmtree(out / CHECKPOINT)

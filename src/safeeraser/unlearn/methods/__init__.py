@@ -5,12 +5,14 @@ from __future__ import annotations
 from safeeraser.errors import UserError
 from safeeraser.unlearn.methods import ga, gd, kl, npo, po
 from safeeraser.unlearn.methods.base import Forward, Method, Objective
+from safeeraser.unlearn.methods.pd import SUFFIX as PD_SUFFIX
 from safeeraser.unlearn.methods.pd import with_prompt_decouple
 
 BASE_METHODS: dict[str, Method] = {m.name: m for m in (ga.METHOD, gd.METHOD, kl.METHOD, po.METHOD, npo.METHOD)}
 # Names used by the published code.
 ALIASES = {"gapd": "ga+pd", "gdpd": "gd+pd", "klpd": "kl+pd", "popd": "po+pd", "npopd": "npo+pd", "idk": "po", "idkpd": "po+pd"}
-METHOD_NAMES = tuple(name for base in BASE_METHODS for name in (base, f"{base}+pd"))
+METHOD_NAMES = tuple(name for base in BASE_METHODS for name in (base, base + PD_SUFFIX))
+VANILLA = "vanilla"  # the model before unlearning: a row beside the methods' in the report, not a method
 
 
 def canonical_name(name: str) -> str:
@@ -28,11 +30,10 @@ def get_method(name: str, settings=None) -> Objective:
 
         settings = resolve_config().method
     key = canonical_name(name)
-    base, _, suffix = key.partition("+")
-    method = BASE_METHODS[base]
-    if suffix == "pd":
+    method = BASE_METHODS[key.removesuffix(PD_SUFFIX)]
+    if key.endswith(PD_SUFFIX):
         return with_prompt_decouple(method, settings)
     return Objective(key, method.build(settings, 1.0))
 
 
-__all__ = ["Forward", "Method", "Objective", "METHOD_NAMES", "ALIASES", "canonical_name", "get_method"]
+__all__ = ["Forward", "Method", "Objective", "METHOD_NAMES", "PD_SUFFIX", "VANILLA", "ALIASES", "canonical_name", "get_method"]
