@@ -19,7 +19,7 @@ from safeeraser.formats import LOSS_PLOT, RUN_LOG  # noqa: E402
 from safeeraser.io import atomic_path, read_jsonl  # noqa: E402
 from safeeraser.unlearn.methods import VANILLA  # noqa: E402
 
-TERM_ORDER = ("loss", "forget_nll", "refusal_nll", "retain_nll", "retain_kl", "npo", "decouple_nll")
+TERM_ORDER = ("loss", "forget_nll", "refusal_nll", "retain_nll", "refusal+retain_nll", "retain_kl", "npo", "decouple_nll")
 # The dynamics probe's keys (see unlearn.dynamics) and what they show.
 EVAL_KEYS = (("forget_rr", "refusal on forget prompts"), ("forget_asr", "ASR on forget prompts"), ("sarr", "SARR (unseen harmless images)"))
 # One colour per loss term, the same in every panel.
