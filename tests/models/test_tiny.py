@@ -11,7 +11,7 @@ from safeeraser.data.records import load_split
 from safeeraser.data.views import Example
 from safeeraser.models.codec import IGNORE, Codec
 from safeeraser.models.loading import load_model, model_family
-from safeeraser.models.registry import LANGUAGE_LINEAR
+from safeeraser.models.registry import LANGUAGE_LINEAR, VICUNA_SYSTEM
 
 from tests.conftest import run_cli
 
@@ -27,8 +27,12 @@ def plain(tiny_model):
 
 
 def _greedy(plain, image_path, question) -> str:
+    """The answer to the published protocol's prompt (vicuna_v1 system sentence), built by plain transformers."""
     model, processor = plain
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": VICUNA_SYSTEM}]},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+    ]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(images=[Image.open(image_path).convert("RGB")], text=[prompt], return_tensors="pt")
     with torch.no_grad():
