@@ -100,7 +100,8 @@ def _answers(predictions: bytes) -> list[str]:
 def test_generation_twice_gives_the_same_file(tiny_model, demo_data, predictions, tmp_path):
     again = generate(tiny_model, demo_data, tmp_path / "pred_val.json")
     assert again == predictions
-    assert "model_response2" in json.loads(again)[0]["unsafe_pairs"][0]  # K > 1 answers, sampled
+    generation = json.loads((tmp_path / "pred_val.meta.json").read_text())["generation"]
+    assert generation["sample_single"] is True and generation["num_samples"] == 3  # every answer was sampled
 
 
 def test_generation_with_one_thread_is_reported(tiny_model, demo_data, predictions, tmp_path, record_property, capsys):
