@@ -25,7 +25,7 @@ app = typer.Typer(
     help="Safety unlearning for multimodal LLMs: SafeEraser data, methods (GA/GD/KL/PO/NPO ± PD), metrics (ASR, RR, SARR, ROUGE-L).",
 )
 data_app = typer.Typer(no_args_is_help=True, help="Make, validate and count SafeEraser-format datasets.")
-model_app = typer.Typer(no_args_is_help=True, help="Build the tiny stand-in LLaVA.")
+model_app = typer.Typer(no_args_is_help=True, help="List the model families; build a tiny stand-in of one.")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 
@@ -90,13 +90,40 @@ def model_make_tiny(
     size: str = typer.Option("tiny", "--size", help="tiny (about 1M parameters) or small (about 100M, for measurements)."),
     seed: int = typer.Option(0, "--seed"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Vanilla training steps (default depends on --size)."),
+    family: str = typer.Option("llava", "--family", help="Model family (a transformers model_type; see `safeeraser model families`)."),
 ):
-    """Build the tiny LLaVA and train it into vanilla behaviour."""
+    """Build a tiny model of the family's real architecture and train it into vanilla behaviour."""
     from safeeraser.models.tiny import make_tiny
 
     _positive("--steps", steps)
-    summary = make_tiny(data, out, size=size, seed=seed, steps=steps)
+    summary = make_tiny(data, out, size=size, seed=seed, steps=steps, family=family)
     _say(f"wrote {out}: {summary['parameters']:,} parameters, {summary['steps']} steps, final loss {summary['final_loss']:.4f}")
+
+
+@model_app.command("families")
+def model_families(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """The registered model families: name (the transformers model_type), class, hub ids, status."""
+    from safeeraser.models.registry import FAMILIES
+    from safeeraser.models.tiny_families import BUILDERS
+
+    rows = [
+        {
+            "family": f.name,
+            "label": f.label,
+            "model_class": f.model_class,
+            "hub_ids": list(f.hub_ids),
+            "status": f.status,
+            "encodable": f.encodable,
+            "tiny": f.name == "llava" or f.name in BUILDERS,
+            "needs_torchvision": f.needs_torchvision,
+        }
+        for f in FAMILIES
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    for row in rows:
+        typer.echo(f"{row['family']:<16} {row['label']:<24} {row['status']:<24} {', '.join(row['hub_ids'])}")
 
 
 @app.command("unlearn")

@@ -216,7 +216,7 @@ def generate_predictions(
         loaded = load_model(model)
         if adapter_dir:
             attach_adapter(loaded, adapter_dir)
-        codec = Codec(loaded.processor, system=loaded.family.system if settings.system_prompt else None)
+        codec = Codec(loaded.processor, family=loaded.family, system=loaded.family.system if settings.system_prompt else None)
         log = JsonlLog(partial)
         if not rows:
             log.append({"header": header})

@@ -54,7 +54,7 @@ def answer_batch(model, codec: Codec, prompts: list[Prompt], sampling: Sampling,
     batch = codec.collate_prompts([codec.encode_prompt(p.image, p.question) for p in prompts])
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    batch = {k: (v.to(device, dtype) if k == "pixel_values" else v.to(device)) for k, v in batch.items()}
+    batch = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in batch.items()}
     torch.manual_seed(batch_seed(seed, key))
     out = model.generate(
         **batch,

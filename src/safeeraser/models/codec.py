@@ -8,6 +8,10 @@ cached, and so is each question's tokenised prompt (training encodes every examp
 epoch, and many examples share a question); the ``<image>`` placeholder is expanded to as many
 tokens as the processor says that image needs. Training examples are masked so that only
 answer tokens carry labels.
+
+What differs between model families (how many tokens an image needs, which image inputs the
+model takes, what joins the answer to the prompt, which token ends the turn) comes from the
+``ModelFamily``; without one the codec is LLaVA-1.5's.
 """
 
 from __future__ import annotations
@@ -20,18 +24,33 @@ import torch
 
 from safeeraser.data.images import open_rgb
 from safeeraser.data.views import Example
+from safeeraser.errors import UserError
+from safeeraser.models.registry import FAMILIES, ModelFamily
 
 IGNORE = -100
 
 
 class Codec:
-    def __init__(self, processor, *, system: str | None = None, max_answer_tokens: int = 256, image_cache: int = 1024):
+    def __init__(
+        self,
+        processor,
+        *,
+        family: ModelFamily | None = None,
+        system: str | None = None,
+        max_answer_tokens: int = 256,
+        image_cache: int = 1024,
+    ):
+        self.family = family = family or FAMILIES[0]
+        if not family.encodable:
+            raise UserError(f"model family {family.name!r} is registered but has no encoding path in this version (README, \"Model families\")")
         self.processor = processor
         self.system = system
         self.tokenizer = processor.tokenizer
         self.image_token = processor.image_token
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
-        self.eos_id = self.tokenizer.eos_token_id
+        # the token that ends the assistant's turn: the answer's last label and generation's stop
+        eot = family.end_of_turn
+        self.eos_id = self.tokenizer.convert_tokens_to_ids(eot) if eot else self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
         self.max_answer_tokens = max_answer_tokens
         self._images: OrderedDict[Path, dict] = OrderedDict()
@@ -54,8 +73,7 @@ class Codec:
             self._images.move_to_end(image)
             return self._images[image]
         inputs = dict(self.processor.image_processor(images=[open_rgb(image)], return_tensors="pt"))
-        expanded = self.processor.replace_image_token(inputs, 0)
-        inputs["num_image_tokens"] = expanded.count(self.image_token)
+        inputs["num_image_tokens"] = self.family.image_tokens(self.processor, inputs)
         self._images[image] = inputs
         if len(self._images) > self._image_cache:
             self._images.popitem(last=False)
@@ -70,7 +88,7 @@ class Codec:
     def _answer_ids(self, question: str, answer: str) -> list[int]:
         """Answer tokens as they follow the prompt (tokenised in context, then split off)."""
         prompt_ids = list(self.prompt_tokens(question))
-        full = self.tokenizer(self.prompt_text(question) + " " + answer)["input_ids"]
+        full = self.tokenizer(self.prompt_text(question) + self.family.answer_prefix + answer)["input_ids"]
         if full[: len(prompt_ids)] == prompt_ids:
             ids = full[len(prompt_ids) :]
         else:  # a merge across the boundary: fall back to the answer on its own
@@ -93,13 +111,10 @@ class Codec:
             "image": px,
         }
 
-    @staticmethod
-    def _stack_images(items: list[dict]) -> dict:
+    def _stack_images(self, items: list[dict]) -> dict:
+        """The family's image inputs of every item, joined along the first dimension."""
         images = [it["image"] for it in items]
-        out = {"pixel_values": torch.cat([im["pixel_values"] for im in images])}
-        if "image_sizes" in images[0]:
-            out["image_sizes"] = torch.cat([im["image_sizes"] for im in images])
-        return out
+        return {k: torch.cat([im[k] for im in images]) for k in self.family.image_inputs if k in images[0]}
 
     def collate_train(self, items: list[dict]) -> dict:
         """Right-padded training batch with labels."""

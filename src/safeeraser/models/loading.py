@@ -80,10 +80,16 @@ class Loaded:
 
 
 def load_processor(folder: Path, family: ModelFamily):
+    """The checkpoint's processor; for a family whose processor class needs ``torchvision`` on a
+    machine without it, the same inputs from its parts (``models.parts``)."""
     from transformers import AutoProcessor
+
+    from safeeraser.models.parts import PartsProcessor, torchvision_importable
 
     quiet_transformers()
     try:
+        if family.needs_torchvision and not torchvision_importable():
+            return PartsProcessor.from_pretrained(folder, fallback_template=family.chat_template, image_token=family.image_token)
         processor = AutoProcessor.from_pretrained(folder)
     except Exception as e:
         raise UserError(f"{folder}: could not load the processor ({type(e).__name__}: {e})") from None

@@ -1,12 +1,18 @@
-"""Which model family a checkpoint belongs to: its class, prompt format and LoRA targets.
+"""Which model family a checkpoint belongs to, and everything that differs between families.
 
-A model is found by the ``model_type`` in its ``config.json``; the tiny stand-in is a real
-LLaVA and differs only in name. Add a family here to support another architecture.
+A model is found by the ``model_type`` in its ``config.json``; a family is named by that
+``model_type`` string. It declares the ``transformers`` model and processor classes, how a
+prompt is built (the processor's own chat template; ``chat_template`` is only the fallback for
+checkpoints saved without one), how the answer joins the prompt and which token ends the
+assistant's turn, how many placeholder tokens one image needs, which image inputs the model
+takes, the LoRA targets, the projector and the system sentence. The codec, trainer, methods and
+generation read these and nothing else. Adding a family: README, "Adding a family".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 # LLaVA-1.5's conversation format as a chat template, for checkpoints saved without one.
 LLAVA_15_TEMPLATE = (
@@ -31,32 +37,241 @@ VICUNA_SYSTEM = (
 LANGUAGE_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
+# The Qwen2-VL / Qwen2.5-VL hub processors' chat template (ChatML, a default system sentence,
+# ``<|vision_start|><|image_pad|><|vision_end|>`` per image), for the tiny copies and for
+# checkpoints saved without a template.
+QWEN_VL_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def llava_image_tokens(processor, image_inputs: dict) -> int:
+    """LLaVA-1.5 / 1.6: the processor's own expansion of one ``<image>`` for this image."""
+    return processor.replace_image_token(image_inputs, 0).count(processor.image_token)
+
+
+def qwen_vl_image_tokens(processor, image_inputs: dict) -> int:
+    """Qwen2-VL family: one token per merged patch (``merge_size`` x ``merge_size`` patches)."""
+    return int(image_inputs["image_grid_thw"][0].prod()) // processor.image_processor.merge_size**2
+
+
+TESTED = "tested end to end here"
+REGISTERED = "registered, untested"
+
+
 @dataclass(frozen=True)
 class ModelFamily:
-    name: str
+    name: str  # the transformers model_type
     model_types: tuple[str, ...]
     model_class: str  # a transformers class name
-    chat_template: str
+    chat_template: str | None  # fallback when a checkpoint has none; None: the processor's own only
+    label: str = ""
+    hub_ids: tuple[str, ...] = ()
+    processor_class: str = "AutoProcessor"
     lora_target: str = LANGUAGE_LINEAR
     projector: str = "multi_modal_projector"
     system: str | None = None  # the system sentence of the family's conversation format
+    rmu_layer: int | None = 7  # RMU's default decoder layer (0-based; WMDP steers layer 7 of 32-layer 7B models)
+    # The model inputs one image brings besides the token ids, as the image processor names
+    # them; a batch carries exactly these, the ids, the attention mask (and labels in training).
+    image_inputs: tuple[str, ...] = ("pixel_values", "image_sizes")
+    # How many placeholder tokens one preprocessed image expands to; None: no encoding path yet.
+    image_tokens: Callable[[object, dict], int] | None = field(default=llava_image_tokens, repr=False)
+    end_of_turn: str | None = None  # the token closing the assistant's turn; None: the tokenizer's eos
+    answer_prefix: str = " "  # what the template puts between the generation prompt and the answer
+    needs_torchvision: bool = False  # its processor class needs a video processor (and torchvision)
+    image_token: str = "<image>"  # the placeholder the template writes per image
+    status: str = REGISTERED
 
+    @property
+    def encodable(self) -> bool:
+        return self.image_tokens is not None
+
+
+QWEN_VL = dict(
+    chat_template=QWEN_VL_TEMPLATE,
+    projector="visual.merger",
+    image_inputs=("pixel_values", "image_grid_thw"),
+    image_tokens=qwen_vl_image_tokens,
+    end_of_turn="<|im_end|>",
+    answer_prefix="",
+    needs_torchvision=True,
+    image_token="<|image_pad|>",
+)
+
+# Families known by name but without an encoding path in this version: their processors expand
+# images into several crops or tiles (InternVL, Idefics3/SmolVLM, LLaVA-OneVision), add
+# cross-attention masks (Mllama) or token-type ids (Gemma-3), which the codec does not build yet.
+UNENCODED = dict(image_tokens=None)
 
 FAMILIES = (
     ModelFamily(
-        name="llava-1.5",
+        name="llava",
+        label="LLaVA-1.5",
         model_types=("llava",),
         model_class="LlavaForConditionalGeneration",
         chat_template=LLAVA_15_TEMPLATE,
         system=VICUNA_SYSTEM,
+        hub_ids=("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-13b-hf"),
+        status=TESTED,
     ),
     ModelFamily(
-        name="llava-1.6",
+        name="llava_next",
+        label="LLaVA-1.6 (LLaVA-NeXT)",
         model_types=("llava_next",),
         model_class="LlavaNextForConditionalGeneration",
         chat_template=LLAVA_15_TEMPLATE,
+        hub_ids=(
+            "llava-hf/llava-v1.6-vicuna-7b-hf",
+            "llava-hf/llava-v1.6-vicuna-13b-hf",
+            "llava-hf/llava-v1.6-mistral-7b-hf",
+            "llava-hf/llava-v1.6-34b-hf",
+        ),
+    ),
+    ModelFamily(
+        name="llava_onevision",
+        label="LLaVA-OneVision",
+        model_types=("llava_onevision",),
+        model_class="LlavaOnevisionForConditionalGeneration",
+        chat_template=None,
+        hub_ids=("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf"),
+        end_of_turn="<|im_end|>",
+        answer_prefix="",
+        needs_torchvision=True,
+        **UNENCODED,
+    ),
+    ModelFamily(
+        name="qwen2_vl",
+        label="Qwen2-VL",
+        model_types=("qwen2_vl",),
+        model_class="Qwen2VLForConditionalGeneration",
+        hub_ids=("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2-VL-72B-Instruct"),
+        **QWEN_VL,
+    ),
+    ModelFamily(
+        name="qwen2_5_vl",
+        label="Qwen2.5-VL",
+        model_types=("qwen2_5_vl",),
+        model_class="Qwen2_5_VLForConditionalGeneration",
+        hub_ids=(
+            "Qwen/Qwen2.5-VL-3B-Instruct",
+            "Qwen/Qwen2.5-VL-7B-Instruct",
+            "Qwen/Qwen2.5-VL-32B-Instruct",
+            "Qwen/Qwen2.5-VL-72B-Instruct",
+        ),
+        **QWEN_VL,
+    ),
+    ModelFamily(
+        name="qwen3_vl",
+        label="Qwen3-VL",
+        model_types=("qwen3_vl",),
+        model_class="Qwen3VLForConditionalGeneration",
+        hub_ids=(
+            "Qwen/Qwen3-VL-2B-Instruct",
+            "Qwen/Qwen3-VL-4B-Instruct",
+            "Qwen/Qwen3-VL-8B-Instruct",
+            "Qwen/Qwen3-VL-32B-Instruct",
+        ),
+        **{**QWEN_VL, "chat_template": None},
+    ),
+    ModelFamily(
+        name="mllama",
+        label="Llama-3.2-Vision",
+        model_types=("mllama",),
+        model_class="MllamaForConditionalGeneration",
+        chat_template=None,
+        hub_ids=("meta-llama/Llama-3.2-11B-Vision-Instruct", "meta-llama/Llama-3.2-90B-Vision-Instruct"),
+        image_inputs=("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask"),
+        end_of_turn="<|eot_id|>",
+        answer_prefix="",
+        **UNENCODED,
+    ),
+    ModelFamily(
+        name="internvl",
+        label="InternVL",
+        model_types=("internvl",),
+        model_class="InternVLForConditionalGeneration",
+        chat_template=None,
+        hub_ids=("OpenGVLab/InternVL3-1B-hf", "OpenGVLab/InternVL3-2B-hf", "OpenGVLab/InternVL3-8B-hf", "OpenGVLab/InternVL3-14B-hf"),
+        image_inputs=("pixel_values",),
+        end_of_turn="<|im_end|>",
+        answer_prefix="",
+        needs_torchvision=True,
+        **UNENCODED,
+    ),
+    ModelFamily(
+        name="gemma3",
+        label="Gemma-3",
+        model_types=("gemma3",),
+        model_class="Gemma3ForConditionalGeneration",
+        chat_template=None,
+        hub_ids=("google/gemma-3-4b-it", "google/gemma-3-12b-it", "google/gemma-3-27b-it"),
+        image_inputs=("pixel_values", "token_type_ids"),
+        end_of_turn="<end_of_turn>",
+        answer_prefix="",
+        **UNENCODED,
+    ),
+    ModelFamily(
+        name="idefics3",
+        label="Idefics3 / SmolVLM",
+        model_types=("idefics3",),
+        model_class="Idefics3ForConditionalGeneration",
+        chat_template=None,
+        hub_ids=(
+            "HuggingFaceM4/Idefics3-8B-Llama3",
+            "HuggingFaceTB/SmolVLM-Instruct",
+            "HuggingFaceTB/SmolVLM-256M-Instruct",
+            "HuggingFaceTB/SmolVLM-500M-Instruct",
+        ),
+        lora_target=r".*text_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        projector="connector",
+        image_inputs=("pixel_values", "pixel_attention_mask"),
+        end_of_turn="<end_of_utterance>",
+        **UNENCODED,
+    ),
+    ModelFamily(
+        name="smolvlm",
+        label="SmolVLM2",
+        model_types=("smolvlm",),
+        model_class="SmolVLMForConditionalGeneration",
+        chat_template=None,
+        hub_ids=("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"),
+        lora_target=r".*text_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+        projector="connector",
+        image_inputs=("pixel_values", "pixel_attention_mask"),
+        end_of_turn="<end_of_utterance>",
+        needs_torchvision=True,
+        **UNENCODED,
     ),
 )
+
+ADDING_A_FAMILY = 'README, section "Adding a family"'
+
+
+def registered() -> str:
+    return ", ".join(f.name for f in FAMILIES)
+
+
+def family_named(name: str, where: str = "--family") -> ModelFamily:
+    """The family called ``name`` (a transformers model_type string)."""
+    from safeeraser.errors import UserError
+
+    for family in FAMILIES:
+        if name == family.name:
+            return family
+    raise UserError(f"{where}: unknown model family {name!r} (registered: {registered()}; to add one see {ADDING_A_FAMILY})")
 
 
 def family_for(model_type: str, where: str) -> ModelFamily:
@@ -65,5 +280,4 @@ def family_for(model_type: str, where: str) -> ModelFamily:
     for family in FAMILIES:
         if model_type in family.model_types:
             return family
-    known = ", ".join(t for f in FAMILIES for t in f.model_types)
-    raise UserError(f"{where}: unsupported model_type {model_type!r} (supported: {known})")
+    raise UserError(f"{where}: unsupported model_type {model_type!r} (registered: {registered()}; to add one see {ADDING_A_FAMILY})")

@@ -202,8 +202,13 @@ def make_tiny(
     steps: int | None = None,
     lr: float | None = None,
     progress: bool = True,
+    family: str = "llava",
 ) -> dict:
-    """Build, train and save the tiny vanilla LLaVA. Returns a summary (also saved as safeeraser.json)."""
+    """Build, train and save the tiny vanilla model of ``family`` (LLaVA-1.5 by default).
+
+    Returns a summary (also saved as safeeraser.json)."""
+    if family != "llava":
+        return _make_tiny_family(data, out, family=family, size=size, seed=seed, steps=steps, lr=lr, progress=progress)
     if size not in SIZES:
         raise UserError(f"unknown --size {size!r}: expected one of {', '.join(SIZES)}")
     spec = SIZES[size]
@@ -223,6 +228,51 @@ def make_tiny(
     start = time.perf_counter()
     losses = train_vanilla(model, codec, groups, steps=steps, lr=lr, batch_per_view=spec.batch_per_view, seed=seed, progress=progress)
     summary = {
+        "size": size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "steps": steps,
+        "lr": lr,
+        "seed": seed,
+        "final_loss": losses[-1] if losses else None,
+        "loss_curve": [round(sum(losses[i : i + 25]) / len(losses[i : i + 25]), 4) for i in range(0, len(losses), 25)],
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "examples": {k: len(v) for k, v in groups.items()},
+        "architecture": asdict(spec),
+    }
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / MARKER).write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _make_tiny_family(data: Path, out: Path, *, family: str, size: str, seed: int, steps: int | None, lr: float | None, progress: bool) -> dict:
+    """The same recipe for another registered family, from its builder in ``models.tiny_families``."""
+    from safeeraser.models.registry import family_named
+    from safeeraser.models.tiny_families import BUILDERS
+
+    fam = family_named(family)
+    if fam.name not in BUILDERS:
+        raise UserError(f"--family {fam.name}: no tiny copy of this family yet (tiny copies: llava, {', '.join(BUILDERS)})")
+    refuse_foreign_folder(out, marker=MARKER)
+    quiet_transformers()
+    groups = vanilla_examples(Path(data), seed)
+    torch.manual_seed(seed)
+    texts = sorted({t for exs in groups.values() for e in exs for t in (e.question, e.answer)} | set(REFUSALS))
+    try:
+        processor, model, spec = BUILDERS[fam.name](texts, size, fam)
+    except KeyError:
+        raise UserError(f"unknown --size {size!r} for family {fam.name}") from None
+    steps = spec.steps if steps is None else steps
+    lr = spec.lr if lr is None else lr
+    if steps < 0:
+        raise UserError(f"--steps must be >= 0 (got {steps})")
+    codec = Codec(processor, family=fam, system=fam.system)
+    start = time.perf_counter()
+    losses = train_vanilla(model, codec, groups, steps=steps, lr=lr, batch_per_view=spec.batch_per_view, seed=seed, progress=progress)
+    summary = {
+        "family": fam.name,
+        "model_class": type(model).__name__,
         "size": size,
         "parameters": sum(p.numel() for p in model.parameters()),
         "steps": steps,

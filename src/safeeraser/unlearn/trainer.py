@@ -232,7 +232,7 @@ class UnlearnRun:
         check_split_images(self.train_split)
         self.loaded = load_model(self.model_name, device=accelerator.device)
         system = self.loaded.family.system if config.system_prompt else None
-        self.codec = Codec(self.loaded.processor, system=system, max_answer_tokens=config.max_answer_tokens)
+        self.codec = Codec(self.loaded.processor, family=self.loaded.family, system=system, max_answer_tokens=config.max_answer_tokens)
         self.views = {}
         for view in self.method.views:
             self.views[view] = view_data(self.train_split, view, self.codec.encode_example, seed=config.seed, refusals=self.refusals)

@@ -15,7 +15,9 @@ import torch
 
 from safeeraser.unlearn import losses
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_sizes")
+# A batch is what the codec collated: the model's inputs, named as the family's processor names
+# them (ids, attention mask, the family's image inputs), plus the labels, which only the loss reads.
+NOT_MODEL_INPUTS = ("labels",)
 
 
 class Forward:
@@ -31,7 +33,7 @@ class Forward:
 
     @staticmethod
     def inputs(batch: dict) -> dict:
-        return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+        return {k: v for k, v in batch.items() if k not in NOT_MODEL_INPUTS}
 
     def logits(self, batch: dict) -> torch.Tensor:
         return self.model(**self.inputs(batch)).logits

@@ -1,0 +1,135 @@
+"""Tiny copies of other model families: the real architecture at toy size, from its config class.
+
+Each builder returns (processor, model) for ``make_tiny``: a byte-level BPE tokenizer trained on
+the dataset's text plus the family's own special tokens, the family's image processor and chat
+template, and the family's ``transformers`` model class. Saved with ``save_pretrained``, the
+copy loads by the same path as the hub checkpoint (the family's model class, and
+``AutoProcessor`` where ``torchvision`` imports; ``models.parts`` otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from safeeraser.models.parts import PartsProcessor
+from safeeraser.models.registry import QWEN_VL_TEMPLATE, ModelFamily
+
+# The Qwen2-VL family's control tokens (as its hub tokenizers define them).
+QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+QWEN_DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
+@dataclass(frozen=True)
+class QwenSize:
+    image_size: int  # images are resized to at most image_size x image_size pixels
+    patch_size: int
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_kv_heads: int
+    text_intermediate: int
+    mrope_section: tuple[int, int, int]  # sums to half the text head size
+    vocab_size: int
+    steps: int
+    lr: float
+    batch_per_view: int
+
+
+QWEN_SIZES = {
+    # 64 x 64 images: 8 x 8 patches of 8 pixels, merged 2 x 2 into 16 image tokens (as the tiny LLaVA)
+    "tiny": QwenSize(64, 8, 32, 1, 2, 64, 2, 4, 2, 128, (2, 3, 3), 1024, 400, 2e-3, 4),
+}
+
+
+def _bpe_tokenizer(texts: list[str], vocab_size: int, special: tuple[str, ...]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(special), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def qwen_tokenizer(texts: list[str], vocab_size: int):
+    """Qwen's layout: no BOS, ``<|im_end|>`` ends a turn (the instruct models' eos), ``<|endoftext|>`` pads."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = _bpe_tokenizer(texts, vocab_size, QWEN_SPECIAL)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+        padding_side="left",
+    )
+
+
+def qwen_corpus_extra() -> list[str]:
+    return ["system user assistant"] + [QWEN_DEFAULT_SYSTEM] * 500
+
+
+def build_qwen2_5_vl(texts: list[str], size_name: str, family: ModelFamily):
+    """A Qwen2.5-VL: its window-attention vision tower and patch merger, and a Qwen2 decoder with M-RoPE."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    size = QWEN_SIZES[size_name]
+    tokenizer = qwen_tokenizer(texts + qwen_corpus_extra(), size.vocab_size)
+    image_processor = _qwen_image_processor(size)
+    processor = PartsProcessor(tokenizer, image_processor, QWEN_VL_TEMPLATE, family.image_token)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    vision = dict(
+        depth=size.vision_layers,
+        hidden_size=size.vision_hidden,
+        intermediate_size=size.vision_hidden * 2,
+        num_heads=size.vision_heads,
+        patch_size=size.patch_size,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=size.patch_size * 4,
+        out_hidden_size=size.text_hidden,
+        fullatt_block_indexes=[size.vision_layers - 1],
+    )
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=size.text_hidden,
+        intermediate_size=size.text_intermediate,
+        num_hidden_layers=size.text_layers,
+        num_attention_heads=size.text_heads,
+        num_key_value_heads=size.text_kv_heads,
+        max_position_embeddings=1024,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(size.mrope_section)},
+        pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+    )
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    return processor, model, size
+
+
+def _qwen_image_processor(size: QwenSize):
+    try:  # the PIL backend by name where this transformers has it (no torchvision needed)
+        from transformers import Qwen2VLImageProcessorPil as ImageProcessor
+    except ImportError:
+        from transformers import Qwen2VLImageProcessor as ImageProcessor
+    pixels = size.image_size * size.image_size
+    return ImageProcessor(min_pixels=pixels // 4, max_pixels=pixels, patch_size=size.patch_size, merge_size=2, temporal_patch_size=2)
+
+
+BUILDERS = {"qwen2_5_vl": build_qwen2_5_vl}
