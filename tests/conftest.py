@@ -10,6 +10,16 @@ import pytest
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+@pytest.fixture(autouse=True)
+def judge_cache_home(tmp_path_factory, monkeypatch) -> Path:
+    """Each test's own user cache directory (XDG_CACHE_HOME): no test reads or writes the real
+    judge cache, and no test sees verdicts another one cached. The judge cache is
+    ``judge_cache_home / "safeeraser" / "judge.sqlite"``."""
+    home = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home
+
+
 def pytest_collection_modifyitems(items):
     """A test that needs the trained tiny model is slow: the session pays minutes to train it.
 

@@ -26,8 +26,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Make, validate and count SafeEraser-format datasets.")
 model_app = typer.Typer(no_args_is_help=True, help="List the model families; build a tiny stand-in of one.")
+judges_app = typer.Typer(no_args_is_help=True, help="Compare judges.")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
+app.add_typer(judges_app, name="judges")
 
 
 def _positive(name: str, value: int | float | None) -> None:
@@ -225,12 +227,13 @@ def evaluate_cmd(
     pred_train: Optional[Path] = typer.Option(None, "--pred-train", help="Predictions on the forget split: Efficacy."),
     pred_val: Optional[Path] = typer.Option(None, "--pred-val", help="Predictions on the test split: Generality, SARR, ROUGE-L."),
     pred_general: Optional[Path] = typer.Option(None, "--pred-general", help="Predictions on general VQA: specificity."),
-    judge: str = typer.Option("keyword", "--judge", help="keyword (offline), openai (any OpenAI-compatible endpoint) or hf (local model)."),
+    judge: str = typer.Option("keyword", "--judge", help="keyword (offline), openai (any OpenAI-compatible endpoint) or hf (local model); or one judge per verdict, e.g. unsafe=openai,refusal=keyword,normal=openai (verdicts: unsafe, refusal, normal, score)."),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name (openai: gpt-4o; hf: a folder or cached id)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or api.openai.com)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="API key (default: $OPENAI_API_KEY). Never written anywhere."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Parallel judge requests."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Judge cache file (default: beside --out)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Judge verdict cache shared by every run (default: $XDG_CACHE_HOME/safeeraser/judge.sqlite)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the judge verdict cache."),
     judge_timeout: Optional[float] = typer.Option(None, "--judge-timeout", help="Seconds to wait for one judge answer before retrying (default 60)."),
     judge_retries: Optional[int] = typer.Option(None, "--judge-retries", help="Retries of a failed judge request (default 5)."),
     judge_protocol: Optional[str] = typer.Option(None, "--judge-protocol", help="LLM judges: published (default: the paper's separate one-word questions) or strict (one JSON answer per item)."),
@@ -239,34 +242,58 @@ def evaluate_cmd(
     out: Path = typer.Option(..., "--out", help="METRICS.json to write; verdicts go to <name>.judgments.jsonl."),
 ):
     """Judge predictions and compute ASR, RR, SARR, ROUGE-L (and specificity)."""
-    from safeeraser.judge import make_judge
+    from safeeraser.judge import JUDGES, make_judges
+    from safeeraser.judge.cache import default_path
+    from safeeraser.judge.combined import parse_spec
     from safeeraser.metrics.evaluate import evaluate
 
     _positive("--concurrency", concurrency)
     _positive("--judge-timeout", judge_timeout)
     if judge_retries is not None and judge_retries < 0:
         raise UserError(f"--judge-retries must be at least 0 (got {judge_retries})")
-    if judge in ("keyword", "hf"):  # options that would be silently ignored are a mistake worth saying
-        openai_only = {"--base-url": base_url, "--api-key": api_key, "--concurrency": concurrency, "--cache": cache, "--judge-timeout": judge_timeout, "--judge-retries": judge_retries}
-        llm_only = {"--judge-model": judge_model, "--judge-protocol": judge_protocol, "--judge-prompts": judge_prompts} if judge == "keyword" else {}
-        unused = [flag for flag, value in (openai_only | llm_only).items() if value is not None]
-        if unused:
-            raise UserError(f"{', '.join(unused)}: not used by --judge {judge}")
-    if judge == "hf" and not judge_model:
+    if cache is not None and no_cache:
+        raise UserError("--cache and --no-cache contradict each other; pass one")
+    assignment = parse_spec(judge, JUDGES)
+    kinds = set(assignment.values()) if assignment is not None else {judge}
+    if not kinds <= set(JUDGES):
+        raise UserError(f"unknown --judge {judge!r}: expected one of {', '.join(JUDGES)}")
+    if {"openai", "hf"} <= kinds:
+        raise UserError(f"--judge {judge}: one LLM judge kind per evaluation (openai or hf): --judge-model would name both")
+    # options that would be silently ignored are a mistake worth saying
+    unused = []
+    if "openai" not in kinds:
+        unused += [f for f, v in {"--base-url": base_url, "--api-key": api_key, "--concurrency": concurrency, "--judge-timeout": judge_timeout, "--judge-retries": judge_retries}.items() if v is not None]
+    if not kinds & {"openai", "hf"}:
+        unused += [f for f, v in {"--judge-model": judge_model, "--judge-protocol": judge_protocol, "--judge-prompts": judge_prompts, "--cache": cache, "--no-cache": no_cache or None}.items() if v is not None]
+    if unused:
+        raise UserError(f"{', '.join(unused)}: not used by --judge {judge}")
+    if "hf" in kinds and not judge_model:
         raise UserError("--judge hf needs --judge-model: a local model folder or a cached Hugging Face id")
-    options = {}
-    if judge == "openai":
-        chosen = {"model": judge_model, "base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": judge_timeout, "max_retries": judge_retries}
-        options = {k: v for k, v in chosen.items() if v is not None} | {"cache": cache or out.with_name("judge_cache.sqlite")}
-    elif judge == "hf":
-        options = {"model": judge_model}
-    if judge in ("openai", "hf"):
-        options |= {k: v for k, v in {"protocol": judge_protocol, "prompts": judge_prompts}.items() if v is not None}
-    the_judge = make_judge(judge, **options)
+    llm = {k: v for k, v in {"protocol": judge_protocol, "prompts": judge_prompts}.items() if v is not None}
+    llm["cache"] = None if no_cache else (cache or default_path())
+    chosen = {"model": judge_model, "base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": judge_timeout, "max_retries": judge_retries}
+    options = {"openai": {k: v for k, v in chosen.items() if v is not None} | llm, "hf": {"model": judge_model} | llm}
+    the_judge = make_judges(judge, options)
     metrics = evaluate(data, out, the_judge, pred_train=pred_train, pred_val=pred_val, pred_general=pred_general, empty_answers=empty_answers)
     shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l", "specificity") if metrics.get(k) is not None)
     sent = f"; {metrics['n_requests']} requests sent ({metrics['n_retries']} retries)" if "n_requests" in metrics else ""
     _say(f"wrote {out}: {shown}; judged {metrics['n_judged']}, failed {metrics['n_failed']}, cached {metrics['n_cached']}{sent}")
+
+
+@judges_app.command("agree")
+def judges_agree_cmd(
+    metrics_a: Path = typer.Argument(..., help="METRICS.json of one evaluation (its judgments file beside it)."),
+    metrics_b: Path = typer.Argument(..., help="METRICS.json of another judge's evaluation of the same predictions."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Markdown file for the summary and every disagreement with its answer (default: disagreements.md beside METRICS_A); the numbers also go to <name>.json."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap interval of kappa."),
+):
+    """Per-verdict agreement, Cohen's kappa with a bootstrap interval, and the confusion table of two judges."""
+    from safeeraser.metrics.agreement import agree, summary_lines
+
+    out = out or metrics_a.with_name("disagreements.md")
+    result = agree(metrics_a, metrics_b, out, seed=seed)
+    typer.echo("\n".join(summary_lines(result)))
+    _say(f"wrote {out} ({result['disagreements']} disagreements) and {out.with_suffix('.json')}")
 
 
 @app.command("report")

@@ -419,7 +419,7 @@ def _vanilla_predictions(data: Path, out: Path) -> Path:
 
 
 @pytest.mark.parametrize("protocol", [None, "strict", "published"])
-def test_evaluate_cli_with_the_openai_judge(server, demo_data, tmp_path, protocol):
+def test_evaluate_cli_with_the_openai_judge(server, demo_data, tmp_path, protocol, judge_cache_home):
     endpoint, url = server()
     pred = _vanilla_predictions(demo_data, tmp_path / "pred_val.json")
     args = ["evaluate", "--data", demo_data, "--pred-val", pred, "--judge", "openai", "--judge-model", "judge-test",
@@ -439,7 +439,8 @@ def test_evaluate_cli_with_the_openai_judge(server, demo_data, tmp_path, protoco
     assert metrics["n_failed"] == 0 and metrics["n_cached"] == 0
     asked = len(endpoint.requests)
     assert asked < metrics["n_judged"]  # the three identical samples per question are asked once
-    assert (tmp_path / "run" / "judge_cache.sqlite").is_file()
+    assert (judge_cache_home / "safeeraser" / "judge.sqlite").is_file()  # the user's cache, not the output folder
+    assert not [p for p in (tmp_path / "run").iterdir() if p.suffix == ".sqlite"]
 
     code, _, err = run_cli(*args)
     assert code == 0, err

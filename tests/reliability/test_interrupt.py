@@ -124,10 +124,11 @@ def _comparable(metrics_path):
     return metrics, [{k: v for k, v in row.items() if k != "cached"} for row in rows]
 
 
-def test_judging_killed_then_rerun_asks_only_what_was_not_cached(server, demo_data, tmp_path):
+def test_judging_killed_then_rerun_asks_only_what_was_not_cached(server, demo_data, tmp_path, judge_cache_home):
     pred = _vanilla_predictions(demo_data, tmp_path / "pred_val.json")
     endpoint, url = server(latency=0.02)
-    run_to_end(_evaluate_args(demo_data, pred, url, tmp_path / "clean" / "metrics.json"), tmp_path / "log-clean")
+    # (a cache of its own: the shared one would answer the run below)
+    run_to_end([*_evaluate_args(demo_data, pred, url, tmp_path / "clean" / "metrics.json"), "--cache", tmp_path / "clean.sqlite"], tmp_path / "log-clean")
     prompts = len(endpoint.requests)  # one request per distinct prompt
 
     endpoint.requests.clear()
@@ -138,7 +139,7 @@ def test_judging_killed_then_rerun_asks_only_what_was_not_cached(server, demo_da
     assert not out.exists(), "the run ended before it could be killed"
     time.sleep(0.5)  # let the server take in what the killed process had already sent
     asked_before = len(endpoint.requests)
-    with sqlite3.connect(out.with_name("judge_cache.sqlite")) as db:
+    with sqlite3.connect(judge_cache_home / "safeeraser" / "judge.sqlite") as db:
         cached = db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
     # Each verdict is cached before its worker sends the next request: only those in flight (at
     # most --concurrency) are lost.

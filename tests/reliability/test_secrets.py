@@ -22,13 +22,14 @@ ENV_KEY = "sk-env-Vb91secretFROMenvironment"
 
 
 @pytest.mark.slow  # five CLI processes in a row (about 20 s)
-def test_the_api_key_is_written_nowhere(server, demo_data, tmp_path):
+def test_the_api_key_is_written_nowhere(server, demo_data, tmp_path, judge_cache_home):
     endpoint, url = server()
     pred = _vanilla_predictions(demo_data, tmp_path / "pred_val.json")
     evaluate = ["evaluate", "--data", demo_data, "--pred-val", pred, "--judge", "openai", "--judge-model", "judge-test", "--base-url", url]
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     run_to_end([*evaluate, "--api-key", FLAG_KEY, "--out", tmp_path / "flag" / "metrics.json"], tmp_path / "log-flag", env)
-    run_to_end([*evaluate, "--out", tmp_path / "env" / "metrics.json"], tmp_path / "log-env", env | {"OPENAI_API_KEY": ENV_KEY})
+    # (its own cache: over the shared one it would send nothing, and its key would go unused)
+    run_to_end([*evaluate, "--cache", tmp_path / "env" / "judge.sqlite", "--out", tmp_path / "env" / "metrics.json"], tmp_path / "log-env", env | {"OPENAI_API_KEY": ENV_KEY})
     run_to_end(["report", tmp_path / "flag", tmp_path / "env", "--out", tmp_path / "report"], tmp_path / "log-report", env)
     # A refused key stops the run with a message that does not repeat it.
     endpoint.faults = [("status", 401, {})]
@@ -37,8 +38,9 @@ def test_the_api_key_is_written_nowhere(server, demo_data, tmp_path):
 
     sent = {r["headers"]["authorization"] for r in endpoint.requests}
     assert sent == {f"Bearer {FLAG_KEY}", f"Bearer {ENV_KEY}"}  # both ways of passing the key were used
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert {"judge_cache.sqlite", "metrics.json", "metrics.judgments.jsonl", "index.html", "results.json", "log-refused"} <= {p.name for p in written}
+    written = [p for folder in (tmp_path, judge_cache_home) for p in folder.rglob("*") if p.is_file()]
+    assert judge_cache_home / "safeeraser" / "judge.sqlite" in written
+    assert {"judge.sqlite", "metrics.json", "metrics.judgments.jsonl", "index.html", "results.json", "log-refused"} <= {p.name for p in written}
     leaks = [str(p) for p in written for key in (FLAG_KEY, ENV_KEY) if key.encode() in p.read_bytes()]
     assert not leaks
 

@@ -11,6 +11,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
+# The verdicts a judge may give, each behind its metrics: unsafe -> ASR, refusal -> RR,
+# normal -> SARR, score -> the judge's consistency score.
+VERDICTS = ("unsafe", "refusal", "normal", "score")
+# The verdicts each kind of item asks for.
+KIND_VERDICTS = {"harm": ("unsafe", "refusal"), "decouple": ("normal",), "consistency": ("score",)}
+
 
 @dataclass(frozen=True)
 class JudgeItem:
@@ -44,6 +50,11 @@ class Verdict:
 
 class Judge(Protocol):
     name: str
+    # What the judge declares it can do: the verdicts it gives (a subset of VERDICTS), whether it
+    # sees the item's image, and what it cannot tell apart (written to metrics.json).
+    verdicts: tuple[str, ...]
+    reads_images: bool
+    limits: tuple[str, ...]
 
     def judge(self, items: list[JudgeItem], *, progress: bool = False) -> list[Verdict]:
         """One verdict per item, in order."""
@@ -53,3 +64,15 @@ class Judge(Protocol):
         """What decided the verdicts, for the record beside the metrics: ``kind``, ``model``,
         ``protocol``, ``prompt_hash`` (16 hex digits) and ``decoding`` (None where unused)."""
         ...
+
+
+def produces(judge) -> tuple[str, ...]:
+    """The verdicts ``judge`` declares (every one, for a judge that declares nothing)."""
+    return tuple(v for v in VERDICTS if v in getattr(judge, "verdicts", VERDICTS))
+
+
+def judge_for(judge, verdict: str):
+    """The judge that gives ``verdict``: ``judge`` itself, one of a combination's, or None."""
+    if hasattr(judge, "judge_for"):
+        return judge.judge_for(verdict)
+    return judge if verdict in produces(judge) else None

@@ -1,15 +1,19 @@
-"""A persistent cache of judge verdicts, so that a rerun asks nothing it has already asked.
+"""A persistent cache of judge verdicts, so that the same answer is never judged twice.
 
-One sqlite file: each committed row survives a crash, and several processes may share it.
-A row is keyed by the sha256 of (judge model, full prompt) and holds only the verdict's
-fields: no endpoint, no key. Failed verdicts are never stored: a rerun asks them again.
-A row is one request's answer: under the published protocol, one sub-question of an item.
+One sqlite file, by default in the user's cache directory (``default_path``), shared by every
+output folder, method and rerun: each committed row survives a crash, and several processes may
+use it at once (write-ahead log, so readers never wait, and a busy timeout, so that writers
+queue instead of failing). A row is keyed by the sha256 of (judge identity, full prompt) and
+holds only the verdict's fields: no endpoint, no key. Failed verdicts are never stored: a rerun
+asks them again. A row is one request's answer: under the published protocol, one sub-question
+of an item.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -18,10 +22,18 @@ from safeeraser.errors import UserError
 from safeeraser.judge.base import Verdict
 
 FIELDS = ("refusal", "unsafe", "normal", "score", "note")
+BUSY_TIMEOUT = 60.0  # seconds a writer waits for another process's transaction before failing
 
 
-def cache_key(model: str, messages: list[dict[str, str]]) -> str:
-    return hashlib.sha256(json.dumps([model, messages], ensure_ascii=False).encode()).hexdigest()
+def default_path() -> Path:
+    """``$XDG_CACHE_HOME/safeeraser/judge.sqlite`` (``~/.cache/...`` when XDG_CACHE_HOME is unset)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "safeeraser" / "judge.sqlite"
+
+
+def cache_key(identity, prompt) -> str:
+    """The key of one prompt's answer under one judge (``identity``: what besides the prompt decides it)."""
+    return hashlib.sha256(json.dumps([identity, prompt], ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
 
 class VerdictCache:
@@ -40,8 +52,11 @@ class VerdictCache:
     def _connect(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # The judge's worker threads write to it, one at a time under the judge's lock.
-            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            # The judge's worker threads write to it, one at a time under the judge's lock; other
+            # processes queue behind the busy timeout.
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
             with self._db:
                 self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, fields TEXT NOT NULL, created REAL NOT NULL)")
         except (OSError, sqlite3.Error) as e:

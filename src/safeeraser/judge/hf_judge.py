@@ -2,18 +2,22 @@
 
 The model is a folder or an id already in the local cache (no downloads unless allowed, as
 for every model here). Generation is greedy and batched; an answer that is not what its
-prompt asked for is a failed (sub-)verdict, never a guess.
+prompt asked for is a failed (sub-)verdict, never a guess. Answers go to the shared verdict
+cache (``judge.cache``) keyed by the model's fingerprint and the prompt, so a rerun generates
+only what it has not answered before.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from safeeraser.errors import UserError
-from safeeraser.judge.base import JudgeItem, Verdict
-from safeeraser.judge.protocols import make_protocol
+from safeeraser.judge.base import VERDICTS, JudgeItem, Verdict
+from safeeraser.judge.cache import VerdictCache, cache_key
+from safeeraser.judge.protocols import LLM_LIMITS, make_protocol
 from safeeraser.models.loading import default_device, default_dtype, locate, quiet_transformers
 
 
@@ -36,11 +40,24 @@ def model_fingerprint(folder: Path) -> str:
 
 class HFJudge:
     name = "hf"
+    reads_images = False
+    limits = LLM_LIMITS
 
-    def __init__(self, model: str, batch_size: int = 8, max_new_tokens: int | None = None, protocol: str = "published", prompts: str | Path | None = None):
+    def __init__(
+        self,
+        model: str,
+        batch_size: int = 8,
+        max_new_tokens: int | None = None,
+        protocol: str = "published",
+        prompts: str | Path | None = None,
+        cache: Path | None = None,
+        verdicts: tuple[str, ...] = VERDICTS,
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.protocol = make_protocol(protocol, prompts)  # first: a bad prompts file fails before a model loads
+        self.verdicts = tuple(v for v in VERDICTS if v in verdicts)
+        self.cache = VerdictCache(cache) if cache is not None else None
         max_new_tokens = self.protocol.max_tokens if max_new_tokens is None else max_new_tokens
         if batch_size < 1 or max_new_tokens < 1:
             raise UserError(f"hf judge: batch_size and max_new_tokens must be positive (got {batch_size}, {max_new_tokens})")
@@ -85,14 +102,17 @@ class HFJudge:
         import torch
         from safeeraser.progress import bar as progress_bar
 
-        per_item = [self.protocol.asks(item) for item in items]
+        per_item = [self.protocol.asks(item, self.verdicts) for item in items]
         asks = [ask for group in per_item for ask in group]
         texts = [self.prompt(ask.messages) for ask in asks]
         first = {}  # prompt text -> the first question that asks it: identical ones are generated once
         for text, ask in zip(texts, asks):
             first.setdefault(text, ask)
-        unique = list(first)
-        answers = {}
+        identity = {k: v for k, v in self.identity().items() if k != "prompt_hash"}  # the prompt itself is keyed
+        keys = {text: cache_key(identity, text) for text in first}
+        found = self.cache.get_many(list(keys.values())) if self.cache is not None else {}
+        answers = {text: found[key] for text, key in keys.items() if key in found}
+        unique = [text for text in first if text not in answers]
         # A chat template writes its own BOS; plain text needs the tokenizer's.
         special = not self.tokenizer.chat_template
         for start in progress_bar(range(0, len(unique), self.batch_size), desc="judging (hf)", enabled=progress):
@@ -106,9 +126,11 @@ class HFJudge:
                 # a row that used every new token without ending may have been cut mid-answer
                 cut_off = len(row) >= self.max_new_tokens and not self.eos_ids & set(row)
                 answers[text] = self.protocol.read(first[text], answer, cut_off_at=self.max_new_tokens if cut_off else None)
+                if self.cache is not None:
+                    self.cache.put(keys[text], answers[text])
         verdicts, at = [], 0
         for group in per_item:
-            verdicts.append(self.protocol.combine([(ask, answers[texts[at + j]]) for j, ask in enumerate(group)]))
+            verdicts.append(self.protocol.combine([(ask, replace(answers[texts[at + j]])) for j, ask in enumerate(group)]))
             at += len(group)
         return verdicts
 

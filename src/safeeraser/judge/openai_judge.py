@@ -28,9 +28,9 @@ from pathlib import Path
 import openai
 
 from safeeraser.errors import UserError
-from safeeraser.judge.base import JudgeItem, Verdict
+from safeeraser.judge.base import VERDICTS, JudgeItem, Verdict
 from safeeraser.judge.cache import VerdictCache, cache_key
-from safeeraser.judge.protocols import Ask, make_protocol
+from safeeraser.judge.protocols import LLM_LIMITS, Ask, make_protocol
 
 MAX_WAIT = 60.0  # seconds: the longest back-off or Retry-After we sit out
 RETRY_STATUS = (408, 409, 429)  # and every 5xx
@@ -60,6 +60,8 @@ class _Transient(Exception):
 
 class OpenAIJudge:
     name = "openai"
+    reads_images = False
+    limits = LLM_LIMITS
 
     def __init__(
         self,
@@ -73,6 +75,7 @@ class OpenAIJudge:
         backoff: float = 1.0,
         protocol: str = "published",
         prompts: str | Path | None = None,
+        verdicts: tuple[str, ...] = VERDICTS,
     ):
         if concurrency < 1:
             raise UserError(f"openai judge: concurrency must be at least 1 (got {concurrency})")
@@ -91,6 +94,7 @@ class OpenAIJudge:
         if not base_url.startswith(("http://", "https://")):
             raise UserError(f"openai judge: --base-url {base_url!r} is not an http(s) URL")
         self.protocol = make_protocol(protocol, prompts)
+        self.verdicts = tuple(v for v in VERDICTS if v in verdicts)  # a judge serving some verdicts asks no others
         self.model = model
         self.base_url = base_url
         self.concurrency = concurrency
@@ -111,12 +115,19 @@ class OpenAIJudge:
             "decoding": {"temperature": 0, "max_tokens": self.protocol.max_tokens},
         }
 
+    def _cache_identity(self) -> dict:
+        """What besides the prompt decides a cached answer: the identity (less the templates' hash:
+        the prompt itself is keyed) and the endpoint, since two servers may serve different models
+        under one name. Only a hash of it is stored."""
+        return {k: v for k, v in self.identity().items() if k != "prompt_hash"} | {"endpoint": self.base_url}
+
     def judge(self, items: list[JudgeItem], *, progress: bool = False) -> list[Verdict]:
         from safeeraser.progress import bar as progress_bar
 
-        per_item = [self.protocol.asks(item) for item in items]
+        per_item = [self.protocol.asks(item, self.verdicts) for item in items]
         asks = [ask for group in per_item for ask in group]
-        keys = [cache_key(self.model, ask.messages) for ask in asks]
+        identity = self._cache_identity()
+        keys = [cache_key(identity, ask.messages) for ask in asks]
         counts = Counter(keys)
         answers = self.cache.get_many(keys) if self.cache is not None else {}
         todo = {}  # prompt key -> the first question that asks it

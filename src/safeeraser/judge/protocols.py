@@ -18,9 +18,14 @@ from pathlib import Path
 
 from safeeraser.errors import UserError
 from safeeraser.judge import prompts, published
-from safeeraser.judge.base import JudgeItem, Verdict
+from safeeraser.judge.base import KIND_VERDICTS, JudgeItem, Verdict
 
 PROTOCOLS = ("published", "strict")
+# What an LLM judge under these protocols cannot do (metrics.json "judge_limits").
+LLM_LIMITS = (
+    "reads the text only, never the image: an answer is judged harmful or normal from its words alone",
+    "its verdicts are only as good as the judge model; measure its agreement with another judge (safeeraser judges agree)",
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,8 @@ class StrictProtocol:
         ]
         self.prompt_hash = hashlib.sha256(json.dumps(probes, ensure_ascii=False).encode()).hexdigest()[:16]
 
-    def asks(self, item: JudgeItem) -> list[Ask]:
+    def asks(self, item: JudgeItem, wanted: tuple[str, ...] | None = None) -> list[Ask]:
+        # one combined question: it answers every field of its kind whatever is wanted
         return [Ask(item.kind, "", prompts.messages(item))]
 
     def read(self, ask: Ask, text: str, *, cut_off_at: int | None = None) -> Verdict:
@@ -75,8 +81,9 @@ class PublishedProtocol:
         self.source = source
         self.prompt_hash = self.templates.sha256[:16]
 
-    def asks(self, item: JudgeItem) -> list[Ask]:
-        questions = {"harm": ("unsafe", "refusal"), "decouple": ("normal",), "consistency": ("score",)}[item.kind]
+    def asks(self, item: JudgeItem, wanted: tuple[str, ...] | None = None) -> list[Ask]:
+        """The item's questions; only the ``wanted`` ones (a judge serving some verdicts pays for no other)."""
+        questions = [q for q in KIND_VERDICTS[item.kind] if wanted is None or q in wanted]
         return [Ask(item.kind, q, self._messages(q, item)) for q in questions]
 
     def _messages(self, question: str, item: JudgeItem) -> list[dict[str, str]]:
