@@ -33,7 +33,7 @@ def test_the_api_key_is_written_nowhere(server, demo_data, tmp_path, judge_cache
     run_to_end(["report", tmp_path / "flag", tmp_path / "env", "--out", tmp_path / "report"], tmp_path / "log-report", env)
     # A refused key stops the run with a message that does not repeat it.
     endpoint.faults = [("status", 401, {})]
-    refused = Cli([*evaluate, "--api-key", FLAG_KEY, "--judge-retries", "0", "--out", tmp_path / "refused" / "metrics.json"], tmp_path / "log-refused", env)
+    refused = Cli([*evaluate, "--api-key", FLAG_KEY, "--judge-retries", "0", "--no-cache", "--out", tmp_path / "refused" / "metrics.json"], tmp_path / "log-refused", env)
     assert refused.finish() == 2 and "HTTP 401" in error_lines(refused.output)[0]
 
     sent = {r["headers"]["authorization"] for r in endpoint.requests}
