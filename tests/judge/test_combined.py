@@ -135,3 +135,11 @@ def test_options_of_a_judge_not_in_the_combination_are_refused(demo_data, tmp_pa
 def test_a_judge_named_for_a_verdict_it_does_not_give_is_refused():
     with pytest.raises(UserError, match="gives no 'score' verdict"):
         CombinedJudge({"score": KeywordJudge()})
+
+
+def test_a_report_names_each_verdicts_judge_when_it_refuses_a_mix(server, demo_data, tmp_path):
+    _, url = server()
+    combined, _ = _evaluate(demo_data, tmp_path, "combined", "--judge", "unsafe=openai,refusal=keyword", "--judge-model", "judge-test", "--base-url", url, "--api-key", KEY)
+    keyword, _ = _evaluate(demo_data, tmp_path, "kw")
+    (problem,) = measured_alike([result_row("x", "a", "a", combined), result_row("x", "b", "b", keyword)])
+    assert f"unsafe=openai/judge-test/published/{combined['judge_by_verdict']['unsafe']['prompt_hash']},refusal=keyword/keyword-rules/" in problem

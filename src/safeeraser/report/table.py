@@ -14,7 +14,7 @@ import io
 import json
 from dataclasses import dataclass
 
-from safeeraser.judge import JUDGES
+from safeeraser.judge import JUDGES, VERDICTS
 from safeeraser.metrics.evaluate import METRIC_KEYS
 from safeeraser.unlearn.methods import METHOD_NAMES, PD_SUFFIX, VANILLA
 
@@ -92,6 +92,9 @@ def measured_alike(rows: list[dict]) -> list[str]:
 
 
 def _judge_name(identity: dict) -> str:
+    if identity.get("kind") == "combined":  # one judge per verdict (``judge.combined``)
+        by = identity.get("by_verdict") or {}
+        return ",".join(f"{verdict}={_judge_name(by[verdict])}" for verdict in VERDICTS if verdict in by)
     parts = [identity.get("kind") or "unknown", identity.get("model"), identity.get("protocol"), identity.get("prompt_hash")]
     return "/".join(str(p) for p in parts if p)
 
