@@ -57,6 +57,9 @@ class Codec:
         self._image_cache = image_cache
         self.prompt_text = lru_cache(maxsize=65536)(self._prompt_text)
         self.prompt_tokens = lru_cache(maxsize=65536)(self._prompt_tokens)
+        self.expanded_tokens = lru_cache(maxsize=65536)(self._expanded_tokens)
+        marked = family.token_type_token
+        self.token_type_id = self.tokenizer.convert_tokens_to_ids(marked) if marked else None
 
     def _prompt_text(self, question: str) -> str:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
@@ -64,8 +67,18 @@ class Codec:
             messages.insert(0, {"role": "system", "content": [{"type": "text", "text": self.system}]})
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    def _tokenize(self, text: str) -> list[int]:
+        # a template that writes the BOS itself (Gemma-3) must not get a second one
+        bos = self.tokenizer.bos_token
+        return self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
+
     def _prompt_tokens(self, question: str) -> tuple[int, ...]:
-        return tuple(self.tokenizer(self.prompt_text(question))["input_ids"])
+        return tuple(self._tokenize(self.prompt_text(question)))
+
+    def _expanded_tokens(self, question: str, expansion: str) -> tuple[int, ...]:
+        """The prompt with its image placeholder replaced by ``expansion`` as text, then tokenised
+        (as the family's processor does, for families whose expansion is not one repeated token)."""
+        return tuple(self._tokenize(self.prompt_text(question).replace(self.image_token, expansion, 1)))
 
     def pixels(self, image: Path) -> dict:
         """Preprocessed image tensors (batch of one) plus its number of image tokens."""
@@ -73,22 +86,35 @@ class Codec:
             self._images.move_to_end(image)
             return self._images[image]
         inputs = dict(self.processor.image_processor(images=[open_rgb(image)], return_tensors="pt"))
-        inputs["num_image_tokens"] = self.family.image_tokens(self.processor, inputs)
+        if self.family.expand is not None:
+            inputs["expansion"] = self.family.expand(self.processor, inputs)
+        else:
+            inputs["num_image_tokens"] = self.family.image_tokens(self.processor, inputs)
         self._images[image] = inputs
         if len(self._images) > self._image_cache:
             self._images.popitem(last=False)
         return inputs
 
-    def _prompt_ids(self, question: str, n_image_tokens: int) -> list[int]:
+    def _prompt_ids(self, question: str, px: dict) -> list[int]:
+        if "expansion" in px:
+            return list(self.expanded_tokens(question, px["expansion"]))
+        n_image_tokens = px["num_image_tokens"]
         out: list[int] = []
         for t in self.prompt_tokens(question):
             out.extend([t] * n_image_tokens if t == self.image_token_id else [t])
         return out
 
+    def _token_types(self, item: dict) -> dict:
+        """Per-token type ids (1 on image tokens) for families whose model reads them (Gemma-3)."""
+        if self.token_type_id is None:
+            return item
+        item["token_type_ids"] = [int(t == self.token_type_id) for t in item["input_ids"]]
+        return item
+
     def _answer_ids(self, question: str, answer: str) -> list[int]:
         """Answer tokens as they follow the prompt (tokenised in context, then split off)."""
         prompt_ids = list(self.prompt_tokens(question))
-        full = self.tokenizer(self.prompt_text(question) + self.family.answer_prefix + answer)["input_ids"]
+        full = self._tokenize(self.prompt_text(question) + self.family.answer_prefix + answer)
         if full[: len(prompt_ids)] == prompt_ids:
             ids = full[len(prompt_ids) :]
         else:  # a merge across the boundary: fall back to the answer on its own
@@ -97,19 +123,19 @@ class Codec:
 
     def encode_prompt(self, image: Path, question: str) -> dict:
         px = self.pixels(image)
-        ids = self._prompt_ids(question, px["num_image_tokens"])
-        return {"input_ids": ids, "image": px}
+        ids = self._prompt_ids(question, px)
+        return self._token_types({"input_ids": ids, "image": px})
 
     def encode_example(self, example: Example) -> dict:
         """Prompt + answer, labels only on the answer (and its end-of-sequence token)."""
         px = self.pixels(example.image)
-        prompt_ids = self._prompt_ids(example.question, px["num_image_tokens"])
+        prompt_ids = self._prompt_ids(example.question, px)
         answer_ids = self._answer_ids(example.question, example.answer)
-        return {
+        return self._token_types({
             "input_ids": prompt_ids + answer_ids,
             "labels": [IGNORE] * len(prompt_ids) + answer_ids,
             "image": px,
-        }
+        })
 
     def _stack_images(self, items: list[dict]) -> dict:
         """The family's image inputs of every item, joined along the first dimension."""
@@ -127,7 +153,7 @@ class Codec:
             ids[row, :n] = torch.tensor(it["input_ids"])
             labels[row, :n] = torch.tensor(it["labels"])
             mask[row, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels, **self._stack_images(items)}
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels, **self._stack_images(items), **self._pad_types(items, left=False)}
 
     def collate_prompts(self, items: list[dict]) -> dict:
         """Left-padded prompt batch for generation (new tokens line up at the right)."""
@@ -138,7 +164,21 @@ class Codec:
             n = len(it["input_ids"])
             ids[row, width - n :] = torch.tensor(it["input_ids"])
             mask[row, width - n :] = 1
-        return {"input_ids": ids, "attention_mask": mask, **self._stack_images(items)}
+        return {"input_ids": ids, "attention_mask": mask, **self._stack_images(items), **self._pad_types(items, left=True)}
+
+    @staticmethod
+    def _pad_types(items: list[dict], *, left: bool) -> dict:
+        if "token_type_ids" not in items[0]:
+            return {}
+        width = max(len(it["input_ids"]) for it in items)
+        types = torch.zeros((len(items), width), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = len(it["token_type_ids"])
+            if left:
+                types[row, width - n :] = torch.tensor(it["token_type_ids"])
+            else:
+                types[row, :n] = torch.tensor(it["token_type_ids"])
+        return {"token_type_ids": types}
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()

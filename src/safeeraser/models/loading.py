@@ -1,7 +1,8 @@
 """Loading a vision-language model, its processor and (optionally) a LoRA adapter.
 
-A model is a local folder or a Hugging Face id already in the local cache. Downloads are off
-unless ``SAFEERASER_ALLOW_DOWNLOAD=1``: the tool works offline by default.
+A model is a local folder or a Hugging Face id. A hub id is used as the Hugging Face libraries
+use it: downloaded into their cache on first use, read from the cache only under
+``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1``, with ``HF_TOKEN`` for gated models.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ def quiet_transformers() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def downloads_allowed() -> bool:
-    return os.environ.get("SAFEERASER_ALLOW_DOWNLOAD", "") in ("1", "true", "yes")
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE=1`` or ``TRANSFORMERS_OFFLINE=1``: the Hugging Face cache only, as the HF libraries do."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def locate(model: str) -> Path:
-    """The local folder holding ``model``'s config.json (a folder, or a cached hub id)."""
+def locate(model: str, revision: str | None = None) -> Path:
+    """The local folder holding ``model``'s config.json: a folder, or a hub id, downloaded into the
+    Hugging Face cache on first use (with progress bars) unless the hub is set offline."""
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -46,12 +49,43 @@ def locate(model: str) -> Path:
     if not looks_like_hub_id:
         raise UserError(f"model not found: {model} (no such folder)")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
+    quiet = are_progress_bars_disabled()
+    if quiet and not os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"):
+        enable_progress_bars()  # quiet_transformers() turned them off; a download should show its bars
     try:
-        return Path(snapshot_download(model, local_files_only=not downloads_allowed()))
-    except Exception as e:  # the hub raises many types; any of them means "not available"
-        hint = "" if downloads_allowed() else " (downloads are off: set SAFEERASER_ALLOW_DOWNLOAD=1 or pass a local folder)"
-        raise UserError(f"model not found: {model} is neither a folder nor in the Hugging Face cache{hint}: {type(e).__name__}") from None
+        # HF_TOKEN (gated models) and HF_HOME / HF_HUB_CACHE are read by huggingface_hub itself
+        return Path(snapshot_download(model, revision=revision, local_files_only=hub_offline(), endpoint=os.environ.get("HF_ENDPOINT") or None))
+    except Exception as e:  # the hub raises many types; each becomes one line
+        raise UserError(_hub_error(model, revision, e)) from None
+    finally:
+        if quiet:
+            disable_progress_bars()
+
+
+def _hub_error(model: str, revision: str | None, e: Exception) -> str:
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    cause = e.__cause__ if isinstance(e.__cause__, HfHubHTTPError) else e
+    status = getattr(getattr(cause, "response", None), "status_code", None)
+    if isinstance(e, GatedRepoError) or status == 403:
+        return f"model {model}: the Hugging Face hub refused access (gated model): accept its licence on https://huggingface.co/{model} and set HF_TOKEN"
+    if isinstance(e, RevisionNotFoundError):
+        return f"model {model}: the hub has no revision {revision!r}"
+    if isinstance(e, RepositoryNotFoundError) or status == 401:
+        token = "" if os.environ.get("HF_TOKEN") else "; if it is private or gated, set HF_TOKEN"
+        return f"model not found: {model} is neither a folder nor a model the Hugging Face hub gives access to{token}"
+    if hub_offline():
+        return (
+            f"model not found: {model} is neither a folder nor in the Hugging Face cache ({constants.HF_HUB_CACHE}); "
+            "HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set, so nothing is downloaded: download it first or unset the variable"
+        )
+    return (
+        f"model not found: {model} is neither a folder nor in the Hugging Face cache ({constants.HF_HUB_CACHE}), "
+        f"and downloading it failed ({type(e).__name__}); set HF_HUB_OFFLINE=1 to use the cache only"
+    )
 
 
 def model_family(folder: Path) -> ModelFamily:

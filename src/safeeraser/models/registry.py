@@ -57,9 +57,39 @@ QWEN_VL_TEMPLATE = (
 )
 
 
+# Gemma-3's conversation format (its hub processors' template): the BOS written by the template, a
+# system message folded into the first user turn, the assistant called "model".
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- if messages[0]['content'] is string -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- else -%}{%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}{%- endif -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif -%}"
+    "{%- if (message['role'] == 'assistant') -%}{%- set role = 'model' -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{%- if message['content'] is string -%}{{ message['content'] | trim }}"
+    "{%- elif message['content'] is iterable -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}{%- endfor -%}"
+    "{%- else -%}{{ raise_exception('Invalid content type') }}{%- endif -%}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+
 def llava_image_tokens(processor, image_inputs: dict) -> int:
     """LLaVA-1.5 / 1.6: the processor's own expansion of one ``<image>`` for this image."""
     return processor.replace_image_token(image_inputs, 0).count(processor.image_token)
+
+
+def processor_expansion(processor, image_inputs: dict) -> str:
+    """The processor's own replacement text for one image placeholder."""
+    return processor.replace_image_token(image_inputs, 0)
 
 
 def qwen_vl_image_tokens(processor, image_inputs: dict) -> int:
@@ -93,11 +123,15 @@ class ModelFamily:
     answer_prefix: str = " "  # what the template puts between the generation prompt and the answer
     needs_torchvision: bool = False  # its processor class needs a video processor (and torchvision)
     image_token: str = "<image>"  # the placeholder the template writes per image
+    # Where one image is not a run of one token (Gemma-3: start, soft tokens, end, new lines): the
+    # placeholder's replacement text, tokenised with the prompt as the processor does.
+    expand: Callable[[object, dict], str] | None = field(default=None, repr=False)
+    token_type_token: str | None = None  # the token marked 1 in token_type_ids (models that read them)
     status: str = REGISTERED
 
     @property
     def encodable(self) -> bool:
-        return self.image_tokens is not None
+        return self.image_tokens is not None or self.expand is not None
 
 
 QWEN_VL = dict(
@@ -216,12 +250,15 @@ FAMILIES = (
         label="Gemma-3",
         model_types=("gemma3",),
         model_class="Gemma3ForConditionalGeneration",
-        chat_template=None,
         hub_ids=("google/gemma-3-4b-it", "google/gemma-3-12b-it", "google/gemma-3-27b-it"),
-        image_inputs=("pixel_values", "token_type_ids"),
+        chat_template=GEMMA3_TEMPLATE,
+        image_inputs=("pixel_values",),
         end_of_turn="<end_of_turn>",
         answer_prefix="",
-        **UNENCODED,
+        image_tokens=None,
+        expand=processor_expansion,
+        token_type_token="<image_soft_token>",
+        image_token="<start_of_image>",
     ),
     ModelFamily(
         name="idefics3",

@@ -132,4 +132,104 @@ def _qwen_image_processor(size: QwenSize):
     return ImageProcessor(min_pixels=pixels // 4, max_pixels=pixels, patch_size=size.patch_size, merge_size=2, temporal_patch_size=2)
 
 
-BUILDERS = {"qwen2_5_vl": build_qwen2_5_vl}
+# Gemma-3's control tokens (as its hub tokenizer names them).
+GEMMA_SPECIAL = ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>")
+
+
+@dataclass(frozen=True)
+class GemmaSize:
+    image_size: int
+    patch_size: int
+    image_tokens: int  # mm_tokens_per_image: the patch grid average-pooled to a square of this many
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_kv_heads: int
+    head_dim: int
+    text_intermediate: int
+    vocab_size: int
+    steps: int
+    lr: float
+    batch_per_view: int
+
+
+GEMMA_SIZES = {
+    # 64 x 64 images: a SigLIP tower over 8 x 8 patches, pooled to 16 image tokens (as the tiny LLaVA)
+    "tiny": GemmaSize(64, 8, 16, 32, 1, 2, 64, 2, 4, 2, 16, 128, 1024, 400, 2e-3, 4),
+}
+
+
+def gemma_tokenizer(texts: list[str], vocab_size: int):
+    """Gemma's layout: the template writes ``<bos>``, ``<end_of_turn>`` ends a turn, images are
+    ``<start_of_image>`` soft tokens ``<end_of_image>``."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = _bpe_tokenizer(texts, vocab_size, GEMMA_SPECIAL)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"},
+        padding_side="left",
+    )
+
+
+def build_gemma3(texts: list[str], size_name: str, family: ModelFamily):
+    """A Gemma-3: SigLIP vision tower, pooled projector, Gemma-3 decoder (sliding + global layers)."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, SiglipVisionConfig
+
+    from safeeraser.models.registry import GEMMA3_TEMPLATE
+
+    size = GEMMA_SIZES[size_name]
+    tokenizer = gemma_tokenizer(texts + ["user model"] * 50, size.vocab_size)
+    try:  # the PIL backend by name where this transformers has it
+        from transformers import Gemma3ImageProcessorPil as ImageProcessor
+    except ImportError:
+        from transformers import Gemma3ImageProcessor as ImageProcessor
+    image_processor = ImageProcessor(size={"height": size.image_size, "width": size.image_size})
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, chat_template=GEMMA3_TEMPLATE, image_seq_length=size.image_tokens)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in GEMMA_SPECIAL}
+    vision = SiglipVisionConfig(
+        hidden_size=size.vision_hidden,
+        intermediate_size=size.vision_hidden * 2,
+        num_hidden_layers=size.vision_layers,
+        num_attention_heads=size.vision_heads,
+        image_size=size.image_size,
+        patch_size=size.patch_size,
+    )
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=size.text_hidden,
+        intermediate_size=size.text_intermediate,
+        num_hidden_layers=size.text_layers,
+        num_attention_heads=size.text_heads,
+        num_key_value_heads=size.text_kv_heads,
+        head_dim=size.head_dim,
+        query_pre_attn_scalar=size.head_dim,
+        sliding_window=64,
+        layer_types=["sliding_attention", "full_attention"][: size.text_layers],
+        max_position_embeddings=1024,
+        pad_token_id=ids["<pad>"],
+        bos_token_id=ids["<bos>"],
+        eos_token_id=ids["<eos>"],
+    )
+    config = Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=size.image_tokens,
+        boi_token_index=ids["<start_of_image>"],
+        eoi_token_index=ids["<end_of_image>"],
+        image_token_index=ids["<image_soft_token>"],
+    )
+    model = Gemma3ForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids["<pad>"]
+    model.generation_config.eos_token_id = [ids["<eos>"], ids["<end_of_turn>"]]
+    model.generation_config.bos_token_id = ids["<bos>"]
+    return processor, model, size
+
+
+BUILDERS = {"qwen2_5_vl": build_qwen2_5_vl, "gemma3": build_gemma3}

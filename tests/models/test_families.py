@@ -1,0 +1,261 @@
+"""Model families: the registry, and each family with a tiny copy run end to end on its real architecture.
+
+The tiny copies are built from the family's config class and trained for a few vanilla steps only
+(enough for real, non-uniform weights); their answers are not meant to be good, only to go
+through the same code as the hub checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+
+import pytest
+import torch
+from PIL import Image
+
+from safeeraser.data.records import load_split
+from safeeraser.data.views import Example, forget_examples
+from safeeraser.generate.sampling import Prompt, Sampling, answer_all
+from safeeraser.models.codec import IGNORE, Codec
+from safeeraser.models.loading import attach_adapter, load_model
+from safeeraser.models.registry import FAMILIES, family_named
+from safeeraser.models.tiny_families import BUILDERS
+
+from tests.conftest import run_cli
+
+ISSUE_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "mllama", "internvl", "gemma3", "idefics3", "smolvlm")
+TINY_STEPS = 30
+
+
+# --- the registry (fast) ------------------------------------------------------------------
+
+
+def test_every_family_is_registered_by_its_model_type_with_real_classes_and_hub_ids():
+    import transformers
+
+    assert tuple(f.name for f in FAMILIES) == ISSUE_FAMILIES
+    for family in FAMILIES:
+        assert family.name in family.model_types
+        assert family.hub_ids and all(re.fullmatch(r"[\w.-]+/[\w.-]+", h) for h in family.hub_ids)
+        config = transformers.AutoConfig.for_model(family.name)  # the model_type transformers knows
+        assert config.model_type == family.name
+        assert hasattr(transformers, family.model_class)
+
+
+def test_families_command_lists_them_as_json():
+    code, out, _ = run_cli("model", "families", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["family"] for r in rows] == list(ISSUE_FAMILIES)
+    qwen = next(r for r in rows if r["family"] == "qwen2_5_vl")
+    assert "Qwen/Qwen2.5-VL-7B-Instruct" in qwen["hub_ids"] and qwen["tiny"] and qwen["needs_torchvision"]
+
+
+def test_an_unregistered_family_is_a_one_line_error_naming_the_registered_ones(tmp_path):
+    code, out, err = run_cli("model", "make-tiny", "--data", tmp_path, "--out", tmp_path / "m", "--family", "blip2")
+    assert code != 0 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "'blip2'" in err and "qwen2_5_vl, qwen3_vl, mllama" in err and 'section "Adding a family"' in err
+
+
+def test_a_registered_family_without_an_encoding_path_says_so():
+    from safeeraser.errors import UserError
+
+    with pytest.raises(UserError, match="mllama.*no encoding path"):
+        Codec(object(), family=family_named("mllama"))
+
+
+# --- each family with a tiny copy, end to end (slow) --------------------------------------
+
+# family -> (its transformers class, its end-of-turn token, the projector PEFT trains)
+TINY = {
+    "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "<|im_end|>", "visual.merger"),
+    "gemma3": ("Gemma3ForConditionalGeneration", "<end_of_turn>", "multi_modal_projector"),
+}
+
+
+def test_every_family_with_a_tiny_copy_is_tested_here():
+    assert set(BUILDERS) == set(TINY)
+
+
+@pytest.fixture(scope="session", params=sorted(TINY))
+def tiny(request, demo_data, tmp_path_factory):
+    """(family, folder): a tiny copy (0.15-0.25 M parameters) after a few vanilla steps, built once per session."""
+    from safeeraser.models.tiny import make_tiny
+
+    out = tmp_path_factory.mktemp("families") / request.param
+    make_tiny(demo_data, out, family=request.param, steps=TINY_STEPS, progress=False)
+    return request.param, out
+
+
+@pytest.fixture(scope="session")
+def loaded_tiny(tiny):
+    name, folder = tiny
+    loaded = load_model(str(folder))
+    return name, loaded, Codec(loaded.processor, family=loaded.family, system=loaded.family.system)
+
+
+def _plain_class(name: str):
+    import transformers
+
+    return getattr(transformers, TINY[name][0])
+
+
+@pytest.mark.slow
+def test_tiny_copy_is_the_family_class_that_plain_transformers_loads(tiny, loaded_tiny):
+    from transformers import AutoModelForImageTextToText
+
+    name, folder = tiny
+    _, loaded, _ = loaded_tiny
+    assert loaded.family.name == name
+    assert type(loaded.model) is _plain_class(name)
+    assert type(AutoModelForImageTextToText.from_pretrained(folder)) is _plain_class(name)
+    summary = json.loads((folder / "safeeraser.json").read_text())
+    assert summary["family"] == name and summary["parameters"] < 1_000_000
+
+
+@pytest.mark.slow
+def test_answer_mask_is_the_answer_and_the_end_of_turn_token(loaded_tiny, demo_data):
+    name, loaded, codec = loaded_tiny
+    end_of_turn = TINY[name][1]
+    example = forget_examples(load_split(demo_data, "train"))[0]
+    item = codec.encode_example(example)
+    answer_ids = [t for t, label in zip(item["input_ids"], item["labels"]) if label != IGNORE]
+    assert codec.tokenizer.decode(answer_ids, skip_special_tokens=False) == example.answer + end_of_turn
+    # the prompt + labelled tokens are what the family's chat template renders for that turn
+    prompt = codec.prompt_text(example.question)
+    turn = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": example.question}]},
+        {"role": "assistant", "content": [{"type": "text", "text": example.answer}]},
+    ]
+    rendered = loaded.processor.apply_chat_template(turn, tokenize=False)
+    assert rendered.startswith(prompt + example.answer + end_of_turn)
+
+
+@pytest.mark.slow
+def test_prompt_ids_are_what_the_family_processor_builds(loaded_tiny, demo_data):
+    """Where the real processor class loads (Gemma-3 here; Qwen needs torchvision), the codec's ids,
+    token types and pixels equal its output; for Qwen the image expands to one token per 2 x 2 patches."""
+    from safeeraser.data.images import open_rgb
+    from safeeraser.models.parts import PartsProcessor
+
+    name, loaded, codec = loaded_tiny
+    example = forget_examples(load_split(demo_data, "train"))[0]
+    item = codec.encode_prompt(example.image, example.question)
+    if isinstance(loaded.processor, PartsProcessor):
+        grid = item["image"]["image_grid_thw"][0]
+        assert item["input_ids"].count(codec.image_token_id) == int(grid.prod()) // 4 > 0
+        return
+    real = loaded.processor(text=[codec.prompt_text(example.question)], images=[open_rgb(example.image)], return_tensors="pt")
+    assert item["input_ids"] == real["input_ids"][0].tolist()
+    assert torch.equal(item["image"]["pixel_values"], real["pixel_values"])
+    if "token_type_ids" in real:
+        assert item["token_type_ids"] == real["token_type_ids"][0].tolist() and any(item["token_type_ids"])
+
+
+def _torchvision() -> bool:
+    from safeeraser.models.parts import torchvision_importable
+
+    return torchvision_importable()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _torchvision(), reason="the real Qwen2.5-VL processor needs torchvision")
+def test_parts_path_builds_what_the_real_qwen_processor_builds(loaded_tiny, tiny, demo_data):
+    """Where torchvision imports (GPU installs), the processor-from-parts path and the real
+    ``Qwen2_5_VLProcessor`` give the same ids, image grid and pixels for the same prompt."""
+    from transformers import AutoProcessor
+
+    from safeeraser.data.images import open_rgb
+    from safeeraser.models.parts import PartsProcessor
+
+    name, folder = tiny
+    if name != "qwen2_5_vl":
+        pytest.skip("a Qwen check")
+    family = family_named(name)
+    codec = Codec(PartsProcessor.from_pretrained(folder, fallback_template=family.chat_template, image_token=family.image_token), family=family)
+    example = forget_examples(load_split(demo_data, "train"))[0]
+    item = codec.encode_prompt(example.image, example.question)
+    real = AutoProcessor.from_pretrained(folder)(text=[codec.prompt_text(example.question)], images=[open_rgb(example.image)], return_tensors="pt")
+    assert item["input_ids"] == real["input_ids"][0].tolist()
+    assert torch.equal(item["image"]["image_grid_thw"], real["image_grid_thw"])
+    assert torch.allclose(item["image"]["pixel_values"], real["pixel_values"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_images_of_different_sizes_train_in_one_batch(loaded_tiny, demo_data, tmp_path):
+    name, loaded, codec = loaded_tiny
+    example = forget_examples(load_split(demo_data, "train"))[0]
+    wide = tmp_path / "wide.png"
+    Image.open(example.image).convert("RGB").resize((64, 32)).save(wide)
+    items = [codec.encode_example(example), codec.encode_example(Example(wide, example.question + " Look.", example.answer, "forget", "k2"))]
+    assert len(items[0]["input_ids"]) != len(items[1]["input_ids"])  # right padding happens
+    batch = codec.collate_train(items)
+    assert set(batch) == {"input_ids", "attention_mask", "labels", *loaded.family.image_inputs, *(["token_type_ids"] if loaded.family.token_type_token else [])} - {"image_sizes"}
+    loss = loaded.model(**batch).loss
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.slow
+def test_batched_greedy_equals_one_prompt_at_a_time(loaded_tiny, demo_data):
+    name, loaded, codec = loaded_tiny
+    val = load_split(demo_data, "val")
+    prompts = [Prompt(val.image(i), val.records[i].unsafe_pairs[0].question) for i in range(4)]
+    prompts += [Prompt(val.image(i), qa.question) for i in range(2) for _, qa in val.records[i].unharm_pairs()[:2]]
+    greedy = Sampling(max_new_tokens=16)
+    batched = answer_all(loaded.model, codec, prompts, greedy, batch_size=len(prompts))
+    single = answer_all(loaded.model, codec, prompts, greedy, batch_size=1)
+    assert batched == single
+    assert any(a for answers in batched for a in answers)  # it generated text
+    assert len({len(codec.encode_prompt(p.image, p.question)["input_ids"]) for p in prompts}) > 1  # padding really happened
+
+
+GENERATE = ["--split", "general", "--protocol", "fast", "--batch-size", "8", "--max-new-tokens", "6", "--seed", "5"]
+
+
+@pytest.mark.slow
+def test_unlearn_generate_with_resume_and_evaluate(tiny, demo_data, tmp_path):
+    from peft import PeftModel
+
+    from tests.reliability.conftest import Cli, run_to_end
+
+    name, folder = tiny
+    for method in ("po+pd", "kl"):
+        code, _, err = run_cli("unlearn", "--model", folder, "--data", demo_data, "--method", method, "--out", tmp_path / method, "--preset", "demo", "--max-steps", "3")
+        assert code == 0, err
+        assert "3/3 steps" in err
+    run = tmp_path / "po+pd"
+
+    # the adapter loads with plain PEFT on the plain class and is the model the project generates with
+    plain = PeftModel.from_pretrained(_plain_class(name).from_pretrained(folder), run / "adapter").eval()
+    config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert config["modules_to_save"] == [TINY[name][2]]
+    ours = attach_adapter(load_model(str(folder)), run)
+    codec = Codec(ours.processor, family=ours.family)
+    example = forget_examples(load_split(demo_data, "train"))[0]
+    batch = codec.collate_train([codec.encode_example(example)])
+    with torch.no_grad():
+        assert torch.equal(plain(**batch).logits, ours.model(**batch).logits)
+        base = _plain_class(name).from_pretrained(folder).eval()(**batch).logits
+    assert not torch.equal(plain(**batch).logits, base)  # the adapter changed the model
+
+    # generation: interrupted after its first batch, then resumed, ends as an uninterrupted run
+    args = ["generate", "--model", folder, "--adapter", run, "--data", demo_data, *GENERATE]
+    clean = tmp_path / "clean.json"
+    run_to_end([*args, "--out", clean], tmp_path / "log-0")
+    out = tmp_path / "pred_general.json"
+    partial = tmp_path / "pred_general.json.partial.jsonl"
+    first = Cli([*args, "--out", out], tmp_path / "log-1")
+    first.wait_until(lambda: partial.exists() and partial.read_bytes().count(b"\n") >= 2, "a batch was finished")
+    first.stop(signal.SIGKILL)
+    assert not out.exists()
+    output = run_to_end([*args, "--out", out], tmp_path / "log-2")
+    assert int(re.search(r"\((\d+) resumed\)", output).group(1)) > 0
+    assert out.read_bytes() == clean.read_bytes()
+
+    code, _, err = run_cli("evaluate", "--data", demo_data, "--pred-general", out, "--out", tmp_path / "metrics.json")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["specificity"] <= 100.0  # judged from the real predictions
