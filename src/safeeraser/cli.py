@@ -132,7 +132,7 @@ def model_families(as_json: bool = typer.Option(False, "--json", help="Print JSO
 def unlearn_cmd(
     model: str = typer.Option(..., "--model", help="Model folder or Hugging Face id (e.g. llava-hf/llava-1.5-7b-hf)."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (all_train.json is the forget split)."),
-    method: str = typer.Option(..., "--method", help="ga, gd, kl, po, npo, each optionally +pd (aliases: gapd, gdpd, klpd, popd, idk, idkpd)."),
+    method: str = typer.Option(..., "--method", help="ga, gd, kl, po, npo, simnpo, dpo, idkdpo, rmu, undial, wga, each optionally +pd (aliases: gapd, gdpd, klpd, popd, idk, idkpd)."),
     out: Path = typer.Option(..., "--out", help="Run folder: adapter, config, log, plot, checkpoints."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding the published defaults."),
     preset: Optional[str] = typer.Option(None, "--preset", help="A packaged config applied before --config: 'demo' suits the tiny model."),
@@ -141,6 +141,8 @@ def unlearn_cmd(
     seed: Optional[int] = typer.Option(None, "--seed"),
     pd_weight: Optional[float] = typer.Option(None, "--pd-weight", help="Lambda of the Prompt-Decouple term."),
     settings: list[str] = typer.Option([], "--set", help="Any setting as KEY=VALUE, e.g. --set lora.r=16 (repeatable)."),
+    select: Optional[str] = typer.Option(None, "--select", help="Keep the probed step this rule picks, e.g. 'min sarr subject to forget_asr<=0.05' (needs eval_every)."),
+    early_stop: Optional[int] = typer.Option(None, "--early-stop", help="With --select: stop after this many probes without a better step."),
     refusals: Optional[Path] = typer.Option(None, "--refusals", help='PO refusal targets: a JSON file {"idk": [...]} (the released prompt.json shape).'),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
@@ -157,7 +159,7 @@ def unlearn_cmd(
     _positive("--max-steps", max_steps)
     _positive("--lr", lr)
     overrides = [parse_override(s) for s in settings]
-    flags = {"max_steps": max_steps, "seed": seed}
+    flags = {"max_steps": max_steps, "seed": seed, "select": select, "early_stop": early_stop}
     flags = {k: v for k, v in flags.items() if v is not None}
     if lr is not None:
         flags["optim"] = {"lr": lr}

@@ -12,7 +12,7 @@ from safeeraser.models.codec import Codec
 from safeeraser.models.loading import attach_adapter, load_model
 from safeeraser.report.plots import plot_run
 from safeeraser.unlearn.config import resolve_config
-from safeeraser.unlearn.methods import METHOD_NAMES, Forward
+from safeeraser.unlearn.methods import ALL_METHOD_NAMES, BASE_METHODS, Forward
 from safeeraser.unlearn.trainer import unlearn
 
 from tests.conftest import run_cli
@@ -34,7 +34,7 @@ def view_nll(model_dir, data, view, adapter=None, n=48) -> float:
         return Forward(loaded.model).nll(batch).item()
 
 
-@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("method", ALL_METHOD_NAMES)
 def test_every_method_runs_and_writes_a_run_folder(method, tiny_model, demo_data, tmp_path):
     result = unlearn(str(tiny_model), demo_data, method, tmp_path / "run", config(max_steps=2), progress=False, on_finish=plot_run)
     run = tmp_path / "run"
@@ -43,10 +43,11 @@ def test_every_method_runs_and_writes_a_run_folder(method, tiny_model, demo_data
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
-    if method.endswith("+pd"):
-        assert "decouple_nll" in rows[0]
+    # the log holds exactly the terms the method declares (+ the decouple term under PD)
+    declared = set(BASE_METHODS[method.removesuffix("+pd")].logs) | ({"decouple_nll"} if method.endswith("+pd") else set())
+    assert set(rows[0]) == {"step", "lr", "loss"} | declared
     assert (run / "loss.png").stat().st_size > 1000
-    assert "lora:" in (run / "config.yaml").read_text()
+    assert "lora:" in (run / "config.yaml").read_text() and "simnpo:" in (run / "config.yaml").read_text()
     assert json.loads((run / "run.json").read_text())["method"] == method
 
 

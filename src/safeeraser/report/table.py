@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from safeeraser.judge import JUDGES, VERDICTS
 from safeeraser.metrics.evaluate import METRIC_KEYS
-from safeeraser.unlearn.methods import METHOD_NAMES, PD_SUFFIX, VANILLA
+from safeeraser.unlearn.methods import ALL_METHOD_NAMES, PD_SUFFIX, VANILLA
 
-# The paper's method order (METHOD_NAMES declares the methods in it); anything else follows in name order.
-METHOD_ORDER = (VANILLA, *METHOD_NAMES)
+# The paper's method order, then the added methods as the registry declares them; anything else follows in name order.
+METHOD_ORDER = (VANILLA, *ALL_METHOD_NAMES)
 
 
 @dataclass(frozen=True)

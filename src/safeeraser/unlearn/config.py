@@ -1,6 +1,8 @@
 """Unlearning configuration: published defaults, then a YAML file, then command-line overrides.
 
-Every default lives in ``configs/default.yaml``; the schema here only types and bounds them.
+Every default lives in ``configs/default.yaml``; the schema here only types and bounds them —
+except each method's own section ``method.<name>``, whose schema and defaults the method's module
+declares (``unlearn/methods/``), so that a method is one module.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from safeeraser.errors import UserError, field_problem
 
@@ -36,14 +38,48 @@ class OptimSettings(_Strict):
     grad_clip: float | None = Field(gt=0)
 
 
-class MethodSettings(_Strict):
+# Flat keys of earlier releases, each now a method's own setting: still read (in files, --set and
+# old runs' config.yaml) and still readable as attributes.
+LEGACY_METHOD_KEYS = {
+    "npo_beta": ("npo", "beta"),
+    "kl_direction": ("kl", "direction"),
+    "kl_positions": ("kl", "positions"),
+    "po_batch": ("po", "batch"),
+}
+
+
+class _CommonMethodSettings(_Strict):
+    """What every method shares; each method's own section is added from the registry below."""
+
     pd_weight: float | None = Field(ge=0)
     pd_retain_weight: float | None = Field(ge=0)
-    npo_beta: float = Field(gt=0)
     forget_nll_bound: float | None = Field(gt=0)
-    kl_direction: Literal["forward", "reverse"]
-    kl_positions: Literal["sequence", "answer"]
-    po_batch: Literal["joined", "separate"]
+
+    @property
+    def npo_beta(self) -> float:
+        return self.npo.beta
+
+    @property
+    def kl_direction(self) -> str:
+        return self.kl.direction
+
+    @property
+    def kl_positions(self) -> str:
+        return self.kl.positions
+
+    @property
+    def po_batch(self) -> str:
+        return self.po.batch
+
+
+def _method_settings() -> type[BaseModel]:
+    from safeeraser.unlearn.methods import BASE_METHODS
+
+    sections = {name: (m.settings, Field(default_factory=m.settings)) for name, m in BASE_METHODS.items() if m.settings is not None}
+    return create_model("MethodSettings", __base__=_CommonMethodSettings, **sections)
+
+
+MethodSettings = _method_settings()
 
 
 class UnlearnConfig(_Strict):
@@ -57,11 +93,13 @@ class UnlearnConfig(_Strict):
     batch_size: int = Field(gt=0)
     grad_accum: int = Field(gt=0)
     max_answer_tokens: int = Field(gt=0)
-    method: MethodSettings
+    method: MethodSettings  # type: ignore[valid-type]
     checkpoint_every: int = Field(ge=0)
     eval_every: int = Field(ge=0)
     eval_samples: int = Field(gt=0)
     log_every: int = Field(gt=0)
+    select: str | None
+    early_stop: int = Field(ge=0)
 
 
 def packaged_config(name: str) -> dict:
@@ -127,6 +165,7 @@ def resolve_config(
     if file is not None:
         layers.append((read_yaml(file), str(file)))
     layers += [(override, "command line") for override in overrides or []]
+    layers = [(_nest_legacy_keys(layer), where) for layer, where in layers]
     data: dict = {}
     for layer, _ in layers:
         data = _merge(data, layer)
@@ -136,6 +175,23 @@ def resolve_config(
         bad = field_problem(e)
         origin = next((where for layer, where in reversed(layers) if _sets(layer, bad.loc)), "config")
         raise UserError(f"{origin}: '{bad.field}': {bad.problem}{bad.more}") from None
+
+
+def _nest_legacy_keys(layer: dict) -> dict:
+    """A layer with ``method.npo_beta`` and kin moved to ``method.npo.beta`` (the same setting).
+
+    Done layer by layer, before merging, so that a later layer wins whichever spelling each uses.
+    """
+    method = layer.get("method")
+    if not isinstance(method, dict) or not any(key in method for key in LEGACY_METHOD_KEYS):
+        return layer
+    method = dict(method)
+    for key, (section, name) in LEGACY_METHOD_KEYS.items():
+        if key in method:
+            value = method.pop(key)
+            nested = method.get(section)
+            method[section] = {**(nested if isinstance(nested, dict) else {}), name: value}
+    return {**layer, "method": method}
 
 
 def _sets(layer: dict, loc: tuple) -> bool:

@@ -37,9 +37,11 @@ from safeeraser.models.loading import load_model
 from safeeraser.unlearn.config import UnlearnConfig, dump_config
 from safeeraser.unlearn.launch import lone_cpu_launch
 from safeeraser.unlearn.methods import Forward, canonical_name, get_method
-from safeeraser.unlearn.methods.base import batch_views
+from safeeraser.unlearn.methods.base import batch_views, is_paired
 
 CHECKPOINT = "checkpoint"
+KEPT = "kept"  # under select: the adapter of the best probed step so far (becomes adapter/ at the end)
+SELECTION = "selection.json"  # under select: the kept step and why
 ALREADY_COMPLETE = "already complete"  # RunResult.stopped of a --resume of a finished run
 
 
@@ -211,6 +213,15 @@ class UnlearnRun:
         from tqdm.auto import tqdm
 
         self.method = get_method(self.name, self.config.method)
+        self.rule = None
+        if self.config.select or self.config.early_stop:
+            from safeeraser.unlearn.selection import parse_rule
+
+            if not self.config.select:
+                raise UserError("early_stop needs a selection rule: pass --select RULE (e.g. 'min sarr subject to forget_asr<=0.05')")
+            if not self.config.eval_every:
+                raise UserError("--select reads the dynamics probe: set eval_every (e.g. --set eval_every=25)")
+            self.rule = parse_rule(self.config.select, self.method.logs)
         self.refusals = read_refusals(Path(self.config.refusals)) if self.config.refusals else REFUSALS
         # cpu=True lets a multi-process launch without GPUs (torchrun, accelerate --multi_gpu) use gloo
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -257,7 +268,7 @@ class UnlearnRun:
         # it once per process.
         self.scheduler = _schedule(optimizer, config.optim.schedule, round(config.optim.warmup_ratio * self.total), self.total)
         self.wrapped, self.optimizer = self.accelerator.prepare(self.peft_model, optimizer)
-        self.forward = Forward(self.wrapped, self.peft_model)
+        self.forward = Forward(self.wrapped, self.peft_model, family=self.loaded.family)
 
     def restore(self) -> None:
         """Under --resume, the checkpoint's state; the log cut back to the step it continues from."""
@@ -268,8 +279,10 @@ class UnlearnRun:
             _trim_log(self.out / RUN_LOG, self.start_step)  # drop what an interrupted attempt logged past the checkpoint
 
     def open(self) -> None:
-        """The dynamics probe (main process only) and the run folder with its config.yaml."""
+        """The dynamics probe (main process only), the selection rule, and the run folder with its config.yaml."""
         self.probe = None
+        self.rows: list[dict] = read_jsonl(self.out / RUN_LOG) if self.main and self.rule and self.start_step else []
+        self.select_from = self.kept_before() if self.main and self.rule else 0
         if self.config.eval_every and self.main:
             from safeeraser.unlearn.dynamics import DynamicsProbe
 
@@ -308,6 +321,9 @@ class UnlearnRun:
                     row["eval"] = self.probe(self.peft_model)
                 if main and ((step + 1) % config.log_every == 0 or "eval" in row or step + 1 == total):
                     log.append(row)
+                if self.rule is not None and self.probed(step + 1, row):
+                    step += 1
+                    break
                 bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
                 bound = config.method.forget_nll_bound
                 if bound is not None and terms.get("forget_nll", 0.0) > bound:
@@ -327,6 +343,51 @@ class UnlearnRun:
         if self.stopped and main:
             bar.write(f"stopped early: {self.stopped}")
 
+    def probed(self, done: int, row: dict) -> bool:
+        """Under --select, after a probe: keep the adapter if this step is the best so far; whether
+        --early-stop ends training now (decided on the main process, which alone probes, and shared)."""
+        from safeeraser.unlearn.selection import select, stale_probes
+
+        if done % self.config.eval_every and done != self.total:
+            return False
+        stop = False
+        if self.main:
+            self.rows.append(row)
+            rows = [r for r in self.rows if r["step"] > self.select_from]
+            if select(self.rule, rows)["step"] == done:
+                with atomic_dir(self.out / KEPT) as tmp:
+                    self.peft_model.save_pretrained(tmp, safe_serialization=True)
+                    atomic_write_json(tmp / "step.json", {"step": done})
+            patience = self.config.early_stop
+            stop = bool(patience) and stale_probes(self.rule, rows) >= patience and done < self.total
+            if stop:
+                self.stopped = f"early stop: {patience} probes without a better step under '{self.rule.text}' (step {done})"
+        if self.accelerator.num_processes > 1 and self.config.early_stop:
+            flag = torch.tensor([float(stop)], device=self.accelerator.device)
+            stop = self.accelerator.reduce(flag, "sum").item() > 0
+            if stop and not self.main:
+                self.stopped = "early stop (decided on the main process)"
+        return stop
+
+    def kept_before(self) -> int:
+        """On --resume under --select: the step after which candidates count.
+
+        The kept adapter of an interrupted attempt is used if it is still the log's best step up to
+        the checkpoint; otherwise (it was lost or is from past the checkpoint) only steps probed
+        after resuming are candidates, and selection.json says so.
+        """
+        from safeeraser.unlearn.selection import select
+
+        if not self.start_step:
+            return 0
+        try:
+            kept = json.loads((self.out / KEPT / "step.json").read_text())["step"]
+        except (OSError, ValueError, KeyError):
+            kept = None
+        if kept is not None and select(self.rule, self.rows)["step"] == kept:
+            return 0
+        return self.start_step
+
     def step(self, step: int) -> dict:
         """grad_accum micro-batches of every view, one AdamW step. Returns the mean of each loss term.
 
@@ -339,7 +400,7 @@ class UnlearnRun:
         for micro in range(config.grad_accum):
             m = step * config.grad_accum + micro
             for i, (name, term) in enumerate(self.method.terms.items()):
-                items = [self.views[v].item(j, self.plans[v].epoch(m)) for v in batch_views(name) for j in self.plans[v].indices(m)]
+                items = [self.views[v].item(j, plan.epoch(m)) for v, plan in self.sources(name) for j in plan.indices(m)]
                 batch = self.codec.collate_train(items)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 sync = micro == config.grad_accum - 1 and i == last
@@ -362,6 +423,14 @@ class UnlearnRun:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return sums
+
+    def sources(self, batch: str) -> list[tuple[str, BatchPlan]]:
+        """Each view of a named batch with the plan that picks its examples: its own, or for a
+        paired batch ("refusal&forget") the first view's, so that row i of each view is one prompt."""
+        views = batch_views(batch)
+        if is_paired(batch):
+            return [(v, self.plans[views[0]]) for v in views]
+        return [(v, self.plans[v]) for v in views]
 
     def save_checkpoint(self, step: int) -> None:
         """Adapter weights, optimizer and scheduler state, RNG state: everything needed to resume."""
@@ -422,6 +491,7 @@ class UnlearnRun:
         out = self.out
         with atomic_dir(out / "adapter") as tmp:
             self.peft_model.save_pretrained(tmp, safe_serialization=True)
+        selection = self.keep_selected() if self.rule is not None else None
         summary = {
             "method": self.name,
             "model": str(self.model_name),
@@ -434,6 +504,8 @@ class UnlearnRun:
             "config_hash": config_hash(self.config.model_dump()),
             "environment": manifest(),
         }
+        if selection is not None:
+            summary["selected"] = {"step": selection["step"], "rule": selection["rule"], "why": selection["why"]}
         if self.on_finish is not None:
             self.on_finish(out, self.name)
         if self.merge:
@@ -445,6 +517,32 @@ class UnlearnRun:
         atomic_write_json(out / RUN_SUMMARY, summary)
         if (out / CHECKPOINT).exists():
             shutil.rmtree(out / CHECKPOINT)
+
+
+    def keep_selected(self) -> dict:
+        """adapter/ becomes the kept step's adapter (the last one moves to adapter-last/); selection.json says which and why."""
+        from safeeraser.unlearn.selection import select
+
+        out = self.out
+        rows = [r for r in read_jsonl(out / RUN_LOG) if r.get("step", 0) > self.select_from]
+        selection = select(self.rule, rows)
+        selection["candidates_after_step"] = self.select_from
+        if self.select_from:
+            selection["why"] += f" (candidates: steps probed after resuming at step {self.select_from}; the earlier kept adapter was lost)"
+        kept = out / KEPT
+        if selection["met"] and selection["step"] != self.steps and (kept / "step.json").exists():
+            if (out / "adapter-last").exists():
+                shutil.rmtree(out / "adapter-last")
+            (out / "adapter").rename(out / "adapter-last")
+            (kept / "step.json").unlink()
+            kept.rename(out / "adapter")
+        else:
+            selection["step"] = self.steps if not selection["met"] else selection["step"]
+        if kept.exists():
+            shutil.rmtree(kept)
+        selection["adapter"] = "adapter"
+        atomic_write_json(out / SELECTION, selection)
+        return selection
 
 
 def _adapter_state(peft_model) -> dict:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
 from safeeraser.unlearn import losses
 
@@ -26,10 +27,12 @@ class Forward:
     The reference is the same weights with the LoRA adapter switched off — never a second copy.
     """
 
-    def __init__(self, model: torch.nn.Module, peft_model=None):
+    def __init__(self, model: torch.nn.Module, peft_model=None, family=None):
         self.model = model  # possibly wrapped for distributed training
         self.peft_model = peft_model if peft_model is not None else model
+        self.family = family  # the model family (models.registry), for per-family defaults such as RMU's layer
         self._adapter_layers: list | None = None  # found on first use
+        self._decoder_layers: torch.nn.ModuleList | None = None
 
     @staticmethod
     def inputs(batch: dict) -> dict:
@@ -45,6 +48,42 @@ class Forward:
     def reference_logits(self, batch: dict) -> torch.Tensor:
         with self._reference():
             return self.peft_model(**self.inputs(batch)).logits
+
+    def hidden(self, batch: dict, layer: int, reference: bool = False) -> torch.Tensor:
+        """The output (B, T, D) of the language model's decoder layer ``layer`` (0-based), read by a
+        forward hook; ``reference``: of the original model (adapter off, no gradient)."""
+        layers = self.decoder_layers()
+        if not 0 <= layer < len(layers):
+            from safeeraser.errors import UserError
+
+            raise UserError(f"layer {layer}: the language model has decoder layers 0-{len(layers) - 1}")
+        seen: list[torch.Tensor] = []
+
+        def keep(module, args, output):
+            seen.append(output[0] if isinstance(output, tuple) else output)
+
+        handle = layers[layer].register_forward_hook(keep)
+        try:
+            if reference:
+                with torch.no_grad(), self._reference():
+                    self.peft_model(**self.inputs(batch))
+            else:
+                self.model(**self.inputs(batch))
+        finally:
+            handle.remove()
+        return seen[0]
+
+    def decoder_layers(self) -> torch.nn.ModuleList:
+        """The language model's stack of decoder layers: the longest ``layers`` list outside the vision tower."""
+        if self._decoder_layers is None:
+            stacks = [
+                m for name, m in self.peft_model.named_modules()
+                if isinstance(m, torch.nn.ModuleList) and name.endswith("layers") and "vision" not in name and "visual" not in name
+            ]
+            if not stacks:
+                raise ValueError("no decoder layers found in the model")
+            self._decoder_layers = max(stacks, key=len)
+        return self._decoder_layers
 
     def _reference(self):
         """A context (no-grad passes only) in which the model is the original: adapter layers off."""
@@ -110,9 +149,18 @@ Term = Callable[[Forward, dict, Any], Terms]  # (forward, one batch, method sett
 # that a single token mean runs over both (as the released PO loss does).
 JOIN = "+"
 
+# A batch name may also pair views: "refusal&forget" draws the same examples (same indices) of
+# both views, rows of the first view then rows of the second, for losses that compare two answers
+# to one prompt (DPO). The views must be aligned, as refusal and forget are.
+PAIR = "&"
+
+
+def is_paired(batch: str) -> bool:
+    return PAIR in batch
+
 
 def batch_views(batch: str) -> tuple[str, ...]:
-    return tuple(batch.split(JOIN))
+    return tuple(v for part in batch.split(JOIN) for v in part.split(PAIR))
 
 
 def nll_term(batch: str, weight: float = 1.0) -> Term:
@@ -125,19 +173,33 @@ def nll_term(batch: str, weight: float = 1.0) -> Term:
     return term
 
 
+class Settings(BaseModel):
+    """A method's own settings (``method.<name>.<key>``): typed, bounded, each with its default and meaning."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 @dataclass(frozen=True)
 class Method:
     """An unlearning method as declared: its loss terms, built from the method settings.
 
     ``build(settings, retain_weight)`` returns {batch name: term}; the first batch sets the epoch.
-    ``pd_weight`` is the published lambda of the Prompt-Decouple term on top of the method and
-    ``pd_retain_weight`` the retain term's weight under +PD (the released GD+PD halves it).
+    ``settings`` is the schema of its own section ``method.<name>`` (None: it has none); ``batches``
+    the named batches it trains on under default settings and ``logs`` the terms it logs besides
+    ``loss`` (what plots and selection rules may read). ``paper`` is the definition it follows.
+    ``pd_weight`` is the lambda of the Prompt-Decouple term on top of the method (published for the
+    five released methods) and ``pd_retain_weight`` the retain term's weight under +PD (the released
+    GD+PD halves it).
     """
 
     name: str
     build: Callable[[Any, float], dict[str, Term]]
     pd_weight: float
     pd_retain_weight: float = 1.0
+    settings: type[Settings] | None = None
+    batches: tuple[str, ...] = ()
+    logs: tuple[str, ...] = ()
+    paper: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,6 +209,7 @@ class Objective:
     name: str
     terms: dict[str, Term]
     pd_weight: float | None = None  # the lambda in use, for X+PD
+    logs: tuple[str, ...] = ()  # the loss terms it logs besides "loss"
 
     @property
     def views(self) -> tuple[str, ...]:

@@ -7,4 +7,7 @@ def terms(settings, retain_weight):
     return {"forget": nll_term("forget", -1.0)}
 
 
-METHOD = Method("ga", terms, pd_weight=0.5)
+METHOD = Method(
+    "ga", terms, pd_weight=0.5, batches=("forget",), logs=("forget_nll",),
+    paper="Jang et al. 2023, Knowledge Unlearning for Mitigating Privacy Risks in Language Models",
+)
