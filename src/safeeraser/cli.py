@@ -259,13 +259,15 @@ def evaluate_cmd(
     kinds = set(assignment.values()) if assignment is not None else {judge}
     if not kinds <= set(JUDGES):
         raise UserError(f"unknown --judge {judge!r}: expected one of {', '.join(JUDGES)}")
-    if {"openai", "hf"} <= kinds:
-        raise UserError(f"--judge {judge}: one LLM judge kind per evaluation (openai or hf): --judge-model would name both")
+    classifiers = {"llamaguard", "wildguard", "harmbench"}
+    model_kinds = {"openai", "hf"} | classifiers
+    if len(kinds & model_kinds) > 1:
+        raise UserError(f"--judge {judge}: one model judge per evaluation ({', '.join(sorted(kinds & model_kinds))}): --judge-model would name both")
     # options that would be silently ignored are a mistake worth saying
     unused = []
-    if "openai" not in kinds:
+    if not kinds & ({"openai"} | classifiers):
         unused += [f for f, v in {"--base-url": base_url, "--api-key": api_key, "--concurrency": concurrency, "--judge-timeout": judge_timeout, "--judge-retries": judge_retries}.items() if v is not None]
-    if not kinds & {"openai", "hf"}:
+    if not kinds & model_kinds:
         unused += [f for f, v in {"--judge-model": judge_model, "--judge-protocol": judge_protocol, "--judge-prompts": judge_prompts, "--cache": cache, "--no-cache": no_cache or None}.items() if v is not None]
     if unused:
         raise UserError(f"{', '.join(unused)}: not used by --judge {judge}")
@@ -275,6 +277,7 @@ def evaluate_cmd(
     llm["cache"] = None if no_cache else (cache or default_path())
     chosen = {"model": judge_model, "base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": judge_timeout, "max_retries": judge_retries}
     options = {"openai": {k: v for k, v in chosen.items() if v is not None} | llm, "hf": {"model": judge_model} | llm}
+    options |= {name: options["openai"] for name in classifiers}  # a server with --base-url, else local
     the_judge = make_judges(judge, options)
     metrics = evaluate(data, out, the_judge, pred_train=pred_train, pred_val=pred_val, pred_general=pred_general, empty_answers=empty_answers)
     shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l", "specificity") if metrics.get(k) is not None)

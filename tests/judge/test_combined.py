@@ -129,7 +129,7 @@ def test_options_of_a_judge_not_in_the_combination_are_refused(demo_data, tmp_pa
     code, _, err = run_cli("evaluate", "--data", demo_data, "--pred-val", tmp_path / "none.json", "--judge", "unsafe=keyword", "--cache", tmp_path / "c.sqlite", "--out", tmp_path / "m.json")
     assert code == 2 and "--cache: not used by --judge unsafe=keyword" in err
     code, _, err = run_cli("evaluate", "--data", demo_data, "--pred-val", tmp_path / "none.json", "--judge", "unsafe=openai,normal=hf", "--out", tmp_path / "m.json")
-    assert code == 2 and "one LLM judge kind per evaluation" in err
+    assert code == 2 and "one model judge per evaluation (hf, openai)" in err
 
 
 def test_a_judge_named_for_a_verdict_it_does_not_give_is_refused():

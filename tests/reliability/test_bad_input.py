@@ -215,7 +215,7 @@ CASES = [
      "all_val.json: record 0: field 'unsafe_pairs[0].model_response1': missing (not a prediction file?)"),
     ("evaluate: predictions asking other questions", lambda e: e.evaluate("--pred-val", e.edit(e.pred_val, lambda rs: rs[3]["unsafe_pairs"][1].update(question="Why?"))),
      "{tmp}/pred_val.json: record 3: field 'unsafe_pairs' asks other questions than all_val.json"),
-    ("evaluate: unknown judge", lambda e: e.evaluate("--pred-val", e.pred_val, "--judge", "gpt4"), "unknown --judge 'gpt4': expected one of keyword, openai, hf"),
+    ("evaluate: unknown judge", lambda e: e.evaluate("--pred-val", e.pred_val, "--judge", "gpt4"), "unknown --judge 'gpt4': expected one of keyword, openai, hf, llamaguard, wildguard, harmbench"),
     ("evaluate: zero concurrency", lambda e: e.evaluate("--pred-val", e.pred_val, "--judge", "openai", "--concurrency", "0"), "--concurrency must be positive (got 0)"),
     ("evaluate: zero judge timeout", lambda e: e.evaluate("--pred-val", e.pred_val, "--judge", "openai", "--judge-timeout", "0"), "--judge-timeout must be positive (got 0.0)"),
     ("evaluate: an endpoint for the offline judge", lambda e: e.evaluate("--pred-val", e.pred_val, "--base-url", "http://127.0.0.1:9/v1", "--api-key", "k"),

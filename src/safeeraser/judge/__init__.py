@@ -5,11 +5,14 @@ from __future__ import annotations
 from safeeraser.errors import UserError
 from safeeraser.judge.base import VERDICTS, Judge, JudgeItem, Verdict
 
-JUDGES = ("keyword", "openai", "hf")
+JUDGES = ("keyword", "openai", "hf", "llamaguard", "wildguard", "harmbench")
+# Options only an API engine uses: a classifier given none of them (no base_url) runs locally.
+API_OPTIONS = ("base_url", "api_key", "concurrency", "timeout", "max_retries")
 
 
 def make_judge(name: str, **options) -> Judge:
-    """``keyword`` (offline default), ``openai`` (any OpenAI-compatible endpoint) or ``hf`` (local model).
+    """``keyword`` (offline default), ``openai`` (any OpenAI-compatible endpoint), ``hf`` (local model),
+    or a safety classifier: ``llamaguard``, ``wildguard``, ``harmbench`` (``judge.classifiers``).
 
     The LLM judges take ``protocol`` ("published", the default, or "strict") and ``prompts`` (a
     YAML file replacing the published templates) besides their own options.
@@ -28,7 +31,35 @@ def make_judge(name: str, **options) -> Judge:
         from safeeraser.judge.hf_judge import HFJudge
 
         return HFJudge(**options)
+    if name in ("llamaguard", "wildguard", "harmbench"):
+        return _classifier(name, options)
     raise UserError(f"unknown --judge {name!r}: expected one of {', '.join(JUDGES)}")
+
+
+def _classifier(name: str, options: dict) -> Judge:
+    """A safety classifier (``judge.classifiers``) on a local model, or on an OpenAI-compatible
+    server when ``base_url`` is given; ``model`` names it either way."""
+    from safeeraser.judge.classifiers import make_classifier
+
+    options = dict(options)
+    for unused in ("protocol", "prompts"):
+        if options.pop(unused, None) is not None:
+            raise UserError(f"the {name} judge has its own prompt format: --judge-{unused} is not used by it")
+    if not options.get("model"):
+        raise UserError(f"--judge {name} needs --judge-model: a local model folder, a cached Hugging Face id, or the name a server (--base-url) serves it under")
+    if options.get("base_url"):
+        from safeeraser.judge.openai_judge import OpenAIJudge
+
+        judge = OpenAIJudge(**options, protocol=make_classifier(name))
+    else:
+        given = [k for k in API_OPTIONS if options.get(k) is not None]
+        if given:
+            raise UserError(f"the {name} judge runs locally without --base-url: {', '.join(given)} not used")
+        from safeeraser.judge.hf_judge import HFJudge
+
+        judge = HFJudge(**{k: v for k, v in options.items() if k not in API_OPTIONS}, protocol=make_classifier(name))
+    judge.name = name  # (its identity keeps the engine as kind and the classifier as protocol)
+    return judge
 
 
 def declared_verdicts(name: str) -> tuple[str, ...]:
@@ -37,6 +68,10 @@ def declared_verdicts(name: str) -> tuple[str, ...]:
         from safeeraser.judge.keyword import KeywordJudge
 
         return KeywordJudge.verdicts
+    if name in ("llamaguard", "wildguard", "harmbench"):
+        from safeeraser.judge.classifiers import make_classifier
+
+        return make_classifier(name).verdicts
     return VERDICTS
 
 

@@ -55,8 +55,10 @@ class HFJudge:
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.protocol = make_protocol(protocol, prompts)  # first: a bad prompts file fails before a model loads
-        self.verdicts = tuple(v for v in VERDICTS if v in verdicts)
+        self.protocol = protocol if not isinstance(protocol, str) else make_protocol(protocol, prompts)  # first: a bad prompts file fails before a model loads
+        # a judge serving some verdicts asks no others; a classifier protocol gives only its own
+        self.verdicts = tuple(v for v in VERDICTS if v in verdicts and v in getattr(self.protocol, "verdicts", VERDICTS))
+        self.limits = getattr(self.protocol, "limits", LLM_LIMITS)
         self.cache = VerdictCache(cache) if cache is not None else None
         max_new_tokens = self.protocol.max_tokens if max_new_tokens is None else max_new_tokens
         if batch_size < 1 or max_new_tokens < 1:

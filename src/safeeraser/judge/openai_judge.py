@@ -93,8 +93,10 @@ class OpenAIJudge:
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         if not base_url.startswith(("http://", "https://")):
             raise UserError(f"openai judge: --base-url {base_url!r} is not an http(s) URL")
-        self.protocol = make_protocol(protocol, prompts)
-        self.verdicts = tuple(v for v in VERDICTS if v in verdicts)  # a judge serving some verdicts asks no others
+        self.protocol = protocol if not isinstance(protocol, str) else make_protocol(protocol, prompts)
+        # a judge serving some verdicts asks no others; a classifier protocol gives only its own
+        self.verdicts = tuple(v for v in VERDICTS if v in verdicts and v in getattr(self.protocol, "verdicts", VERDICTS))
+        self.limits = getattr(self.protocol, "limits", LLM_LIMITS)
         self.model = model
         self.base_url = base_url
         self.concurrency = concurrency

@@ -46,6 +46,9 @@ JUDGE_MEANING = {
     "keyword": "the offline keyword judge (refusal phrases + degenerate-text detection; any other answer to a harmful prompt counts as unsafe)",
     "openai": "an LLM judge over an OpenAI-compatible endpoint",
     "hf": "a local Hugging Face model as judge",
+    "llamaguard": "the Llama Guard safety classifier (unsafe only)",
+    "wildguard": "the WildGuard safety classifier (unsafe and refusal)",
+    "harmbench": "the HarmBench classifier (unsafe only)",
 }
 assert set(JUDGE_MEANING) == set(JUDGES)
 
