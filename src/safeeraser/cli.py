@@ -207,20 +207,45 @@ def generate_cmd(
     top_k: Optional[int] = typer.Option(None, "--top-k", help="0 switches top-k off (published: 50, Hugging Face's default)."),
     sample_single: Optional[bool] = typer.Option(None, "--sample-single/--greedy-single", help="Sample the single answers (harmless image, UnharmPairs) or answer them greedily."),
     system_prompt: Optional[bool] = typer.Option(None, "--system-prompt/--no-system-prompt", help="Open prompts with the model family's system sentence."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per generate call."),
+    batch_size: int = typer.Option(16, "--batch-size", help="hf: sequences per generate call (halved on out-of-memory)."),
     seed: int = typer.Option(0, "--seed"),
+    backend: str = typer.Option("hf", "--backend", help="hf (Hugging Face generate in this process) or openai (an OpenAI-compatible server: vLLM, SGLang, TGI; --model is the served name)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server's URL, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="openai: API key (default: $OPENAI_API_KEY, else none). Never written anywhere."),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", help="openai: requests in flight (default 32)."),
+    request_timeout: Optional[float] = typer.Option(None, "--request-timeout", help="openai: seconds to wait for one answer before retrying (default 600)."),
+    retries: Optional[int] = typer.Option(None, "--retries", help="openai: retries of a failed request (default 5)."),
+    family: Optional[str] = typer.Option(None, "--family", help="openai: the served model's family, for its system sentence (default llava, i.e. LLaVA-1.5)."),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
 ):
     """Answer every prompt of a split (batched, resumable)."""
+    from safeeraser.generate.backends import BACKENDS, OpenAIBackend
     from safeeraser.generate.predictions import generate_predictions, protocol_settings
 
     settings = protocol_settings(
         protocol, num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
         top_k=top_k, sample_single=sample_single, system_prompt=system_prompt, batch_size=batch_size, seed=seed,
     )
-    meta = generate_predictions(model, data, split, out, settings, adapter=adapter, allow_outside_root=allow_outside_root)
+    if backend not in BACKENDS:
+        raise UserError(f"unknown --backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    openai_only = {"--base-url": base_url, "--api-key": api_key, "--concurrency": concurrency, "--request-timeout": request_timeout, "--retries": retries, "--family": family}
+    engine = None
+    if backend == "hf":
+        unused = [flag for flag, value in openai_only.items() if value is not None]
+        if unused:
+            raise UserError(f"{', '.join(unused)}: not used by --backend hf")
+    else:
+        from safeeraser.models.registry import family_named
+
+        served = family_named(family or "llava")
+        settings.validate()
+        chosen = {"base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": request_timeout, "max_retries": retries}
+        system = served.system if settings.system_prompt else None
+        engine = OpenAIBackend(model, system=system, **{k: v for k, v in chosen.items() if v is not None})
+    meta = generate_predictions(model, data, split, out, settings, adapter=adapter, backend=engine, allow_outside_root=allow_outside_root)
     speed = f", {meta['prompts_per_second']:.1f} prompts/s, {meta['tokens_per_second']:.0f} tokens/s" if meta["prompts_per_second"] else ""
-    _say(f"wrote {out}: {meta['prompts']} prompts ({meta['resumed_prompts']} resumed), protocol {settings.label()}{speed}")
+    backed_off = f"; out of memory: batch size backed off to {meta['final_batch_size']}" if meta.get("oom_backoffs") else ""
+    _say(f"wrote {out}: {meta['prompts']} prompts ({meta['resumed_prompts']} resumed), protocol {settings.label()}, backend {backend}{speed}{backed_off}")
 
 
 @app.command("evaluate")

@@ -10,7 +10,9 @@ file's metadata records what was used.
 
 Finished batches are appended to ``PRED.partial.jsonl`` as they complete; a rerun of the same
 command skips them, and the final file is written atomically. Because each batch is seeded from
-its own key, a resumed run ends with exactly the output of an uninterrupted one.
+its own key, a resumed run ends with exactly the output of an uninterrupted one. The answers come
+from a backend (``generate.backends``: ``hf`` in this process, ``openai`` from a serving engine);
+the resume file records which, and a run with the other backend refuses to continue it.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from safeeraser.data.records import GENERAL_FILE, UNHARM_KEYS, Split, load_gener
 from safeeraser.environment import manifest
 from safeeraser.errors import UserError
 from safeeraser.formats import batch_key, benign_task_key, general_task_key, sd_task_key, task_key
-from safeeraser.generate.sampling import Prompt, Sampling, answer_batch
+from safeeraser.generate.backends import Backend, HFBackend, Job, OpenAIBackend
+from safeeraser.generate.sampling import Prompt, Sampling
 from safeeraser.io import JsonlLog, atomic_write_json, check_output_file, read_jsonl
-from safeeraser.models.codec import Codec
-from safeeraser.models.loading import adapter_folder, attach_adapter, load_model
+from safeeraser.models.loading import adapter_folder
 
 SPLITS = ("train", "val", "general")
 
@@ -159,6 +161,17 @@ def fill_predictions(split: Split, answers: dict[str, list[str]]) -> list[dict]:
     return out
 
 
+def samplings(settings: GenerationSettings) -> tuple[Sampling, Sampling]:
+    """How the K-answer and the single-answer prompts are decoded under ``settings``."""
+    sampled = Sampling(
+        do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
+        max_new_tokens=settings.max_new_tokens,
+    )
+    multi = replace(sampled, num_samples=settings.num_samples)
+    single = sampled if settings.sample_single else Sampling(max_new_tokens=settings.max_new_tokens)
+    return multi, single
+
+
 def generate_predictions(
     model: str,
     data: str | Path,
@@ -167,15 +180,22 @@ def generate_predictions(
     settings: GenerationSettings = GenerationSettings(),
     *,
     adapter: str | Path | None = None,
+    backend: Backend | None = None,
     progress: bool = True,
     allow_outside_root: bool = False,
 ) -> dict:
-    """Generate, resumably, and write ``out``; returns throughput and counts."""
+    """Generate, resumably, and write ``out``; returns throughput and counts.
+
+    ``backend`` defaults to Hugging Face ``generate`` on ``model`` (+ ``adapter``); with an
+    ``OpenAIBackend``, ``model`` is the name the server serves and the adapter is the server's.
+    """
     from safeeraser.progress import bar as progress_bar
 
     settings.validate()
     if split not in SPLITS:
         raise UserError(f"unknown --split {split!r}: expected one of {', '.join(SPLITS)}")
+    if adapter and isinstance(backend, OpenAIBackend):
+        raise UserError("--adapter is not used by --backend openai: the server serves the adapter (vllm serve --lora-modules NAME=RUN_DIR/adapter); pass NAME as --model")
     out = Path(out)
     data = Path(data)
     check_output_file(out)
@@ -188,6 +208,8 @@ def generate_predictions(
         check_split_images(the_split)
         tasks, source = split_tasks(the_split), the_split.path
     adapter_dir = adapter_folder(Path(adapter)) if adapter else None
+    if backend is None:
+        backend = HFBackend(model, adapter_dir, batch_size=settings.batch_size, system_prompt=settings.system_prompt)
     header = {
         "model": str(model),
         "adapter": str(adapter_dir) if adapter_dir else None,
@@ -196,48 +218,45 @@ def generate_predictions(
         "data_digest": _file_digest(source),
         "split": split,
         "generation": settings.record(),
+        "backend": backend.identity(),
     }
     partial = out.with_name(out.name + ".partial.jsonl")
     done: dict[str, list[str]] = {}
     finished_batches: set[str] = set()
     rows = read_jsonl(partial, repair=True)
     if rows:
+        began_with = (rows[0].get("header") or {}).get("backend", {}).get("kind", "hf")
+        if began_with != backend.name:
+            raise UserError(f"{partial}: begun with --backend {began_with}; one file never mixes backends: rerun with --backend {began_with}, or delete it to start over")
         if rows[0].get("header") != header:
             raise UserError(f"{partial}: left by a run with other settings, model or data; delete it to start over")
         for row in rows[1:]:
             finished_batches.add(row["batch"])
             done.update(row["answers"])
 
-    plan = batches(tasks, settings)
-    todo = [(key, chunk) for key, chunk in plan if key not in finished_batches]
-    stats = {"prompts": len(tasks), "resumed_prompts": len(tasks) - sum(len(c) for _, c in todo), "generated_tokens": 0}
+    multi, single = samplings(settings)
+    plan = backend.plan(tasks, settings)
+    todo = [
+        Job(key, [t.prompt for t in chunk], multi if chunk[0].multi else single, [t.key for t in chunk])
+        for key, chunk in plan
+        if key not in finished_batches
+    ]
+    stats = {"prompts": len(tasks), "resumed_prompts": len(tasks) - sum(len(j.prompts) for j in todo), "generated_tokens": 0}
     began = time.perf_counter()
     if todo:
-        loaded = load_model(model)
-        if adapter_dir:
-            attach_adapter(loaded, adapter_dir)
-        codec = Codec(loaded.processor, family=loaded.family, system=loaded.family.system if settings.system_prompt else None)
         log = JsonlLog(partial)
-        if not rows:
-            log.append({"header": header})
-        sampled = Sampling(
-            do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
-            max_new_tokens=settings.max_new_tokens,
-        )
-        multi = replace(sampled, num_samples=settings.num_samples)
-        single = sampled if settings.sample_single else Sampling(max_new_tokens=settings.max_new_tokens)
-        bar = progress_bar(total=len(tasks), initial=stats["resumed_prompts"], desc=f"generate {split}", unit="prompt", enabled=progress)
+        fresh = not rows  # the header goes in with the first answers: a run that fails to start leaves no file
+        bar = progress_bar(total=len(tasks), initial=stats["resumed_prompts"], desc=f"generate {split} ({backend.name})", unit="prompt", enabled=progress)
         try:
-            for key, chunk in todo:
-                got, tokens = answer_batch(
-                    loaded.model, codec, [t.prompt for t in chunk], multi if chunk[0].multi else single,
-                    seed=settings.seed, key=key,
-                )
-                answers = {t.key: a for t, a in zip(chunk, got)}
-                log.append({"batch": key, "answers": answers})
+            for job, got, tokens in backend.run(todo, settings.seed):
+                answers = dict(zip(job.task_keys, got))
+                if fresh:
+                    log.append({"header": header})
+                    fresh = False
+                log.append({"batch": job.key, "answers": answers})
                 done.update(answers)
                 stats["generated_tokens"] += tokens
-                bar.update(len(chunk))
+                bar.update(len(job.prompts))
                 elapsed = max(time.perf_counter() - began, 1e-9)
                 bar.set_postfix(tok_s=f"{stats['generated_tokens'] / elapsed:.0f}")
         finally:
@@ -256,6 +275,7 @@ def generate_predictions(
         **stats,
         "prompts_per_second": round(generated / seconds, 3) if seconds > 0 and generated else None,
         "tokens_per_second": round(stats["generated_tokens"] / seconds, 3) if seconds > 0 and generated else None,
+        **(backend.report() if todo else {}),
         "environment": manifest(),
     }
     atomic_write_json(out.with_name(out.stem + ".meta.json"), meta)

@@ -1,0 +1,315 @@
+"""Where the answers come from: one interface, two backends.
+
+A backend takes jobs (prompts with their images, how to decode them, a key that seeds them) and
+yields each job's K sampled answers per prompt as soon as it has them, in any order;
+``generate_predictions`` logs them for resume and writes the file. ``plan`` says how the tasks
+are cut into jobs, so a resume file is only ever continued by the backend that began it.
+
+- ``hf``: Hugging Face ``generate`` in this process, batched (``sampling.answer_batch``), one
+  seed per batch. When a batch runs out of device memory the batch size is halved and the batch
+  retried, down to one prompt; the final size is reported.
+- ``openai``: any OpenAI-compatible Chat Completions server that serves the model (vLLM,
+  SGLang, TGI). One request per prompt asks for its K samples at once (``n``) with the prompt's
+  own ``seed``; images travel as data URLs; requests run concurrently and are retried as the
+  judge's are (``judge.openai_judge``).
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import json
+import mimetypes
+import os
+import random
+import sys
+import threading
+from collections import OrderedDict
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+from safeeraser.errors import UserError
+from safeeraser.formats import batch_key
+from safeeraser.generate.sampling import Prompt, Sampling, batch_seed
+
+BACKENDS = ("hf", "openai")
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str  # the resume file's key for this job; it also seeds the job
+    prompts: list[Prompt]
+    sampling: Sampling
+    task_keys: list[str]
+
+
+class Backend(Protocol):
+    name: str
+
+    def identity(self) -> dict:
+        """What the resume file records and a resumed run must match."""
+
+    def plan(self, tasks: list, settings) -> list[tuple[str, list]]:
+        """The tasks cut into keyed jobs (``settings``: the run's ``GenerationSettings``)."""
+
+    def run(self, jobs: list[Job], seed: int) -> Iterator[tuple[Job, list[list[str]], int]]:
+        """Each job with its answers (K per prompt) and the number of generated tokens, as they finish."""
+
+    def report(self) -> dict:
+        """What the run's metadata adds about the backend (sizes, requests)."""
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- hf -----------------------------------------------------------------------------------
+
+
+class HFBackend:
+    """Generation in this process with Hugging Face ``generate``, backing off on out-of-memory."""
+
+    name = "hf"
+
+    def __init__(self, model: str, adapter: Path | None, *, batch_size: int, system_prompt: bool, warn: Callable[[str], None] = _stderr):
+        self.model = model
+        self.adapter = adapter
+        self.system_prompt = system_prompt
+        self.batch_size = batch_size  # sequences per generate call; halved on out-of-memory
+        self.backoffs = 0
+        self.warn = warn
+
+    def identity(self) -> dict:
+        return {"kind": "hf"}
+
+    def plan(self, tasks, settings):
+        from safeeraser.generate.predictions import batches
+
+        return batches(tasks, settings)
+
+    def run(self, jobs, seed):
+        from safeeraser.models.codec import Codec
+        from safeeraser.models.loading import attach_adapter, load_model
+
+        loaded = load_model(self.model)
+        if self.adapter:
+            attach_adapter(loaded, self.adapter)
+        codec = Codec(loaded.processor, family=loaded.family, system=loaded.family.system if self.system_prompt else None)
+        for job in jobs:
+            answers, tokens = self._answer(loaded.model, codec, job, seed)
+            yield job, answers, tokens
+
+    def _answer(self, model, codec, job: Job, seed: int) -> tuple[list[list[str]], int]:
+        """The job in one call, or, after an out-of-memory, in calls of at most ``batch_size`` sequences.
+
+        A job that fits is seeded by its key exactly as before any back-off; the smaller calls of
+        a split job by the key and their offset, so a run that backs off the same way gives the
+        same answers.
+        """
+        import torch
+
+        from safeeraser.generate.sampling import answer_batch
+
+        k = job.sampling.num_samples
+        while True:
+            per_call = max(1, self.batch_size // k)
+            try:
+                if per_call >= len(job.prompts):
+                    return answer_batch(model, codec, job.prompts, job.sampling, seed=seed, key=job.key)
+                answers, tokens = [], 0
+                for start in range(0, len(job.prompts), per_call):
+                    got, n = answer_batch(model, codec, job.prompts[start : start + per_call], job.sampling, seed=seed, key=f"{job.key}@{start}")
+                    answers.extend(got)
+                    tokens += n
+                return answers, tokens
+            except torch.OutOfMemoryError:
+                tried = min(per_call, len(job.prompts)) * k
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if min(per_call, len(job.prompts)) <= 1:
+                    raise UserError(
+                        f"out of memory generating one prompt ({k} sequences of up to {job.sampling.max_new_tokens} new tokens): "
+                        "lower --num-samples or --max-new-tokens, or use a device with more memory"
+                    ) from None
+                self.batch_size = max(1, tried // 2)
+                self.backoffs += 1
+                self.warn(f"generate: out of memory at {tried} sequences per batch; retrying with batch size {self.batch_size}")
+
+    def report(self) -> dict:
+        return {"final_batch_size": self.batch_size, "oom_backoffs": self.backoffs}
+
+
+# --- openai -------------------------------------------------------------------------------
+
+
+def request_seed(seed: int, key: str) -> int:
+    """The seed one request carries: from (run seed, job key), 31 bits so every server takes it."""
+    return batch_seed(seed, key) & 0x7FFF_FFFF
+
+
+class OpenAIBackend:
+    """Generation on an OpenAI-compatible Chat Completions server; one prompt per request."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        system: str | None = None,
+        concurrency: int = 32,
+        timeout: float = 600.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+    ):
+        import openai
+
+        if concurrency < 1:
+            raise UserError(f"--concurrency must be at least 1 (got {concurrency})")
+        if max_retries < 0:
+            raise UserError(f"--retries must be at least 0 (got {max_retries})")
+        if not timeout > 0:
+            raise UserError(f"--request-timeout must be positive (got {timeout})")
+        if not model:
+            raise UserError("--backend openai: empty --model (the name the server serves the model or adapter under)")
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        if not base_url:
+            raise UserError("--backend openai needs --base-url (e.g. http://localhost:8000/v1) or $OPENAI_BASE_URL")
+        if not base_url.startswith(("http://", "https://")):
+            raise UserError(f"--base-url {base_url!r} is not an http(s) URL")
+        # a local server usually takes any key; the official client insists on one
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.model = model
+        self.base_url = base_url
+        self.system = system
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
+        self.sent = 0
+        self.retried = 0
+        self._lock = threading.Lock()
+        self._urls: OrderedDict[Path, str] = OrderedDict()
+
+    def identity(self) -> dict:
+        return {"kind": "openai", "system": self.system}
+
+    def plan(self, tasks, settings):
+        return [(batch_key(t.multi, t.key, 1), [t]) for t in tasks]
+
+    def run(self, jobs, seed):
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
+            pending = {pool.submit(self._answer, job, seed, stop): job for job in jobs}
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = pending.pop(future)
+                    answers, tokens = future.result()
+                    yield job, answers, tokens
+        finally:
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def report(self) -> dict:
+        return {"base_url": self.base_url, "concurrency": self.concurrency, "n_requests": self.sent, "n_retries": self.retried}
+
+    def data_url(self, image: Path) -> str:
+        """The image file's bytes as a data URL (cached: each image serves several prompts)."""
+        with self._lock:
+            if image in self._urls:
+                self._urls.move_to_end(image)
+                return self._urls[image]
+        mime = mimetypes.guess_type(image.name)[0] or "image/png"
+        url = f"data:{mime};base64," + base64.b64encode(Path(image).read_bytes()).decode("ascii")
+        with self._lock:
+            self._urls[image] = url
+            if len(self._urls) > 256:
+                self._urls.popitem(last=False)
+        return url
+
+    def request(self, prompt: Prompt, sampling: Sampling, seed: int) -> dict:
+        """The Chat Completions body for one prompt: its K samples, its seed, the protocol's decoding."""
+        user = [{"type": "image_url", "image_url": {"url": self.data_url(prompt.image)}}, {"type": "text", "text": prompt.question}]
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [{"role": "user", "content": user}]
+        body = {"model": self.model, "messages": messages, "n": sampling.num_samples, "max_tokens": sampling.max_new_tokens, "seed": seed}
+        extra = {}
+        if sampling.do_sample:
+            body.update(temperature=sampling.temperature, top_p=sampling.top_p)
+            if sampling.top_k > 0:
+                extra["top_k"] = sampling.top_k  # not in OpenAI's API; vLLM, SGLang and TGI read it
+        else:
+            body.update(temperature=0.0)
+        return {**body, "extra_body": extra} if extra else body
+
+    def _answer(self, job: Job, seed: int, stop: threading.Event) -> tuple[list[list[str]], int]:
+        from safeeraser.judge.openai_judge import _Transient
+
+        (prompt,) = job.prompts
+        body = self.request(prompt, job.sampling, request_seed(seed, job.key))
+        for attempt in range(self.max_retries + 1):
+            if stop.is_set():
+                raise UserError("stopped")
+            with self._lock:
+                self.sent += 1
+                self.retried += int(attempt > 0)
+            try:
+                texts, tokens = self._send(body, job)
+                return [texts], tokens
+            except _Transient as e:
+                failure = e
+            if attempt < self.max_retries and stop.wait(self._wait(attempt, failure.after)):
+                raise UserError("stopped")
+        raise UserError(f"--backend openai: no answer from {self.base_url} for {job.task_keys[0]} after {self.max_retries + 1} tries: {failure}")
+
+    def _wait(self, attempt: int, after: float | None) -> float:
+        from safeeraser.judge.openai_judge import MAX_WAIT
+
+        if after is not None:
+            return min(after, MAX_WAIT)
+        return min(MAX_WAIT, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+
+    def _send(self, body: dict, job: Job) -> tuple[list[str], int]:
+        import openai
+
+        from safeeraser.judge.openai_judge import FATAL_STATUS, RETRY_STATUS, _retry_after, _Transient
+
+        try:
+            raw = self.client.chat.completions.with_raw_response.create(**body)
+        except openai.APIStatusError as e:
+            status = e.status_code
+            if status in RETRY_STATUS or status >= 500:
+                raise _Transient(f"HTTP {status}", _retry_after(e.response.headers.get("retry-after"))) from None
+            hint = FATAL_STATUS.get(status, " ".join(str(e.message).split())[:200])
+            raise UserError(f"--backend openai: {self.base_url} answered HTTP {status} for {job.task_keys[0]}: {hint}") from None
+        except openai.APITimeoutError:
+            raise _Transient(f"no answer within {self.timeout:g}s") from None
+        except openai.APIConnectionError as e:
+            raise _Transient(f"connection failed: {e.__cause__ or e}") from None
+        return _samples(raw.text, body["n"], f"{self.base_url}, {job.task_keys[0]}")
+
+
+def _samples(text: str, n: int, where: str) -> tuple[list[str], int]:
+    """The ``n`` answers of a Chat Completions body in ``index`` order, and its completion tokens."""
+    from safeeraser.judge.openai_judge import _Transient
+
+    try:
+        body = json.loads(text)
+        choices = sorted(body["choices"], key=lambda c: c.get("index", 0))
+        texts = [c["message"]["content"] or "" for c in choices]
+    except (json.JSONDecodeError, LookupError, TypeError, AttributeError):
+        raise _Transient(f"unreadable response body: {' '.join(text.split())[:80]!r}") from None
+    if not all(isinstance(t, str) for t in texts):
+        raise _Transient("unreadable response body: message content is not text")
+    if len(texts) != n:
+        raise UserError(f"--backend openai: {where}: asked for n={n} answers, got {len(texts)} (a server that ignores n cannot run this protocol)")
+    usage = body.get("usage") or {}
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return [t.strip() for t in texts], int(tokens) if isinstance(tokens, int) else 0
