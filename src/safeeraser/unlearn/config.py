@@ -100,6 +100,7 @@ class UnlearnConfig(_Strict):
     log_every: int = Field(gt=0)
     select: str | None
     early_stop: int = Field(ge=0)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (memory for time)
 
 
 def packaged_config(name: str) -> dict:

@@ -115,6 +115,25 @@ def _lora(model, family, config: UnlearnConfig):
         raise UserError(f"LoRA target {lora.target_modules!r} matches no module of this model ({e})") from None
 
 
+def _checkpoint_activations(model) -> None:
+    """Gradient checkpointing that works with LoRA.
+
+    The embeddings are frozen under LoRA, so the hidden states entering the first checkpointed
+    block do not require grad; reentrant checkpointing then returns outputs without a graph and
+    the adapter silently stops learning. Non-reentrant checkpointing, with the embeddings'
+    output made to require grad as well, keeps every adapter gradient. (transformers 5 does the
+    latter itself when checkpointing is switched on; the call is kept for models and versions
+    that do not.)
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise UserError(f"gradient_checkpointing: {type(model).__name__} does not support it")
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the older name warns there
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+
+
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
@@ -261,6 +280,8 @@ class UnlearnRun:
         """LoRA on the language model, AdamW over its trainable weights and the learning-rate schedule."""
         config = self.config
         self.peft_model = _lora(self.loaded.model, self.loaded.family, config)
+        if config.gradient_checkpointing:
+            _checkpoint_activations(self.loaded.model)
         self.peft_model.train()
         self.trainable = [p for p in self.peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
