@@ -222,3 +222,25 @@ def test_an_unreachable_server_stops_after_the_retries(small_demo, tmp_path):
     with pytest.raises(UserError, match="no answer from .* after 2 tries: connection failed"):
         generate_predictions("m", small_demo, "val", tmp_path / "p.json", SETTINGS, backend=backend(f"http://127.0.0.1:{port}/v1", max_retries=1), progress=False)
     assert not (tmp_path / "p.json.partial.jsonl").exists()
+
+
+def test_general_split_and_greedy_single_answers(server, small_demo, tmp_path):
+    """General VQA through the server; the fast protocol asks single answers greedily (temperature 0, no top-k)."""
+    endpoint, url = server(handler=generation_handler)
+    out = tmp_path / "pred_general.json"
+    code, _, err = run_cli(
+        "generate", "--backend", "openai", "--model", "unlearned", "--base-url", url, "--data", small_demo, "--split", "general",
+        "--out", out, "--protocol", "fast",
+    )
+    assert code == 0, err
+    rows = json.loads(out.read_text())
+    items = json.loads((small_demo / "general_vqa.json").read_text())
+    assert len(rows) == len(items) == len(endpoint.requests)
+    assert all(r["prediction"].startswith("The picture shows") and r["question"] == i["question"] for r, i in zip(rows, items))
+    for request in endpoint.requests:
+        body = request["body"]
+        assert (body["n"], body["temperature"], body["max_tokens"]) == (1, 0.0, 128)
+        assert "top_k" not in body and "top_p" not in body
+        assert body["messages"][0]["role"] == "user"  # the fast protocol has no system sentence
+    code, _, err = run_cli("evaluate", "--data", small_demo, "--pred-general", out, "--out", tmp_path / "metrics.json")
+    assert code == 0, err
