@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,13 +40,33 @@ SHOWN = (("asr_efficacy", "ASR eff. ↓"), ("rr_efficacy", "RR eff. ↑"), ("asr
 REGENERATE = "python scripts/regenerate_readme.py"
 
 
-def run_demo(out: str, seed: int) -> tuple[list[dict], float]:
-    """The README's demo command at one seed (a finished run in ``out`` is reused); its rows and seconds."""
-    began = time.perf_counter()
+@dataclass
+class Timing:
+    """Wall seconds of one demo run, its CPU seconds, and the machine's load when it ended.
+
+    Wall time depends on what else runs: the CPU seconds and the load say whether it ran alone.
+    """
+
+    wall: float
+    cpu: float
+    load: float
+
+    def describe(self) -> str:
+        return f"{self.wall / 60:.1f} min wall, {self.cpu / 60:.1f} CPU-min, load average {self.load:.1f} at the end"
+
+
+def run_demo(out: str, seed: int) -> tuple[list[dict], Timing]:
+    """The README's demo command at one seed (a finished run in ``out`` is reused); its rows and timing."""
+    began, cpu_began = time.perf_counter(), _children_cpu()
     env = {**os.environ, "TQDM_DISABLE": "1"}
     subprocess.run([sys.executable, "-m", "safeeraser", "demo", "--out", out, "--seed", str(seed)], cwd=ROOT, env=env, check=True)
     rows = json.loads((ROOT / out / "results.json").read_text(encoding="utf-8"))
-    return rows, time.perf_counter() - began
+    return rows, Timing(time.perf_counter() - began, _children_cpu() - cpu_began, os.getloadavg()[0])
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def pct(value) -> str:
@@ -106,29 +128,29 @@ def replace_block(text: str, markers: tuple[str, str], body: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
-def environment_note(env: dict, seconds: float) -> str:
+def environment_note(env: dict, timing: Timing) -> str:
     cpu = env.get("cpu") or {}
     packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v)
     return (
         f"Measured on {cpu.get('model')} ({cpu.get('isa')}), {env.get('threads')} threads, Python {env.get('python')}, "
-        f"{packages}; seed 0 took {seconds / 60:.1f} min. Regenerate with `{REGENERATE}`."
+        f"{packages}; seed 0 took {timing.describe()}. Regenerate with `{REGENERATE}`."
     )
 
 
 def regenerate(seeds: tuple[int, ...]) -> None:
     from safeeraser.environment import manifest, numeric_identity
 
-    by_seed, seconds = {}, {}
+    by_seed, timings = {}, {}
     for seed in seeds:
         out = OUT if seed == 0 else f"{OUT}-seed{seed}"
-        by_seed[seed], seconds[seed] = run_demo(out, seed)
-        print(f"seed {seed}: {seconds[seed] / 60:.1f} min", file=sys.stderr)
+        by_seed[seed], timings[seed] = run_demo(out, seed)
+        print(f"seed {seed}: {timings[seed].describe()}", file=sys.stderr)
     env = manifest()
     KEPT.mkdir(parents=True, exist_ok=True)
     (KEPT / "results.json").write_bytes((ROOT / OUT / "results.json").read_bytes())
     (KEPT / "environment.json").write_text(json.dumps(numeric_identity(env), indent=1) + "\n", encoding="utf-8")
     text = README.read_text(encoding="utf-8")
-    text = replace_block(text, TABLE, seed_table(by_seed[0]) + "\n\n" + environment_note(env, seconds[0]))
+    text = replace_block(text, TABLE, seed_table(by_seed[0]) + "\n\n" + environment_note(env, timings[0]))
     if len(by_seed) > 1:
         text = replace_block(text, SEEDS_BLOCK, across_seeds(by_seed))
     README.write_text(text, encoding="utf-8")
@@ -141,14 +163,14 @@ def check() -> int:
     if not (KEPT / "results.json").is_file():
         print(f"error: {KEPT / 'results.json'} is missing: generate it with {REGENERATE}", file=sys.stderr)
         return 1
-    rows, seconds = run_demo(OUT, 0)
+    rows, timing = run_demo(OUT, 0)
     fresh = (ROOT / OUT / "results.json").read_bytes()
     kept = (KEPT / "results.json").read_bytes()
     readme = README.read_text(encoding="utf-8")
     in_readme = seed_table(json.loads(kept)) in readme
     recorded = json.loads((KEPT / "environment.json").read_text(encoding="utf-8"))
     here = numeric_identity(manifest())
-    print(f"demo (seed 0) took {seconds / 60:.1f} min", file=sys.stderr)
+    print(f"demo (seed 0) took {timing.describe()}", file=sys.stderr)
     if fresh == kept and in_readme:
         print("README demo table: reproduced byte for byte", file=sys.stderr)
         return 0

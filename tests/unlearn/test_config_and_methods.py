@@ -25,7 +25,7 @@ def test_file_then_flags_override(tmp_path):
 
 def test_demo_preset():
     c = resolve_config(preset="demo")
-    assert c.lora.r == 8 and c.max_steps == 150 and c.optim.lr == 3e-3
+    assert c.lora.r == 8 and c.max_steps == 100 and c.optim.lr == 3e-3
 
 
 @pytest.mark.parametrize("text,message", [
