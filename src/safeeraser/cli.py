@@ -125,7 +125,7 @@ def model_families(as_json: bool = typer.Option(False, "--json", help="Print JSO
         typer.echo(json.dumps(rows, indent=1))
         return
     for row in rows:
-        typer.echo(f"{row['family']:<16} {row['label']:<24} {row['status']:<24} {', '.join(row['hub_ids'])}")
+        typer.echo(f"{row['family']:<16} {row['label']:<24} {row['status']:<34} {', '.join(row['hub_ids'])}")
 
 
 @app.command("unlearn")

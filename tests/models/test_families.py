@@ -71,6 +71,7 @@ def test_a_registered_family_without_an_encoding_path_says_so():
 
 # family -> (its transformers class, its end-of-turn token, the projector PEFT trains)
 TINY = {
+    "qwen2_vl": ("Qwen2VLForConditionalGeneration", "<|im_end|>", "visual.merger"),
     "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "<|im_end|>", "visual.merger"),
     "gemma3": ("Gemma3ForConditionalGeneration", "<end_of_turn>", "multi_modal_projector"),
 }
@@ -147,12 +148,23 @@ def test_prompt_ids_are_what_the_family_processor_builds(loaded_tiny, demo_data)
     if isinstance(loaded.processor, PartsProcessor):
         grid = item["image"]["image_grid_thw"][0]
         assert item["input_ids"].count(codec.image_token_id) == int(grid.prod()) // 4 > 0
+        assert sum(item["mm_token_type_ids"]) == int(grid.prod()) // 4  # marks exactly the image tokens
+        # the model reads them: without them Qwen2.5-VL falls back to 1-D positions instead of
+        # M-RoPE (other logits) and Qwen2-VL refuses the batch
+        batch = codec.collate_prompts([item])
+        with torch.no_grad():
+            with_types = loaded.model(**batch).logits
+            try:
+                without = loaded.model(**{k: v for k, v in batch.items() if k != "mm_token_type_ids"}).logits
+            except ValueError:
+                without = None
+        assert without is None or not torch.allclose(with_types, without)
         return
     real = loaded.processor(text=[codec.prompt_text(example.question)], images=[open_rgb(example.image)], return_tensors="pt")
     assert item["input_ids"] == real["input_ids"][0].tolist()
     assert torch.equal(item["image"]["pixel_values"], real["pixel_values"])
-    if "token_type_ids" in real:
-        assert item["token_type_ids"] == real["token_type_ids"][0].tolist() and any(item["token_type_ids"])
+    types = loaded.family.token_types[0]
+    assert item[types] == real[types][0].tolist() and any(item[types])
 
 
 def _torchvision() -> bool:
@@ -162,7 +174,7 @@ def _torchvision() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _torchvision(), reason="the real Qwen2.5-VL processor needs torchvision")
+@pytest.mark.skipif(not _torchvision(), reason="the real Qwen processors need torchvision")
 def test_parts_path_builds_what_the_real_qwen_processor_builds(loaded_tiny, tiny, demo_data):
     """Where torchvision imports (GPU installs), the processor-from-parts path and the real
     ``Qwen2_5_VLProcessor`` give the same ids, image grid and pixels for the same prompt."""
@@ -172,7 +184,7 @@ def test_parts_path_builds_what_the_real_qwen_processor_builds(loaded_tiny, tiny
     from safeeraser.models.parts import PartsProcessor
 
     name, folder = tiny
-    if name != "qwen2_5_vl":
+    if not name.startswith("qwen"):
         pytest.skip("a Qwen check")
     family = family_named(name)
     codec = Codec(PartsProcessor.from_pretrained(folder, fallback_template=family.chat_template, image_token=family.image_token), family=family)
@@ -181,6 +193,7 @@ def test_parts_path_builds_what_the_real_qwen_processor_builds(loaded_tiny, tiny
     real = AutoProcessor.from_pretrained(folder)(text=[codec.prompt_text(example.question)], images=[open_rgb(example.image)], return_tensors="pt")
     assert item["input_ids"] == real["input_ids"][0].tolist()
     assert torch.equal(item["image"]["image_grid_thw"], real["image_grid_thw"])
+    assert item["mm_token_type_ids"] == real["mm_token_type_ids"][0].tolist()
     assert torch.allclose(item["image"]["pixel_values"], real["pixel_values"], atol=1e-5)
 
 
@@ -193,7 +206,7 @@ def test_images_of_different_sizes_train_in_one_batch(loaded_tiny, demo_data, tm
     items = [codec.encode_example(example), codec.encode_example(Example(wide, example.question + " Look.", example.answer, "forget", "k2"))]
     assert len(items[0]["input_ids"]) != len(items[1]["input_ids"])  # right padding happens
     batch = codec.collate_train(items)
-    assert set(batch) == {"input_ids", "attention_mask", "labels", *loaded.family.image_inputs, *(["token_type_ids"] if loaded.family.token_type_token else [])} - {"image_sizes"}
+    assert set(batch) == {"input_ids", "attention_mask", "labels", *loaded.family.image_inputs, loaded.family.token_types[0]} - {"image_sizes"}
     loss = loaded.model(**batch).loss
     assert torch.isfinite(loss)
 

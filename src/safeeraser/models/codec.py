@@ -58,7 +58,7 @@ class Codec:
         self.prompt_text = lru_cache(maxsize=65536)(self._prompt_text)
         self.prompt_tokens = lru_cache(maxsize=65536)(self._prompt_tokens)
         self.expanded_tokens = lru_cache(maxsize=65536)(self._expanded_tokens)
-        marked = family.token_type_token
+        self.token_types, marked = family.token_types or (None, None)
         self.token_type_id = self.tokenizer.convert_tokens_to_ids(marked) if marked else None
 
     def _prompt_text(self, question: str) -> str:
@@ -105,10 +105,11 @@ class Codec:
         return out
 
     def _token_types(self, item: dict) -> dict:
-        """Per-token type ids (1 on image tokens) for families whose model reads them (Gemma-3)."""
+        """Per-token types (1 on image tokens) for families whose model reads them: Gemma-3's
+        ``token_type_ids``, Qwen's ``mm_token_type_ids`` (without which M-RoPE is not computed)."""
         if self.token_type_id is None:
             return item
-        item["token_type_ids"] = [int(t == self.token_type_id) for t in item["input_ids"]]
+        item[self.token_types] = [int(t == self.token_type_id) for t in item["input_ids"]]
         return item
 
     def _answer_ids(self, question: str, answer: str) -> list[int]:
@@ -166,19 +167,19 @@ class Codec:
             mask[row, width - n :] = 1
         return {"input_ids": ids, "attention_mask": mask, **self._stack_images(items), **self._pad_types(items, left=True)}
 
-    @staticmethod
-    def _pad_types(items: list[dict], *, left: bool) -> dict:
-        if "token_type_ids" not in items[0]:
+    def _pad_types(self, items: list[dict], *, left: bool) -> dict:
+        key = self.token_types
+        if key is None:
             return {}
         width = max(len(it["input_ids"]) for it in items)
         types = torch.zeros((len(items), width), dtype=torch.long)
         for row, it in enumerate(items):
-            n = len(it["token_type_ids"])
+            n = len(it[key])
             if left:
-                types[row, width - n :] = torch.tensor(it["token_type_ids"])
+                types[row, width - n :] = torch.tensor(it[key])
             else:
-                types[row, :n] = torch.tensor(it["token_type_ids"])
-        return {"token_type_ids": types}
+                types[row, :n] = torch.tensor(it[key])
+        return {key: types}
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()

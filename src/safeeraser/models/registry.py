@@ -126,7 +126,9 @@ class ModelFamily:
     # Where one image is not a run of one token (Gemma-3: start, soft tokens, end, new lines): the
     # placeholder's replacement text, tokenised with the prompt as the processor does.
     expand: Callable[[object, dict], str] | None = field(default=None, repr=False)
-    token_type_token: str | None = None  # the token marked 1 in token_type_ids (models that read them)
+    # (the per-token input the model reads, the token marked 1 in it): Gemma-3's token_type_ids,
+    # the Qwen family's mm_token_type_ids, as their processors return them
+    token_types: tuple[str, str] | None = None
     status: str = REGISTERED
 
     @property
@@ -143,12 +145,13 @@ QWEN_VL = dict(
     answer_prefix="",
     needs_torchvision=True,
     image_token="<|image_pad|>",
+    token_types=("mm_token_type_ids", "<|image_pad|>"),
 )
 
 # Families known by name but without an encoding path in this version: their processors expand
 # images into several crops or tiles (InternVL, Idefics3/SmolVLM, LLaVA-OneVision), add
 # cross-attention masks (Mllama) or token-type ids (Gemma-3), which the codec does not build yet.
-UNENCODED = dict(image_tokens=None)
+UNENCODED = dict(image_tokens=None, status="registered, no encoding path yet")
 
 FAMILIES = (
     ModelFamily(
@@ -188,6 +191,7 @@ FAMILIES = (
     ),
     ModelFamily(
         name="qwen2_vl",
+        status=TESTED,
         label="Qwen2-VL",
         model_types=("qwen2_vl",),
         model_class="Qwen2VLForConditionalGeneration",
@@ -196,6 +200,7 @@ FAMILIES = (
     ),
     ModelFamily(
         name="qwen2_5_vl",
+        status=TESTED,
         label="Qwen2.5-VL",
         model_types=("qwen2_5_vl",),
         model_class="Qwen2_5_VLForConditionalGeneration",
@@ -247,6 +252,7 @@ FAMILIES = (
     ),
     ModelFamily(
         name="gemma3",
+        status=TESTED,
         label="Gemma-3",
         model_types=("gemma3",),
         model_class="Gemma3ForConditionalGeneration",
@@ -257,7 +263,7 @@ FAMILIES = (
         answer_prefix="",
         image_tokens=None,
         expand=processor_expansion,
-        token_type_token="<image_soft_token>",
+        token_types=("token_type_ids", "<image_soft_token>"),
         image_token="<start_of_image>",
     ),
     ModelFamily(

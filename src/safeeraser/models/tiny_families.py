@@ -77,25 +77,33 @@ def qwen_corpus_extra() -> list[str]:
 
 def build_qwen2_5_vl(texts: list[str], size_name: str, family: ModelFamily):
     """A Qwen2.5-VL: its window-attention vision tower and patch merger, and a Qwen2 decoder with M-RoPE."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    return _build_qwen(texts, size_name, family, version="2.5")
+
+
+def build_qwen2_vl(texts: list[str], size_name: str, family: ModelFamily):
+    """A Qwen2-VL: its vision tower (full attention, LayerNorm) and patch merger, and a Qwen2 decoder with M-RoPE."""
+    return _build_qwen(texts, size_name, family, version="2")
+
+
+def _build_qwen(texts: list[str], size_name: str, family: ModelFamily, *, version: str):
+    import transformers
 
     size = QWEN_SIZES[size_name]
     tokenizer = qwen_tokenizer(texts + qwen_corpus_extra(), size.vocab_size)
     image_processor = _qwen_image_processor(size)
     processor = PartsProcessor(tokenizer, image_processor, QWEN_VL_TEMPLATE, family.image_token)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
-    vision = dict(
-        depth=size.vision_layers,
-        hidden_size=size.vision_hidden,
-        intermediate_size=size.vision_hidden * 2,
-        num_heads=size.vision_heads,
-        patch_size=size.patch_size,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        window_size=size.patch_size * 4,
-        out_hidden_size=size.text_hidden,
-        fullatt_block_indexes=[size.vision_layers - 1],
-    )
+    vision = dict(depth=size.vision_layers, num_heads=size.vision_heads, patch_size=size.patch_size, spatial_merge_size=2, temporal_patch_size=2)
+    if version == "2.5":
+        vision.update(
+            hidden_size=size.vision_hidden,
+            intermediate_size=size.vision_hidden * 2,
+            window_size=size.patch_size * 4,
+            out_hidden_size=size.text_hidden,
+            fullatt_block_indexes=[size.vision_layers - 1],
+        )
+    else:  # Qwen2-VL: embed_dim is the tower's width, hidden_size the merger's output (the decoder's width)
+        vision.update(embed_dim=size.vision_hidden, mlp_ratio=2, hidden_size=size.text_hidden)
     text = dict(
         vocab_size=len(tokenizer),
         hidden_size=size.text_hidden,
@@ -109,7 +117,8 @@ def build_qwen2_5_vl(texts: list[str], size_name: str, family: ModelFamily):
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
     )
-    config = Qwen2_5_VLConfig(
+    prefix = "Qwen2_5_VL" if version == "2.5" else "Qwen2VL"
+    config = getattr(transformers, f"{prefix}Config")(
         text_config=text,
         vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
@@ -117,7 +126,7 @@ def build_qwen2_5_vl(texts: list[str], size_name: str, family: ModelFamily):
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config)
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     return processor, model, size
@@ -232,4 +241,4 @@ def build_gemma3(texts: list[str], size_name: str, family: ModelFamily):
     return processor, model, size
 
 
-BUILDERS = {"qwen2_5_vl": build_qwen2_5_vl, "gemma3": build_gemma3}
+BUILDERS = {"qwen2_vl": build_qwen2_vl, "qwen2_5_vl": build_qwen2_5_vl, "gemma3": build_gemma3}
