@@ -173,7 +173,7 @@ CASES = [
     ("make-tiny: --out is someone else's folder", lambda e: ["model", "make-tiny", "--data", e.demo_data, "--out", e.folder_with("mine")],
      "{tmp}/mine: folder exists and is not empty"),
     # unlearn
-    ("unlearn: unknown method", lambda e: e.unlearn("--method", "dpo"), "unknown method 'dpo': expected one of ga, ga+pd"),
+    ("unlearn: unknown method", lambda e: e.unlearn("--method", "satimp"), "unknown method 'satimp': expected one of ga, ga+pd"),
     ("unlearn: zero steps", lambda e: e.unlearn("--max-steps", "0"), "--max-steps must be positive (got 0)"),
     ("unlearn: negative learning rate", lambda e: e.unlearn("--lr", "-0.001"), "--lr must be positive (got -0.001)"),
     ("unlearn: --resume with --overwrite", lambda e: e.unlearn("--resume", "--overwrite"), "--resume and --overwrite contradict each other"),
@@ -231,7 +231,7 @@ CASES = [
     ("report: missing run folder", lambda e: ["report", e.tmp / "nope", "--out", e.tmp / "report"], "{tmp}/nope: run folder not found"),
     ("report: --out is a file", lambda e: _report(e, '{"sarr": 0.5}', e.write("file.txt", "x")), "{tmp}/file.txt: exists and is not a folder"),
     # demo
-    ("demo: unknown method", lambda e: ["demo", "--out", e.tmp / "demo", "--methods", "po,dpo"], "unknown method 'dpo'"),
+    ("demo: unknown method", lambda e: ["demo", "--out", e.tmp / "demo", "--methods", "po,satimp"], "unknown method 'satimp'"),
     ("demo: zero images per category", lambda e: ["demo", "--out", e.tmp / "demo", "--images-per-category", "0"], "--images-per-category must be at least 3 (got 0)"),
     ("demo: --fresh on a folder that is not a demo", lambda e: ["demo", "--out", e.folder_with("mine"), "--fresh"],
      "{tmp}/mine: --fresh would delete a folder that is not a demo folder"),

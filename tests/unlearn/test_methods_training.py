@@ -18,11 +18,14 @@ def run(tiny_model, demo_data, method, out, steps=20, **overrides):
 
 
 def test_simnpo_wga_and_undial_raise_the_forget_nll(tiny_model, demo_data, tmp_path):
+    # The tiny model answers its forget set at about 0.002 nats/token, where every ascent starts
+    # slowly (the gradient of -log p vanishes as p -> 1), and SimNPO and WGA also train on retain:
+    # a constant learning rate, and for WGA a higher one, let them take off within a short run.
     before = view_nll(tiny_model, demo_data, "forget")
-    for method in ("simnpo", "wga", "undial"):
-        run(tiny_model, demo_data, method, tmp_path / method)
+    for method, steps, optim in (("simnpo", 40, {}), ("wga", 30, {"lr": 1e-2}), ("undial", 20, {})):
+        run(tiny_model, demo_data, method, tmp_path / method, steps=steps, optim={"schedule": "constant", **optim})
         after = view_nll(tiny_model, demo_data, "forget", tmp_path / method)
-        assert after > before + 0.5, (method, before, after)
+        assert after > before + 1.0, (method, before, after)
 
 
 def test_dpo_and_idkdpo_widen_the_refusal_over_harmful_margin(tiny_model, demo_data, tmp_path):

@@ -132,8 +132,8 @@ def test_merge_writes_a_plain_transformers_model(tiny_model, demo_data, tmp_path
 
 def test_unlearn_cli_errors(tiny_model, demo_data, tmp_path):
     base = ["unlearn", "--model", tiny_model, "--data", demo_data, "--out", tmp_path / "r", "--preset", "demo", "--max-steps", "1"]
-    code, _, err = run_cli(*base, "--method", "dpo")
-    assert code == 2 and "unknown method 'dpo'" in err
+    code, _, err = run_cli(*base, "--method", "satimp")
+    assert code == 2 and "unknown method 'satimp'" in err
     code, _, err = run_cli("unlearn", "--model", tmp_path / "none", "--data", demo_data, "--method", "ga", "--out", tmp_path / "r")
     assert code == 2 and "model not found" in err
     code, _, err = run_cli("unlearn", "--model", tiny_model, "--data", tmp_path / "none", "--method", "ga", "--out", tmp_path / "r")
