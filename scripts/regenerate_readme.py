@@ -50,18 +50,22 @@ class Timing:
     wall: float
     cpu: float
     load: float
+    reused: bool = False  # the folder held a finished run: nothing was measured
 
     def describe(self) -> str:
+        if self.reused:
+            return "a finished run reused (not timed)"
         return f"{self.wall / 60:.1f} min wall, {self.cpu / 60:.1f} CPU-min, load average {self.load:.1f} at the end"
 
 
 def run_demo(out: str, seed: int) -> tuple[list[dict], Timing]:
     """The README's demo command at one seed (a finished run in ``out`` is reused); its rows and timing."""
+    reused = (ROOT / out / "results.json").is_file()
     began, cpu_began = time.perf_counter(), _children_cpu()
     env = {**os.environ, "TQDM_DISABLE": "1"}
     subprocess.run([sys.executable, "-m", "safeeraser", "demo", "--out", out, "--seed", str(seed)], cwd=ROOT, env=env, check=True)
     rows = json.loads((ROOT / out / "results.json").read_text(encoding="utf-8"))
-    return rows, Timing(time.perf_counter() - began, _children_cpu() - cpu_began, os.getloadavg()[0])
+    return rows, Timing(time.perf_counter() - began, _children_cpu() - cpu_began, os.getloadavg()[0], reused)
 
 
 def _children_cpu() -> float:
@@ -128,12 +132,13 @@ def replace_block(text: str, markers: tuple[str, str], body: str) -> str:
     return f"{head}{start}\n{body}\n{end}{tail}"
 
 
-def environment_note(env: dict, timing: Timing) -> str:
+def environment_note(env: dict, timings: dict[int, Timing]) -> str:
     cpu = env.get("cpu") or {}
     packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v)
     return (
         f"Measured on {cpu.get('model')} ({cpu.get('isa')}), {env.get('threads')} threads, Python {env.get('python')}, "
-        f"{packages}; seed 0 took {timing.describe()}. Regenerate with `{REGENERATE}`."
+        f"{packages}. Time per seed: " + "; ".join(f"{seed}: {t.describe()}" for seed, t in sorted(timings.items()))
+        + f". Regenerate with `{REGENERATE}`."
     )
 
 
@@ -150,7 +155,7 @@ def regenerate(seeds: tuple[int, ...]) -> None:
     (KEPT / "results.json").write_bytes((ROOT / OUT / "results.json").read_bytes())
     (KEPT / "environment.json").write_text(json.dumps(numeric_identity(env), indent=1) + "\n", encoding="utf-8")
     text = README.read_text(encoding="utf-8")
-    text = replace_block(text, TABLE, seed_table(by_seed[0]) + "\n\n" + environment_note(env, timings[0]))
+    text = replace_block(text, TABLE, seed_table(by_seed[0]) + "\n\n" + environment_note(env, timings))
     if len(by_seed) > 1:
         text = replace_block(text, SEEDS_BLOCK, across_seeds(by_seed))
     README.write_text(text, encoding="utf-8")
