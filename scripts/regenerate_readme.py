@@ -1,7 +1,8 @@
 """Regenerate the README's demo numbers from real runs, or check that a fresh run still gives them.
 
-    python scripts/regenerate_readme.py            # seeds 0-4 (about 35 min on 2 cores), rewrite the README
-    python scripts/regenerate_readme.py --check    # seed 0 only (about 7 min): fail if the README's table differs
+    python scripts/regenerate_readme.py            # seeds 0-4 (about 45 min on 2 cores), rewrite the README
+    python scripts/regenerate_readme.py --check    # seed 0 only (about 9 min): fail if the README's table differs
+    python scripts/regenerate_readme.py --from-runs DIR   # rewrite the README from finished runs in DIR (not timed)
 
 Every number in the README's "What the demo shows" section is written here, from
 ``safeeraser demo --out demo-out --seed S`` run at the locked versions (constraints.txt):
@@ -142,17 +143,30 @@ def environment_note(env: dict, timings: dict[int, Timing]) -> str:
     )
 
 
-def regenerate(seeds: tuple[int, ...]) -> None:
+def seed_folder(seed: int) -> str:
+    return OUT if seed == 0 else f"{OUT}-seed{seed}"
+
+
+def regenerate(seeds: tuple[int, ...], runs_from: Path | None = None) -> None:
+    """Run the demo at each seed (or, with ``runs_from``, read the finished runs there) and rewrite the README."""
     from safeeraser.environment import manifest, numeric_identity
 
     by_seed, timings = {}, {}
     for seed in seeds:
-        out = OUT if seed == 0 else f"{OUT}-seed{seed}"
-        by_seed[seed], timings[seed] = run_demo(out, seed)
+        if runs_from is None:
+            by_seed[seed], timings[seed] = run_demo(seed_folder(seed), seed)
+        else:
+            found = runs_from / seed_folder(seed) / "results.json"
+            if not found.is_file():
+                raise SystemExit(f"--from-runs: {found} is missing")
+            by_seed[seed], timings[seed] = json.loads(found.read_text(encoding="utf-8")), Timing(0, 0, 0, reused=True)
         print(f"seed {seed}: {timings[seed].describe()}", file=sys.stderr)
     env = manifest()
+    seed0 = (runs_from or ROOT) / OUT / "results.json"
+    if numeric_identity(env) != by_seed[0][0].get("environment"):
+        raise SystemExit(f"{seed0} was made in another environment than this one ({by_seed[0][0].get('environment')}): rerun it here")
     KEPT.mkdir(parents=True, exist_ok=True)
-    (KEPT / "results.json").write_bytes((ROOT / OUT / "results.json").read_bytes())
+    (KEPT / "results.json").write_bytes(seed0.read_bytes())
     (KEPT / "environment.json").write_text(json.dumps(numeric_identity(env), indent=1) + "\n", encoding="utf-8")
     text = README.read_text(encoding="utf-8")
     text = replace_block(text, TABLE, seed_table(by_seed[0]) + "\n\n" + environment_note(env, timings))
@@ -191,13 +205,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="run seed 0 and compare with the README instead of rewriting it")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0-4; the first must be 0)")
+    parser.add_argument("--from-runs", type=Path, help="read finished demo runs (demo-out, demo-out-seedN) under this folder instead of running them")
     args = parser.parse_args()
     if args.check:
         return check()
     seeds = tuple(int(s) for s in args.seeds.split(","))
     if seeds[0] != 0:
         raise SystemExit("--seeds: the first seed must be 0 (the README's table)")
-    regenerate(seeds)
+    regenerate(seeds, args.from_runs)
     return 0
 
 
