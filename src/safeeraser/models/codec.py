@@ -139,9 +139,11 @@ class Codec:
         })
 
     def _stack_images(self, items: list[dict]) -> dict:
-        """The family's image inputs of every item, joined along the first dimension."""
+        """The family's image inputs of every item, joined along the first dimension; tensors of
+        different trailing shapes (LLaVA-NeXT's per-image number of anyres tiles) are zero-padded
+        to the largest, as the image processor pads a batch."""
         images = [it["image"] for it in items]
-        return {k: torch.cat([im[k] for im in images]) for k in self.family.image_inputs if k in images[0]}
+        return {k: torch.cat(_padded([im[k] for im in images])) for k in self.family.image_inputs if k in images[0]}
 
     def collate_train(self, items: list[dict]) -> dict:
         """Right-padded training batch with labels."""
@@ -183,3 +185,15 @@ class Codec:
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def _padded(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    if len({t.shape[1:] for t in tensors}) <= 1:
+        return tensors
+    shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+    out = []
+    for t in tensors:
+        padded = t.new_zeros((t.shape[0], *shape))
+        padded[(slice(None), *(slice(0, n) for n in t.shape[1:]))] = t
+        out.append(padded)
+    return out

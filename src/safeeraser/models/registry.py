@@ -166,6 +166,7 @@ FAMILIES = (
     ),
     ModelFamily(
         name="llava_next",
+        status=TESTED,
         label="LLaVA-1.6 (LLaVA-NeXT)",
         model_types=("llava_next",),
         model_class="LlavaNextForConditionalGeneration",

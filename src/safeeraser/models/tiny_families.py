@@ -241,4 +241,66 @@ def build_gemma3(texts: list[str], size_name: str, family: ModelFamily):
     return processor, model, size
 
 
-BUILDERS = {"qwen2_vl": build_qwen2_vl, "qwen2_5_vl": build_qwen2_5_vl, "gemma3": build_gemma3}
+def build_llava_next(texts: list[str], size_name: str, family: ModelFamily):
+    """A LLaVA-1.6 (NeXT): the tiny LLaVA's CLIP tower, projector and Llama decoder, with anyres
+    (each image seen whole and as tiles of a grid pinpoint, plus a learned row-end embedding)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+
+    from safeeraser.models.registry import LLAVA_15_TEMPLATE
+    from safeeraser.models.tiny import SIZES, SPECIAL, corpus, train_tokenizer
+
+    try:  # the PIL backend by name where this transformers has it
+        from transformers import LlavaNextImageProcessorPil as ImageProcessor
+    except ImportError:
+        from transformers import LlavaNextImageProcessor as ImageProcessor
+    size = SIZES[size_name]
+    tokenizer = train_tokenizer(texts + ["USER: ASSISTANT:"], size.vocab_size)
+    side = size.image_size
+    pinpoints = [[side, side], [side, 2 * side], [2 * side, side]]
+    image_processor = ImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}, image_grid_pinpoints=pinpoints)
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=size.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_15_TEMPLATE,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=size.vision_hidden,
+        intermediate_size=size.vision_hidden * 4,
+        num_hidden_layers=size.vision_layers,
+        num_attention_heads=size.vision_heads,
+        image_size=side,
+        patch_size=size.patch_size,
+        projection_dim=size.vision_hidden,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=size.text_hidden,
+        intermediate_size=size.text_intermediate,
+        num_hidden_layers=size.text_layers,
+        num_attention_heads=size.text_heads,
+        num_key_value_heads=size.text_heads,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = LlavaNextConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids(SPECIAL["image"]),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        image_seq_length=(side // size.patch_size) ** 2,
+    )
+    model = LlavaNextForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return processor, model, size
+
+
+BUILDERS = {"llava_next": build_llava_next, "qwen2_vl": build_qwen2_vl, "qwen2_5_vl": build_qwen2_5_vl, "gemma3": build_gemma3}
