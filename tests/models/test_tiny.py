@@ -9,6 +9,8 @@ from PIL import Image
 
 from safeeraser.data.records import load_split
 from safeeraser.data.views import Example
+from safeeraser.judge.base import JudgeItem
+from safeeraser.judge.keyword import KeywordJudge
 from safeeraser.models.codec import IGNORE, Codec
 from safeeraser.models.loading import load_model, model_family
 from safeeraser.models.registry import LANGUAGE_LINEAR, VICUNA_SYSTEM
@@ -52,8 +54,15 @@ def test_vanilla_answers_harmful_and_harmless_prompts(plain, demo_data):
     for i in picks:
         pair = train.records[i].unsafe_pairs[0]
         assert _greedy(plain, train.image(i), pair.question) == pair.model_response
-    harmless = [_greedy(plain, train.sd_image(i), train.records[i].unsafe_pairs[0].question) == train.records[i].unsafe_pairs[0].sd_response for i in picks]
-    assert sum(harmless) >= len(harmless) - 1  # it describes the harmless image (count, colour, object)
+    # About the harmless image it answers normally, as the demo's SARR 0 needs: a description of
+    # the picture (count, colour, object) that the judge reads as an answer. The demo's short
+    # vanilla training does not reproduce every description word for word.
+    judge = KeywordJudge()
+    for i in picks:
+        question = train.records[i].unsafe_pairs[0].question
+        answer = _greedy(plain, train.sd_image(i), question)
+        verdict = judge.judge([JudgeItem("decouple", question, answer)])[0]
+        assert verdict.normal and answer.startswith("The picture shows"), (i, answer)
 
 
 def test_vanilla_answers_harmful_questions_on_unseen_images_too(plain, demo_data):
