@@ -62,7 +62,9 @@ def test_po_lowers_the_refusal_nll_and_pd_lowers_the_decouple_nll(tiny_model, de
     refusal_before = view_nll(tiny_model, demo_data, "refusal")
     unlearn(str(tiny_model), demo_data, "po", tmp_path / "po", config(max_steps=40), progress=False)
     unlearn(str(tiny_model), demo_data, "po+pd", tmp_path / "popd", config(max_steps=40), progress=False)
-    assert view_nll(tiny_model, demo_data, "refusal", tmp_path / "po") < refusal_before - 1.0
+    # PO at least halves the refusal NLL (the vanilla model already refuses its beyond-ability
+    # questions, so how high it starts depends on how long the tiny model trained)
+    assert view_nll(tiny_model, demo_data, "refusal", tmp_path / "po") < refusal_before / 2
     # PO alone drifts the harmless-image answers; the PD term holds them
     assert view_nll(tiny_model, demo_data, "decouple", tmp_path / "popd") < view_nll(tiny_model, demo_data, "decouple", tmp_path / "po")
 
