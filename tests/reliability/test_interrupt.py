@@ -20,7 +20,7 @@ from tests.reliability.conftest import Cli, error_lines, run_to_end
 pytestmark = pytest.mark.slow
 
 # Small batches, so that generation has many batches to be cut between.
-GENERATE = ["--split", "val", "--batch-size", "2", "--num-samples", "2", "--max-new-tokens", "12", "--seed", "7"]
+GENERATE = ["--split", "val", "--batch-size", "1", "--num-samples", "2", "--max-new-tokens", "12", "--seed", "7"]
 
 
 def _generate_args(model, data, out):
