@@ -88,26 +88,25 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     )
 
 
+def llava_processor_settings(size: TinySize) -> dict:
+    """What a LLaVA-1.5 / LLaVA-NeXT processor needs besides its tokenizer and image processor."""
+    return dict(patch_size=size.patch_size, vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=LLAVA_15_TEMPLATE)
+
+
 def build_processor(tokenizer, size: TinySize):
     from transformers import CLIPImageProcessor, LlavaProcessor
 
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": size.image_size}, crop_size={"height": size.image_size, "width": size.image_size}
     )
-    return LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=size.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=LLAVA_15_TEMPLATE,
-    )
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, **llava_processor_settings(size))
 
 
-def build_model(tokenizer, size: TinySize):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+def clip_vision_config(size: TinySize):
+    """The tiny CLIP vision tower (LLaVA-1.5 and LLaVA-NeXT)."""
+    from transformers import CLIPVisionConfig
 
-    vision = CLIPVisionConfig(
+    return CLIPVisionConfig(
         hidden_size=size.vision_hidden,
         intermediate_size=size.vision_hidden * 4,
         num_hidden_layers=size.vision_layers,
@@ -116,7 +115,13 @@ def build_model(tokenizer, size: TinySize):
         patch_size=size.patch_size,
         projection_dim=size.vision_hidden,
     )
-    text = LlamaConfig(
+
+
+def llama_text_config(tokenizer, size: TinySize):
+    """The tiny Llama decoder (LLaVA-1.5 and LLaVA-NeXT)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=size.text_hidden,
         intermediate_size=size.text_intermediate,
@@ -128,19 +133,30 @@ def build_model(tokenizer, size: TinySize):
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+
+
+def set_generation_ids(model, *, pad: int, eos, bos: int | None = None):
+    """The ids ``generate`` pads with, stops on (one id or a list) and starts from."""
+    model.generation_config.pad_token_id = pad
+    model.generation_config.eos_token_id = eos
+    if bos is not None:
+        model.generation_config.bos_token_id = bos
+    return model
+
+
+def build_model(tokenizer, size: TinySize):
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
     config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
+        vision_config=clip_vision_config(size),
+        text_config=llama_text_config(tokenizer, size),
         image_token_index=tokenizer.convert_tokens_to_ids(SPECIAL["image"]),
         image_seq_length=(size.image_size // size.patch_size) ** 2,
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
     )
     model = LlavaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    return model
+    return set_generation_ids(model, pad=tokenizer.pad_token_id, eos=tokenizer.eos_token_id, bos=tokenizer.bos_token_id)
 
 
 # Requests a real assistant declines for lack of ability, not for harm. Training on them gives
@@ -213,10 +229,7 @@ def make_tiny(
     if size not in SIZES:
         raise UserError(f"unknown --size {size!r}: expected one of {', '.join(SIZES)}")
     spec = SIZES[size]
-    steps = spec.steps if steps is None else steps
-    lr = spec.lr if lr is None else lr
-    if steps < 0:
-        raise UserError(f"--steps must be >= 0 (got {steps})")
+    steps, lr = _steps_and_lr(spec, steps, lr)
     refuse_foreign_folder(out, marker=MARKER)
     quiet_transformers()
     groups = vanilla_examples(Path(data), seed)
@@ -226,25 +239,7 @@ def make_tiny(
     model = build_model(tokenizer, spec)
     # Trained with LLaVA-1.5's system sentence, as the published protocol prompts it.
     codec = Codec(processor, system=VICUNA_SYSTEM)
-    start = time.perf_counter()
-    losses = train_vanilla(model, codec, groups, steps=steps, lr=lr, batch_per_view=spec.batch_per_view, seed=seed, progress=progress)
-    summary = {
-        "size": size,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "steps": steps,
-        "lr": lr,
-        "seed": seed,
-        "final_loss": losses[-1] if losses else None,
-        "loss_curve": [round(sum(losses[i : i + 25]) / len(losses[i : i + 25]), 4) for i in range(0, len(losses), 25)],
-        "train_seconds": round(time.perf_counter() - start, 1),
-        "examples": {k: len(v) for k, v in groups.items()},
-        "architecture": asdict(spec),
-    }
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        (tmp / MARKER).write_text(json.dumps(summary, indent=1) + "\n")
-    return summary
+    return _train_and_save(out, model, processor, codec, groups, {"size": size}, spec, steps=steps, lr=lr, seed=seed, progress=progress)
 
 
 def _make_tiny_family(data: Path, out: Path, *, family: str, size: str, seed: int, steps: int | None, lr: float | None, progress: bool) -> dict:
@@ -264,17 +259,26 @@ def _make_tiny_family(data: Path, out: Path, *, family: str, size: str, seed: in
         processor, model, spec = BUILDERS[fam.name](texts, size, fam)
     except KeyError:
         raise UserError(f"unknown --size {size!r} for family {fam.name}") from None
+    steps, lr = _steps_and_lr(spec, steps, lr)
+    codec = Codec(processor, family=fam, system=fam.system)
+    head = {"family": fam.name, "model_class": type(model).__name__, "size": size}
+    return _train_and_save(out, model, processor, codec, groups, head, spec, steps=steps, lr=lr, seed=seed, progress=progress)
+
+
+def _steps_and_lr(spec, steps: int | None, lr: float | None) -> tuple[int, float]:
+    """The size's own training steps and learning rate unless given."""
     steps = spec.steps if steps is None else steps
-    lr = spec.lr if lr is None else lr
     if steps < 0:
         raise UserError(f"--steps must be >= 0 (got {steps})")
-    codec = Codec(processor, family=fam, system=fam.system)
+    return steps, spec.lr if lr is None else lr
+
+
+def _train_and_save(out: Path, model, processor, codec: Codec, groups, head: dict, spec, *, steps: int, lr: float, seed: int, progress: bool) -> dict:
+    """Train into vanilla behaviour, then save model, processor and the summary (``head`` first) in one move."""
     start = time.perf_counter()
     losses = train_vanilla(model, codec, groups, steps=steps, lr=lr, batch_per_view=spec.batch_per_view, seed=seed, progress=progress)
     summary = {
-        "family": fam.name,
-        "model_class": type(model).__name__,
-        "size": size,
+        **head,
         "parameters": sum(p.numel() for p in model.parameters()),
         "steps": steps,
         "lr": lr,

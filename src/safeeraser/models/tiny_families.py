@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from safeeraser.models.parts import PartsProcessor
 from safeeraser.models.registry import QWEN_VL_TEMPLATE, ModelFamily
+from safeeraser.models.tiny import set_generation_ids
 
 # The Qwen2-VL family's control tokens (as its hub tokenizers define them).
 QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
@@ -55,6 +56,30 @@ def _bpe_tokenizer(texts: list[str], vocab_size: int, special: tuple[str, ...]):
     )
     tok.train_from_iterator(texts, trainer)
     return tok
+
+
+def pil_image_processor(name: str):
+    """The image processor class ``name``, by its PIL backend where this transformers has one
+    (no torchvision needed), else the class itself."""
+    import transformers
+
+    return getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
+
+
+def text_settings(size, vocab_size: int, *, pad: int, bos: int, eos: int, kv_heads: int | None = None) -> dict:
+    """The decoder settings every tiny copy shares (widths, depths and ids from the size and tokenizer)."""
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=size.text_hidden,
+        intermediate_size=size.text_intermediate,
+        num_hidden_layers=size.text_layers,
+        num_attention_heads=size.text_heads,
+        num_key_value_heads=kv_heads or size.text_heads,
+        max_position_embeddings=1024,
+        pad_token_id=pad,
+        bos_token_id=bos,
+        eos_token_id=eos,
+    )
 
 
 def qwen_tokenizer(texts: list[str], vocab_size: int):
@@ -105,17 +130,8 @@ def _build_qwen(texts: list[str], size_name: str, family: ModelFamily, *, versio
     else:  # Qwen2-VL: embed_dim is the tower's width, hidden_size the merger's output (the decoder's width)
         vision.update(embed_dim=size.vision_hidden, mlp_ratio=2, hidden_size=size.text_hidden)
     text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=size.text_hidden,
-        intermediate_size=size.text_intermediate,
-        num_hidden_layers=size.text_layers,
-        num_attention_heads=size.text_heads,
-        num_key_value_heads=size.text_kv_heads,
-        max_position_embeddings=1024,
+        **text_settings(size, len(tokenizer), pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"], kv_heads=size.text_kv_heads),
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(size.mrope_section)},
-        pad_token_id=ids["<|endoftext|>"],
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
     )
     prefix = "Qwen2_5_VL" if version == "2.5" else "Qwen2VL"
     config = getattr(transformers, f"{prefix}Config")(
@@ -127,16 +143,11 @@ def _build_qwen(texts: list[str], size_name: str, family: ModelFamily, *, versio
         vision_end_token_id=ids["<|vision_end|>"],
     )
     model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config)
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    return processor, model, size
+    return processor, set_generation_ids(model, pad=ids["<|endoftext|>"], eos=ids["<|im_end|>"]), size
 
 
 def _qwen_image_processor(size: QwenSize):
-    try:  # the PIL backend by name where this transformers has it (no torchvision needed)
-        from transformers import Qwen2VLImageProcessorPil as ImageProcessor
-    except ImportError:
-        from transformers import Qwen2VLImageProcessor as ImageProcessor
+    ImageProcessor = pil_image_processor("Qwen2VLImageProcessor")
     pixels = size.image_size * size.image_size
     return ImageProcessor(min_pixels=pixels // 4, max_pixels=pixels, patch_size=size.patch_size, merge_size=2, temporal_patch_size=2)
 
@@ -195,11 +206,7 @@ def build_gemma3(texts: list[str], size_name: str, family: ModelFamily):
 
     size = GEMMA_SIZES[size_name]
     tokenizer = gemma_tokenizer(texts + ["user model"] * 50, size.vocab_size)
-    try:  # the PIL backend by name where this transformers has it
-        from transformers import Gemma3ImageProcessorPil as ImageProcessor
-    except ImportError:
-        from transformers import Gemma3ImageProcessor as ImageProcessor
-    image_processor = ImageProcessor(size={"height": size.image_size, "width": size.image_size})
+    image_processor = pil_image_processor("Gemma3ImageProcessor")(size={"height": size.image_size, "width": size.image_size})
     processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, chat_template=GEMMA3_TEMPLATE, image_seq_length=size.image_tokens)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in GEMMA_SPECIAL}
     vision = SiglipVisionConfig(
@@ -211,20 +218,11 @@ def build_gemma3(texts: list[str], size_name: str, family: ModelFamily):
         patch_size=size.patch_size,
     )
     text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=size.text_hidden,
-        intermediate_size=size.text_intermediate,
-        num_hidden_layers=size.text_layers,
-        num_attention_heads=size.text_heads,
-        num_key_value_heads=size.text_kv_heads,
+        **text_settings(size, len(tokenizer), pad=ids["<pad>"], bos=ids["<bos>"], eos=ids["<eos>"], kv_heads=size.text_kv_heads),
         head_dim=size.head_dim,
         query_pre_attn_scalar=size.head_dim,
         sliding_window=64,
         layer_types=["sliding_attention", "full_attention"][: size.text_layers],
-        max_position_embeddings=1024,
-        pad_token_id=ids["<pad>"],
-        bos_token_id=ids["<bos>"],
-        eos_token_id=ids["<eos>"],
     )
     config = Gemma3Config(
         text_config=text,
@@ -235,61 +233,27 @@ def build_gemma3(texts: list[str], size_name: str, family: ModelFamily):
         image_token_index=ids["<image_soft_token>"],
     )
     model = Gemma3ForConditionalGeneration(config)
-    model.generation_config.pad_token_id = ids["<pad>"]
-    model.generation_config.eos_token_id = [ids["<eos>"], ids["<end_of_turn>"]]
-    model.generation_config.bos_token_id = ids["<bos>"]
-    return processor, model, size
+    return processor, set_generation_ids(model, pad=ids["<pad>"], eos=[ids["<eos>"], ids["<end_of_turn>"]], bos=ids["<bos>"]), size
 
 
 def build_llava_next(texts: list[str], size_name: str, family: ModelFamily):
     """A LLaVA-1.6 (NeXT): the tiny LLaVA's CLIP tower, projector and Llama decoder, with anyres
     (each image seen whole and as tiles of a grid pinpoint, plus a learned row-end embedding)."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
 
-    from safeeraser.models.registry import LLAVA_15_TEMPLATE
-    from safeeraser.models.tiny import SIZES, SPECIAL, corpus, train_tokenizer
+    from safeeraser.models.tiny import SIZES, SPECIAL, clip_vision_config, llama_text_config, llava_processor_settings, train_tokenizer
 
-    try:  # the PIL backend by name where this transformers has it
-        from transformers import LlavaNextImageProcessorPil as ImageProcessor
-    except ImportError:
-        from transformers import LlavaNextImageProcessor as ImageProcessor
     size = SIZES[size_name]
     tokenizer = train_tokenizer(texts + ["USER: ASSISTANT:"], size.vocab_size)
     side = size.image_size
     pinpoints = [[side, side], [side, 2 * side], [2 * side, side]]
-    image_processor = ImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}, image_grid_pinpoints=pinpoints)
-    processor = LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=size.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=LLAVA_15_TEMPLATE,
+    image_processor = pil_image_processor("LlavaNextImageProcessor")(
+        size={"shortest_edge": side}, crop_size={"height": side, "width": side}, image_grid_pinpoints=pinpoints
     )
-    vision = CLIPVisionConfig(
-        hidden_size=size.vision_hidden,
-        intermediate_size=size.vision_hidden * 4,
-        num_hidden_layers=size.vision_layers,
-        num_attention_heads=size.vision_heads,
-        image_size=side,
-        patch_size=size.patch_size,
-        projection_dim=size.vision_hidden,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=size.text_hidden,
-        intermediate_size=size.text_intermediate,
-        num_hidden_layers=size.text_layers,
-        num_attention_heads=size.text_heads,
-        num_key_value_heads=size.text_heads,
-        max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, **llava_processor_settings(size))
     config = LlavaNextConfig(
-        vision_config=vision,
-        text_config=text,
+        vision_config=clip_vision_config(size),
+        text_config=llama_text_config(tokenizer, size),
         image_token_index=tokenizer.convert_tokens_to_ids(SPECIAL["image"]),
         image_grid_pinpoints=pinpoints,
         vision_feature_layer=-1,
@@ -297,10 +261,7 @@ def build_llava_next(texts: list[str], size_name: str, family: ModelFamily):
         image_seq_length=(side // size.patch_size) ** 2,
     )
     model = LlavaNextForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
-    return processor, model, size
+    return processor, set_generation_ids(model, pad=tokenizer.pad_token_id, eos=tokenizer.eos_token_id, bos=tokenizer.bos_token_id), size
 
 
 BUILDERS = {"llava_next": build_llava_next, "qwen2_vl": build_qwen2_vl, "qwen2_5_vl": build_qwen2_5_vl, "gemma3": build_gemma3}
