@@ -18,7 +18,7 @@ import math
 import pickle
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -144,31 +144,16 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise UserError(f"{out}: folder exists and is not a run folder; choose a new --out")
 
 
-def unlearn(
-    model: str,
-    data: str | Path,
-    method: str,
-    out: str | Path,
-    config: UnlearnConfig,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    merge: bool = False,
-    progress: bool = True,
-    allow_outside_root: bool = False,
-    on_finish: Callable[[Path, str], object] | None = None,
-) -> RunResult:
+def unlearn(*args, **kwargs) -> RunResult:
     """Unlearn the forget split of ``data`` from ``model`` with ``method``; write RUN_DIR ``out``.
 
-    ``on_finish(out, method)`` is called on the main process once the log is complete and before
-    run.json marks the run finished: the CLI and the demo draw ``loss.png`` there.
+    The arguments are ``UnlearnRun``'s: ``unlearn(model, data, method, out, config, *, resume,
+    overwrite, merge, progress, allow_outside_root, on_finish)``.
     """
-    return UnlearnRun(
-        model, data, method, out, config,
-        resume=resume, overwrite=overwrite, merge=merge, progress=progress, allow_outside_root=allow_outside_root, on_finish=on_finish,
-    ).run()
+    return UnlearnRun(*args, **kwargs).run()
 
 
+@dataclass(eq=False)
 class UnlearnRun:
     """One run of ``unlearn``, in the phases ``run`` calls in turn:
 
@@ -180,25 +165,24 @@ class UnlearnRun:
     then LoRA's initial weights), so the same order gives the same adapter, byte for byte.
     """
 
-    def __init__(
-        self,
-        model: str,
-        data: str | Path,
-        method: str,
-        out: str | Path,
-        config: UnlearnConfig,
-        *,
-        resume: bool = False,
-        overwrite: bool = False,
-        merge: bool = False,
-        progress: bool = True,
-        allow_outside_root: bool = False,
-        on_finish: Callable[[Path, str], object] | None = None,
-    ):
-        self.model_name, self.data, self.out, self.config = model, data, Path(out), config
-        self.name = canonical_name(method)
-        self.resume, self.overwrite, self.merge = resume, overwrite, merge
-        self.progress, self.allow_outside_root, self.on_finish = progress, allow_outside_root, on_finish
+    model: str  # model folder or Hugging Face id
+    data: str | Path  # dataset folder; its train split is the forget split
+    method: str  # method name (any alias); self.name is its canonical spelling
+    out: str | Path  # the run folder
+    config: UnlearnConfig
+    _: KW_ONLY
+    resume: bool = False
+    overwrite: bool = False
+    merge: bool = False
+    progress: bool = True
+    allow_outside_root: bool = False
+    # called on the main process once the log is complete and before run.json marks the run
+    # finished: the CLI and the demo draw loss.png there
+    on_finish: Callable[[Path, str], object] | None = None
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        self.name = canonical_name(self.method)
 
     def run(self) -> RunResult:
         _check_out(self.out, self.resume, self.overwrite)
@@ -231,7 +215,7 @@ class UnlearnRun:
         from accelerate.utils import set_seed
         from tqdm.auto import tqdm
 
-        self.method = get_method(self.name, self.config.method)
+        self.objective = get_method(self.name, self.config.method)
         self.rule = None
         if self.config.select or self.config.early_stop:
             from safeeraser.unlearn.selection import parse_rule
@@ -240,7 +224,7 @@ class UnlearnRun:
                 raise UserError("early_stop needs a selection rule: pass --select RULE (e.g. 'min sarr subject to forget_asr<=0.05')")
             if not self.config.eval_every:
                 raise UserError("--select reads the dynamics probe: set eval_every (e.g. --set eval_every=25)")
-            self.rule = parse_rule(self.config.select, self.method.logs)
+            self.rule = parse_rule(self.config.select, self.objective.logs)
         self.refusals = read_refusals(Path(self.config.refusals)) if self.config.refusals else REFUSALS
         # cpu=True lets a multi-process launch without GPUs (torchrun, accelerate --multi_gpu) use gloo
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -260,11 +244,11 @@ class UnlearnRun:
         config, accelerator = self.config, self.accelerator
         self.train_split = load_split(self.data, "train", allow_outside_root=self.allow_outside_root)
         check_split_images(self.train_split)
-        self.loaded = load_model(self.model_name, device=accelerator.device)
+        self.loaded = load_model(self.model, device=accelerator.device)
         system = self.loaded.family.system if config.system_prompt else None
         self.codec = Codec(self.loaded.processor, family=self.loaded.family, system=system, max_answer_tokens=config.max_answer_tokens)
         self.views = {}
-        for view in self.method.views:
+        for view in self.objective.views:
             self.views[view] = view_data(self.train_split, view, self.codec.encode_example, seed=config.seed, refusals=self.refusals)
             if not len(self.views[view]):
                 raise UserError(f"{self.train_split.name}: method {self.name} needs {view} examples but the split has none (no UnharmPair_* fields?)")
@@ -272,7 +256,7 @@ class UnlearnRun:
             v: BatchPlan(len(ds), config.batch_size, config.seed, v, accelerator.num_processes, accelerator.process_index)
             for v, ds in self.views.items()
         }
-        primary = self.plans[self.method.views[0]]
+        primary = self.plans[self.objective.views[0]]
         steps_per_epoch = math.ceil(primary.batches_per_epoch / config.grad_accum)
         self.total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
 
@@ -417,10 +401,10 @@ class UnlearnRun:
         """
         config, accelerator, optimizer = self.config, self.accelerator, self.optimizer
         sums: dict[str, float] = {"loss": 0.0}
-        last = len(self.method.terms) - 1
+        last = len(self.objective.terms) - 1
         for micro in range(config.grad_accum):
             m = step * config.grad_accum + micro
-            for i, (name, term) in enumerate(self.method.terms.items()):
+            for i, (name, term) in enumerate(self.objective.terms.items()):
                 items = [self.views[v].item(j, plan.epoch(m)) for v, plan in self.sources(name) for j in plan.indices(m)]
                 batch = self.codec.collate_train(items)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -515,7 +499,7 @@ class UnlearnRun:
         selection = self.keep_selected() if self.rule is not None else None
         summary = {
             "method": self.name,
-            "model": str(self.model_name),
+            "model": str(self.model),
             "data": str(self.data),
             "steps": self.steps,
             "total_steps": self.total,
