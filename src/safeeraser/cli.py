@@ -131,6 +131,7 @@ def model_families(as_json: bool = typer.Option(False, "--json", help="Print JSO
 @app.command("unlearn")
 def unlearn_cmd(
     model: str = typer.Option(..., "--model", help="Model folder or Hugging Face id (e.g. llava-hf/llava-1.5-7b-hf)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Of a Hugging Face id: the branch, tag or commit to load (default: its main branch); recorded in run.json."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (all_train.json is the forget split)."),
     method: str = typer.Option(..., "--method", help="ga, gd, kl, po, npo, simnpo, dpo, idkdpo, rmu, undial, wga, each optionally +pd (aliases: gapd, gdpd, klpd, popd, idk, idkpd)."),
     out: Path = typer.Option(..., "--out", help="Run folder: adapter, config, log, plot, checkpoints."),
@@ -182,7 +183,7 @@ def unlearn_cmd(
         get_method(method, cfg.method)
         _say(f"starting {ranks} processes on CPU (gloo)")
         raise typer.Exit(run_ranks(ranks))
-    result = unlearn(model, data, method, out, cfg, resume=resume, overwrite=overwrite, merge=merge, allow_outside_root=allow_outside_root, on_finish=plot_run)
+    result = unlearn(model, data, method, out, cfg, resume=resume, overwrite=overwrite, merge=merge, allow_outside_root=allow_outside_root, on_finish=plot_run, revision=revision)
     if not result.main_process:
         return
     if result.already_complete:
@@ -195,6 +196,7 @@ def unlearn_cmd(
 @app.command("generate")
 def generate_cmd(
     model: str = typer.Option(..., "--model", help="Model folder or Hugging Face id."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Of a Hugging Face id: the branch, tag or commit to load (default: its main branch); recorded in the .meta.json."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder (or adapter folder) from `unlearn`."),
     data: Path = typer.Option(..., "--data", help="Dataset folder."),
     split: str = typer.Option(..., "--split", help="train (forget split), val (test split) or general (general VQA)."),
@@ -242,7 +244,7 @@ def generate_cmd(
         chosen = {"base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": request_timeout, "max_retries": retries}
         system = served.system if settings.system_prompt else None
         engine = OpenAIBackend(model, system=system, **{k: v for k, v in chosen.items() if v is not None})
-    meta = generate_predictions(model, data, split, out, settings, adapter=adapter, backend=engine, allow_outside_root=allow_outside_root)
+    meta = generate_predictions(model, data, split, out, settings, adapter=adapter, backend=engine, revision=revision, allow_outside_root=allow_outside_root)
     speed = f", {meta['prompts_per_second']:.1f} prompts/s, {meta['tokens_per_second']:.0f} tokens/s" if meta["prompts_per_second"] else ""
     backed_off = f"; out of memory: batch size backed off to {meta['final_batch_size']}" if meta.get("oom_backoffs") else ""
     _say(f"wrote {out}: {meta['prompts']} prompts ({meta['resumed_prompts']} resumed), protocol {settings.label()}, backend {backend}{speed}{backed_off}")

@@ -73,8 +73,9 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, model: str, adapter: Path | None, *, batch_size: int, system_prompt: bool, warn: Callable[[str], None] = _stderr):
+    def __init__(self, model: str, adapter: Path | None, *, batch_size: int, system_prompt: bool, revision: str | None = None, warn: Callable[[str], None] = _stderr):
         self.model = model
+        self.revision = revision
         self.adapter = adapter
         self.system_prompt = system_prompt
         self.batch_size = batch_size  # sequences per generate call; halved on out-of-memory
@@ -93,7 +94,7 @@ class HFBackend:
         from safeeraser.models.codec import Codec
         from safeeraser.models.loading import attach_adapter, load_model
 
-        loaded = load_model(self.model)
+        loaded = load_model(self.model, revision=self.revision)
         if self.adapter:
             attach_adapter(loaded, self.adapter)
         codec = Codec(loaded.processor, family=loaded.family, system=loaded.family.system if self.system_prompt else None)

@@ -181,13 +181,15 @@ def generate_predictions(
     *,
     adapter: str | Path | None = None,
     backend: Backend | None = None,
+    revision: str | None = None,
     progress: bool = True,
     allow_outside_root: bool = False,
 ) -> dict:
     """Generate, resumably, and write ``out``; returns throughput and counts.
 
-    ``backend`` defaults to Hugging Face ``generate`` on ``model`` (+ ``adapter``); with an
-    ``OpenAIBackend``, ``model`` is the name the server serves and the adapter is the server's.
+    ``backend`` defaults to Hugging Face ``generate`` on ``model`` (+ ``adapter``; a hub id at
+    ``revision``); with an ``OpenAIBackend``, ``model`` is the name the server serves and the
+    adapter is the server's.
     """
     from safeeraser.progress import bar as progress_bar
 
@@ -196,6 +198,8 @@ def generate_predictions(
         raise UserError(f"unknown --split {split!r}: expected one of {', '.join(SPLITS)}")
     if adapter and isinstance(backend, OpenAIBackend):
         raise UserError("--adapter is not used by --backend openai: the server serves the adapter (vllm serve --lora-modules NAME=RUN_DIR/adapter); pass NAME as --model")
+    if revision and isinstance(backend, OpenAIBackend):
+        raise UserError("--revision is not used by --backend openai: the server loads the model (vllm serve MODEL --revision REV)")
     out = Path(out)
     data = Path(data)
     check_output_file(out)
@@ -209,9 +213,10 @@ def generate_predictions(
         tasks, source = split_tasks(the_split), the_split.path
     adapter_dir = adapter_folder(Path(adapter)) if adapter else None
     if backend is None:
-        backend = HFBackend(model, adapter_dir, batch_size=settings.batch_size, system_prompt=settings.system_prompt)
+        backend = HFBackend(model, adapter_dir, batch_size=settings.batch_size, system_prompt=settings.system_prompt, revision=revision)
     header = {
         "model": str(model),
+        **({"revision": revision} if revision else {}),
         "adapter": str(adapter_dir) if adapter_dir else None,
         "adapter_digest": _file_digest(adapter_dir / "adapter_model.safetensors") if adapter_dir else None,
         "data": str(source),

@@ -40,6 +40,8 @@ def locate(model: str, revision: str | None = None) -> Path:
     Hugging Face cache on first use (with progress bars) unless the hub is set offline."""
     path = Path(model).expanduser()
     if path.is_dir():
+        if revision:
+            raise UserError(f"--revision {revision}: {path} is a local folder, and a revision selects a commit of a Hugging Face hub id only; pass the hub id, or drop --revision")
         if not (path / "config.json").is_file():
             raise UserError(f"{path}: not a model folder (no config.json)")
         return path
@@ -77,6 +79,11 @@ def _hub_error(model: str, revision: str | None, e: Exception) -> str:
     if isinstance(e, RepositoryNotFoundError) or status == 401:
         token = "" if os.environ.get("HF_TOKEN") else "; if it is private or gated, set HF_TOKEN"
         return f"model not found: {model} is neither a folder nor a model the Hugging Face hub gives access to{token}"
+    if hub_offline() and revision:
+        return (
+            f"model not found: {model} at revision {revision!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}); "
+            "HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set, so nothing is downloaded: download that revision first or unset the variable"
+        )
     if hub_offline():
         return (
             f"model not found: {model} is neither a folder nor in the Hugging Face cache ({constants.HF_HUB_CACHE}); "
@@ -132,12 +139,13 @@ def load_processor(folder: Path, family: ModelFamily):
     return processor
 
 
-def load_model(model: str, *, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Loaded:
-    """Load model + processor through the plain transformers classes."""
+def load_model(model: str, *, revision: str | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Loaded:
+    """Load model + processor through the plain transformers classes (a hub id at ``revision``:
+    a branch, tag or commit; None: the hub's default branch)."""
     import transformers
 
     quiet_transformers()
-    folder = locate(model)
+    folder = locate(model, revision)
     family = model_family(folder)
     device = device or default_device()
     dtype = dtype or default_dtype(device)

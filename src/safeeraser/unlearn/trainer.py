@@ -148,7 +148,7 @@ def unlearn(*args, **kwargs) -> RunResult:
     """Unlearn the forget split of ``data`` from ``model`` with ``method``; write RUN_DIR ``out``.
 
     The arguments are ``UnlearnRun``'s: ``unlearn(model, data, method, out, config, *, resume,
-    overwrite, merge, progress, allow_outside_root, on_finish)``.
+    overwrite, merge, progress, allow_outside_root, on_finish, revision)``.
     """
     return UnlearnRun(*args, **kwargs).run()
 
@@ -179,6 +179,7 @@ class UnlearnRun:
     # called on the main process once the log is complete and before run.json marks the run
     # finished: the CLI and the demo draw loss.png there
     on_finish: Callable[[Path, str], object] | None = None
+    revision: str | None = None  # of a hub id: branch, tag or commit (None: its default branch)
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -244,7 +245,7 @@ class UnlearnRun:
         config, accelerator = self.config, self.accelerator
         self.train_split = load_split(self.data, "train", allow_outside_root=self.allow_outside_root)
         check_split_images(self.train_split)
-        self.loaded = load_model(self.model, device=accelerator.device)
+        self.loaded = load_model(self.model, revision=self.revision, device=accelerator.device)
         system = self.loaded.family.system if config.system_prompt else None
         self.codec = Codec(self.loaded.processor, family=self.loaded.family, system=system, max_answer_tokens=config.max_answer_tokens)
         self.views = {}
@@ -500,6 +501,7 @@ class UnlearnRun:
         summary = {
             "method": self.name,
             "model": str(self.model),
+            **({"revision": self.revision} if self.revision else {}),
             "data": str(self.data),
             "steps": self.steps,
             "total_steps": self.total,
