@@ -75,6 +75,9 @@ TINY = {
     "qwen2_vl": ("Qwen2VLForConditionalGeneration", "<|im_end|>", "visual.merger"),
     "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "<|im_end|>", "visual.merger"),
     "gemma3": ("Gemma3ForConditionalGeneration", "<end_of_turn>", "multi_modal_projector"),
+    # families that split images into crops or tiles (models.tiny_tiled)
+    "idefics3": ("Idefics3ForConditionalGeneration", "<end_of_utterance>", "connector"),
+    "smolvlm": ("SmolVLMForConditionalGeneration", "<end_of_utterance>", "connector"),
 }
 
 
@@ -150,6 +153,9 @@ def test_prompt_ids_are_what_the_family_processor_builds(loaded_tiny, demo_data)
     name, loaded, codec = loaded_tiny
     example = forget_examples(load_split(demo_data, "train"))[0]
     item = codec.encode_prompt(example.image, example.question)
+    if isinstance(loaded.processor, PartsProcessor) and name in CROPPED:
+        _check_crops_parts_path(loaded, codec, item, example)
+        return
     if isinstance(loaded.processor, PartsProcessor):
         grid = item["image"]["image_grid_thw"][0]
         assert item["input_ids"].count(codec.image_token_id) == int(grid.prod()) // 4 > 0
@@ -171,6 +177,51 @@ def test_prompt_ids_are_what_the_family_processor_builds(loaded_tiny, demo_data)
     if loaded.family.token_types:
         types = loaded.family.token_types[0]
         assert item[types] == real[types][0].tolist() and any(item[types])
+
+
+# --- Idefics3 / SmolVLM: images split into crops ------------------------------------------
+
+CROPPED = ("idefics3", "smolvlm")
+
+
+def _check_crops_parts_path(loaded, codec, item, example):
+    """SmolVLM's processor class needs torchvision: its parts path must build what the processor
+    of the same prompt format, ``Idefics3Processor``, builds from the same tokenizer, image
+    processor and ``image_seq_len`` (the real ``SmolVLMProcessor``: the torchvision-only test)."""
+    from transformers import Idefics3Processor
+
+    from safeeraser.data.images import open_rgb
+
+    parts = loaded.processor
+    same_format = Idefics3Processor(image_processor=parts.image_processor, tokenizer=parts.tokenizer, image_seq_len=parts.image_seq_len)
+    real = same_format(text=[codec.prompt_text(example.question)], images=[open_rgb(example.image)], return_tensors="pt")
+    assert item["input_ids"] == real["input_ids"][0].tolist()
+    assert torch.equal(item["image"]["pixel_values"], real["pixel_values"])
+    assert torch.equal(item["image"]["pixel_attention_mask"], real["pixel_attention_mask"])
+
+
+@pytest.mark.slow
+def test_crops_are_padded_across_a_batch_and_the_padding_changes_nothing(loaded_tiny, demo_data, tmp_path):
+    """An image split into 2 x 2 crops and a wide one split into 1 x 2 share a batch: the fewer
+    crops are zero-padded (the model drops all-zero crops), the pixel attention mask marks the real
+    pixels, and each row's logits equal those of the example alone."""
+    name, loaded, codec = loaded_tiny
+    if name not in CROPPED:
+        pytest.skip("a check of the families that split images into crops")
+    example = forget_examples(load_split(demo_data, "train"))[0]
+    wide = tmp_path / "wide.png"
+    Image.open(example.image).convert("RGB").resize((128, 48)).save(wide)
+    items = [codec.encode_example(example), codec.encode_example(Example(wide, example.question, example.answer, "forget", "k2"))]
+    crops = [it["image"]["pixel_values"].shape[1] for it in items]
+    assert crops[0] > crops[1]  # 2 x 2 crops + the whole image vs 1 x 2 + the whole image
+    batch = codec.collate_train(items)
+    assert batch["pixel_values"].shape[:2] == (2, crops[0]) and batch["pixel_attention_mask"].shape[:2] == (2, crops[0])
+    assert not batch["pixel_values"][1, crops[1] :].any() and not batch["pixel_attention_mask"][1, crops[1] :].any()
+    with torch.no_grad():
+        together = loaded.model(**batch).logits
+        for row, it in enumerate(items):
+            alone = loaded.model(**codec.collate_train([it])).logits[0]
+            assert torch.allclose(together[row, : alone.shape[0]], alone, atol=1e-4)
 
 
 def _torchvision() -> bool:
@@ -201,6 +252,35 @@ def test_parts_path_builds_what_the_real_qwen_processor_builds(loaded_tiny, tiny
     assert torch.equal(item["image"]["image_grid_thw"], real["image_grid_thw"])
     assert item["mm_token_type_ids"] == real["mm_token_type_ids"][0].tolist()
     assert torch.allclose(item["image"]["pixel_values"], real["pixel_values"], atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _torchvision(), reason="the real SmolVLM processor needs torchvision (and num2words)")
+def test_parts_path_builds_what_the_real_smolvlm_processor_builds(tiny, demo_data):
+    """Where torchvision imports (GPU installs), the parts path and the real ``SmolVLMProcessor``
+    (from the same folder's tokenizer, image processor and image_seq_len, with its video processor)
+    give the same ids, pixels and pixel attention mask for the same prompt."""
+    pytest.importorskip("num2words", reason="SmolVLMProcessor imports num2words")
+    from transformers import SmolVLMProcessor, SmolVLMVideoProcessor
+
+    from safeeraser.data.images import open_rgb
+    from safeeraser.models.parts import PartsProcessor
+
+    name, folder = tiny
+    if name != "smolvlm":
+        pytest.skip("a SmolVLM check")
+    family = family_named(name)
+    parts = PartsProcessor.from_pretrained(folder, fallback_template=family.chat_template, image_token=family.image_token)
+    codec = Codec(parts, family=family)
+    real = SmolVLMProcessor(
+        image_processor=parts.image_processor, tokenizer=parts.tokenizer, video_processor=SmolVLMVideoProcessor(), image_seq_len=parts.image_seq_len
+    )
+    example = forget_examples(load_split(demo_data, "train"))[0]
+    item = codec.encode_prompt(example.image, example.question)
+    out = real(text=[codec.prompt_text(example.question)], images=[open_rgb(example.image)], return_tensors="pt")
+    assert item["input_ids"] == out["input_ids"][0].tolist()
+    assert torch.allclose(item["image"]["pixel_values"], out["pixel_values"], atol=1e-5)
+    assert torch.equal(item["image"]["pixel_attention_mask"].bool(), out["pixel_attention_mask"].bool())
 
 
 @pytest.mark.slow

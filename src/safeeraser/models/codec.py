@@ -85,7 +85,7 @@ class Codec:
         if image in self._images:
             self._images.move_to_end(image)
             return self._images[image]
-        inputs = dict(self.processor.image_processor(images=[open_rgb(image)], return_tensors="pt"))
+        inputs = dict(self.processor.image_processor(images=[open_rgb(image)], return_tensors="pt", **dict(self.family.image_processor_kwargs)))
         if self.family.expand is not None:
             inputs["expansion"] = self.family.expand(self.processor, inputs)
         else:

@@ -125,11 +125,11 @@ def load_processor(folder: Path, family: ModelFamily):
     machine without it, the same inputs from its parts (``models.parts``)."""
     from transformers import AutoProcessor
 
-    from safeeraser.models.parts import PartsProcessor, torchvision_importable
+    from safeeraser.models.parts import PartsProcessor, real_processor_loads
 
     quiet_transformers()
     try:
-        if family.needs_torchvision and not torchvision_importable():
+        if not real_processor_loads(family):
             return PartsProcessor.from_pretrained(folder, fallback_template=family.chat_template, image_token=family.image_token)
         processor = AutoProcessor.from_pretrained(folder)
     except Exception as e:

@@ -82,6 +82,28 @@ GEMMA3_TEMPLATE = (
 )
 
 
+# Idefics3 / SmolVLM: the hub processors' template. Roles capitalised ("User:", "Assistant:"), a
+# colon with no space before an image, every turn closed by ``<end_of_utterance>`` and a new line;
+# the template writes the first token itself (Idefics3-8B: Llama-3's ``<|begin_of_text|>``;
+# SmolVLM and SmolVLM2: ``<|im_start|>``).
+def _idefics3_template(first: str) -> str:
+    return (
+        first + "{% for message in messages %}{{ message['role'] | capitalize }}"
+        "{% if message['content'] is string %}{{ ': ' + message['content'] }}"
+        "{% else %}{{ ':' if message['content'][0]['type'] == 'image' else ': ' }}"
+        "{% for part in message['content'] %}"
+        "{% if part['type'] == 'text' %}{{ part['text'] }}"
+        "{% elif part['type'] == 'image' %}{{ '<image>' }}"
+        "{% elif part['type'] == 'video' %}{{ '<video>' }}{% endif %}"
+        "{% endfor %}{% endif %}<end_of_utterance>\n{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+    )
+
+
+IDEFICS3_TEMPLATE = _idefics3_template("<|begin_of_text|>")
+SMOLVLM_TEMPLATE = _idefics3_template("<|im_start|>")
+
+
 def llava_image_tokens(processor, image_inputs: dict) -> int:
     """LLaVA-1.5 / 1.6: the processor's own expansion of one ``<image>`` for this image."""
     return processor.replace_image_token(image_inputs, 0).count(processor.image_token)
@@ -95,6 +117,26 @@ def processor_expansion(processor, image_inputs: dict) -> str:
 def qwen_vl_image_tokens(processor, image_inputs: dict) -> int:
     """Qwen2-VL family: one token per merged patch (``merge_size`` x ``merge_size`` patches)."""
     return int(image_inputs["image_grid_thw"][0].prod()) // processor.image_processor.merge_size**2
+
+
+def idefics3_expansion(processor, image_inputs: dict) -> str:
+    """Idefics3 / SmolVLM: one image is split into a grid of crops plus the whole image resized;
+    each crop is ``<fake_token_around_image><row_R_col_C>`` and ``image_seq_len`` image tokens, a new
+    line after each row, then the global image. The processor's own text where its class loads
+    (SmolVLM's needs torchvision), else the same text built from the image processor's rows/cols."""
+    if hasattr(processor, "replace_image_token"):
+        return processor.replace_image_token(image_inputs, 0)
+    from transformers.models.smolvlm.processing_smolvlm import get_image_prompt_string
+
+    tok = processor.tokenizer
+    return get_image_prompt_string(
+        image_inputs["rows"][0][0],
+        image_inputs["cols"][0][0],
+        processor.image_seq_len,
+        fake_token_around_image=getattr(tok, "fake_image_token", None) or "<fake_token_around_image>",
+        image_token=processor.image_token,
+        global_image_token=getattr(tok, "global_image_token", None) or "<global-img>",
+    )
 
 
 TESTED = "tested end to end here"
@@ -122,6 +164,7 @@ class ModelFamily:
     end_of_turn: str | None = None  # the token closing the assistant's turn; None: the tokenizer's eos
     answer_prefix: str = " "  # what the template puts between the generation prompt and the answer
     needs_torchvision: bool = False  # its processor class needs a video processor (and torchvision)
+    processor_modules: tuple[str, ...] = ()  # other modules its processor class imports (SmolVLM: num2words)
     image_token: str = "<image>"  # the placeholder the template writes per image
     # Where one image is not a run of one token (Gemma-3: start, soft tokens, end, new lines): the
     # placeholder's replacement text, tokenised with the prompt as the processor does.
@@ -129,6 +172,8 @@ class ModelFamily:
     # (the per-token input the model reads, the token marked 1 in it): Gemma-3's token_type_ids,
     # the Qwen family's mm_token_type_ids, as their processors return them
     token_types: tuple[str, str] | None = None
+    # keyword arguments the image processor is called with (Idefics3: the crop grid's rows and columns)
+    image_processor_kwargs: tuple[tuple[str, object], ...] = ()
     status: str = REGISTERED
 
     @property
@@ -146,6 +191,19 @@ QWEN_VL = dict(
     needs_torchvision=True,
     image_token="<|image_pad|>",
     token_types=("mm_token_type_ids", "<|image_pad|>"),
+)
+
+# Idefics3 and SmolVLM(2): a SigLIP tower over crops, a pixel-shuffle connector, a Llama decoder
+# (``text_model``); images are split into crops (padded across crops and across a batch, with a
+# ``pixel_attention_mask`` of the real pixels) and expand to text (``idefics3_expansion``).
+IDEFICS3 = dict(
+    lora_target=r".*text_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+    projector="connector",
+    image_inputs=("pixel_values", "pixel_attention_mask"),
+    image_processor_kwargs=(("return_row_col_info", True),),
+    end_of_turn="<end_of_utterance>",
+    image_tokens=None,
+    expand=idefics3_expansion,
 )
 
 # Families known by name but without an encoding path in this version: their processors expand
@@ -272,32 +330,28 @@ FAMILIES = (
         label="Idefics3 / SmolVLM",
         model_types=("idefics3",),
         model_class="Idefics3ForConditionalGeneration",
-        chat_template=None,
         hub_ids=(
             "HuggingFaceM4/Idefics3-8B-Llama3",
             "HuggingFaceTB/SmolVLM-Instruct",
             "HuggingFaceTB/SmolVLM-256M-Instruct",
             "HuggingFaceTB/SmolVLM-500M-Instruct",
         ),
-        lora_target=r".*text_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-        projector="connector",
-        image_inputs=("pixel_values", "pixel_attention_mask"),
-        end_of_turn="<end_of_utterance>",
-        **UNENCODED,
+        chat_template=IDEFICS3_TEMPLATE,
+        status=TESTED,
+        **IDEFICS3,
     ),
     ModelFamily(
         name="smolvlm",
         label="SmolVLM2",
         model_types=("smolvlm",),
         model_class="SmolVLMForConditionalGeneration",
-        chat_template=None,
         hub_ids=("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"),
-        lora_target=r".*text_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-        projector="connector",
-        image_inputs=("pixel_values", "pixel_attention_mask"),
-        end_of_turn="<end_of_utterance>",
+        chat_template=SMOLVLM_TEMPLATE,
+        status=TESTED,
+        rmu_layer=5,  # SmolVLM2-2.2B's 24 decoder layers (layer 7 of 32 at the same depth)
         needs_torchvision=True,
-        **UNENCODED,
+        processor_modules=("num2words",),
+        **IDEFICS3,
     ),
 )
 

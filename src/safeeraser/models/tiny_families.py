@@ -265,3 +265,9 @@ def build_llava_next(texts: list[str], size_name: str, family: ModelFamily):
 
 
 BUILDERS = {"llava_next": build_llava_next, "qwen2_vl": build_qwen2_vl, "qwen2_5_vl": build_qwen2_5_vl, "gemma3": build_gemma3}
+
+
+# --- families that split images into crops or tiles (models.tiny_tiled) ---------------------
+from safeeraser.models.tiny_tiled import TILED_BUILDERS  # noqa: E402
+
+BUILDERS.update(TILED_BUILDERS)
