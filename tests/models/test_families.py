@@ -63,8 +63,11 @@ def test_an_unregistered_family_is_a_one_line_error_naming_the_registered_ones(t
 def test_a_registered_family_without_an_encoding_path_says_so():
     from safeeraser.errors import UserError
 
-    with pytest.raises(UserError, match="mllama.*no encoding path"):
-        Codec(object(), family=family_named("mllama"))
+    from safeeraser.models.registry import UNENCODED, ModelFamily
+
+    family = ModelFamily(name="blip2", model_types=("blip2",), model_class="Blip2ForConditionalGeneration", chat_template=None, **UNENCODED)
+    with pytest.raises(UserError, match="blip2.*no encoding path"):
+        Codec(object(), family=family)
 
 
 # --- each family with a tiny copy, end to end (slow) --------------------------------------
@@ -78,6 +81,8 @@ TINY = {
     # families that split images into crops or tiles (models.tiny_tiled)
     "idefics3": ("Idefics3ForConditionalGeneration", "<end_of_utterance>", "connector"),
     "smolvlm": ("SmolVLMForConditionalGeneration", "<end_of_utterance>", "connector"),
+    # a cross-attention family
+    "mllama": ("MllamaForConditionalGeneration", "<|eot_id|>", "multi_modal_projector"),
 }
 
 
@@ -144,7 +149,7 @@ def test_answer_mask_is_the_answer_and_the_end_of_turn_token(loaded_tiny, demo_d
 
 
 @pytest.mark.slow
-def test_prompt_ids_are_what_the_family_processor_builds(loaded_tiny, demo_data):
+def test_prompt_ids_are_what_the_family_processor_builds(loaded_tiny, demo_data, tmp_path):
     """Where the real processor class loads (Gemma-3 here; Qwen needs torchvision), the codec's ids,
     token types and pixels equal its output; for Qwen the image expands to one token per 2 x 2 patches."""
     from safeeraser.data.images import open_rgb
@@ -171,12 +176,29 @@ def test_prompt_ids_are_what_the_family_processor_builds(loaded_tiny, demo_data)
                 without = None
         assert without is None or not torch.allclose(with_types, without)
         return
-    real = loaded.processor(text=[codec.prompt_text(example.question)], images=[open_rgb(example.image)], return_tensors="pt")
+    prompt = codec.prompt_text(example.question)
+    # a template that writes the BOS (Gemma-3, Mllama) is tokenised without another, as the codec does
+    plain = {"add_special_tokens": False} if prompt.startswith(codec.tokenizer.bos_token or "\0") else {}
+    real = loaded.processor(text=[prompt], images=[open_rgb(example.image)], return_tensors="pt", **plain)
     assert item["input_ids"] == real["input_ids"][0].tolist()
     assert torch.equal(item["image"]["pixel_values"], real["pixel_values"])
     if loaded.family.token_types:
         types = loaded.family.token_types[0]
         assert item[types] == real[types][0].tolist() and any(item[types])
+    if loaded.family.cross_attention:
+        # Mllama: a left-padded batch of two images of other sizes (other tile counts) is what the
+        # processor builds for it: ids, tiles, aspect-ratio ids and mask, and the cross-attention mask
+        wide = tmp_path / "wide.png"
+        Image.open(example.image).convert("RGB").resize((96, 32)).save(wide)
+        second = "Say what it shows, please."
+        batch = codec.collate_prompts([item, codec.encode_prompt(wide, second)])
+        real = loaded.processor(
+            text=[prompt, codec.prompt_text(second)], images=[[open_rgb(example.image)], [open_rgb(wide)]],
+            padding=True, return_tensors="pt", **plain,
+        )
+        assert batch["aspect_ratio_ids"][0] != batch["aspect_ratio_ids"][1]
+        for key in ("input_ids", "attention_mask", "pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", loaded.family.cross_attention):
+            assert torch.equal(batch[key], real[key]), key
 
 
 # --- Idefics3 / SmolVLM: images split into crops ------------------------------------------
@@ -294,7 +316,9 @@ def test_images_of_different_sizes_train_in_one_batch(loaded_tiny, demo_data, tm
     batch = codec.collate_train(items)
     family = loaded.family
     expected = {"input_ids", "attention_mask", "labels", *(k for k in family.image_inputs if k in items[0]["image"])}
-    assert set(batch) == expected | ({family.token_types[0]} if family.token_types else set())
+    expected |= {family.token_types[0]} if family.token_types else set()
+    expected |= {family.cross_attention} if family.cross_attention else set()
+    assert set(batch) == expected
     loss = loaded.model(**batch).loss
     assert torch.isfinite(loss)
 

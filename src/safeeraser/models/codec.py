@@ -156,7 +156,10 @@ class Codec:
             ids[row, :n] = torch.tensor(it["input_ids"])
             labels[row, :n] = torch.tensor(it["labels"])
             mask[row, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels, **self._stack_images(items), **self._pad_types(items, left=False)}
+        return {
+            "input_ids": ids, "attention_mask": mask, "labels": labels,
+            **self._stack_images(items), **self._pad_types(items, left=False), **self._cross_attention(ids, items),
+        }
 
     def collate_prompts(self, items: list[dict]) -> dict:
         """Left-padded prompt batch for generation (new tokens line up at the right)."""
@@ -167,7 +170,7 @@ class Codec:
             n = len(it["input_ids"])
             ids[row, width - n :] = torch.tensor(it["input_ids"])
             mask[row, width - n :] = 1
-        return {"input_ids": ids, "attention_mask": mask, **self._stack_images(items), **self._pad_types(items, left=True)}
+        return {"input_ids": ids, "attention_mask": mask, **self._stack_images(items), **self._pad_types(items, left=True), **self._cross_attention(ids, items)}
 
     def _pad_types(self, items: list[dict], *, left: bool) -> dict:
         key = self.token_types
@@ -182,6 +185,19 @@ class Codec:
             else:
                 types[row, :n] = torch.tensor(it[key])
         return {key: types}
+
+    def _cross_attention(self, ids: torch.Tensor, items: list[dict]) -> dict:
+        """Mllama's cross-attention mask (batch x tokens x 1 image x tiles), as its processor builds
+        it for a batch: 1 from the image token to the end of the padded row, over the image's tiles."""
+        key = self.family.cross_attention
+        if key is None:
+            return {}
+        tiles = items[0]["image"]["pixel_values"].shape[2]  # (1, images, max tiles, C, H, W)
+        mask = torch.zeros((len(items), ids.shape[1], 1, tiles), dtype=torch.long)
+        for row, it in enumerate(items):
+            start = int((ids[row] == self.image_token_id).nonzero()[0, 0])
+            mask[row, start:, 0, : int(it["image"]["num_tiles"][0][0])] = 1
+        return {key: mask}
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()

@@ -104,6 +104,41 @@ IDEFICS3_TEMPLATE = _idefics3_template("<|begin_of_text|>")
 SMOLVLM_TEMPLATE = _idefics3_template("<|im_start|>")
 
 
+# Llama-3.2-Vision's conversation format, in the layout of its hub processors' template (Llama 3
+# headers, ``<|eot_id|>`` ending each turn, one ``<|image|>`` per image, the BOS written by the
+# template; a system message only in text-only prompts, as the hub template refuses one beside an
+# image), for the tiny copies and checkpoints saved without a template.
+MLLAMA_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- if messages[0]['content'] is string -%}{%- set system_message = messages[0]['content'] | trim -%}"
+    "{%- else -%}{%- set system_message = messages[0]['content'][0]['text'] | trim -%}{%- endif -%}"
+    "{%- set messages = messages[1:] -%}"
+    "{%- else -%}{%- set system_message = '' -%}{%- endif -%}"
+    "{%- set image_ns = namespace(has_images=false) -%}"
+    "{%- for message in messages -%}{%- if message['content'] is not string -%}{%- for content in message['content'] -%}"
+    "{%- if content['type'] == 'image' -%}{%- set image_ns.has_images = true -%}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}{%- endfor -%}"
+    "{%- if image_ns.has_images and system_message != '' -%}"
+    "{{- raise_exception('Prompting with images is incompatible with system messages.') }}{%- endif -%}"
+    "{%- if system_message != '' -%}{{- '<|start_header_id|>system<|end_header_id|>\n\n' + system_message + '<|eot_id|>' }}{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}"
+    "{%- if message['content'] is string -%}{{- message['content'] }}"
+    "{%- else -%}{%- for content in message['content'] -%}"
+    "{%- if content['type'] == 'image' -%}{{- '<|image|>' }}{%- elif content['type'] == 'text' -%}{{- content['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|eot_id|>' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif -%}"
+)
+
+
+def one_image_token(processor, image_inputs: dict) -> int:
+    """Mllama: the image stays one ``<|image|>`` token; the picture reaches the decoder by cross-attention."""
+    return 1
+
+
 def llava_image_tokens(processor, image_inputs: dict) -> int:
     """LLaVA-1.5 / 1.6: the processor's own expansion of one ``<image>`` for this image."""
     return processor.replace_image_token(image_inputs, 0).count(processor.image_token)
@@ -174,6 +209,9 @@ class ModelFamily:
     token_types: tuple[str, str] | None = None
     # keyword arguments the image processor is called with (Idefics3: the crop grid's rows and columns)
     image_processor_kwargs: tuple[tuple[str, object], ...] = ()
+    # the per-token cross-attention mask the model reads (Mllama's ``cross_attention_mask``, shape
+    # batch x tokens x images x tiles): 1 from the image token on, over that image's tiles
+    cross_attention: str | None = None
     status: str = REGISTERED
 
     @property
@@ -207,8 +245,8 @@ IDEFICS3 = dict(
 )
 
 # Families known by name but without an encoding path in this version: their processors expand
-# images into several crops or tiles (InternVL, Idefics3/SmolVLM, LLaVA-OneVision), add
-# cross-attention masks (Mllama) or token-type ids (Gemma-3), which the codec does not build yet.
+# images into several crops or tiles (InternVL, Idefics3/SmolVLM, LLaVA-OneVision), which the
+# codec does not build yet.
 UNENCODED = dict(image_tokens=None, status="registered, no encoding path yet")
 
 FAMILIES = (
@@ -286,15 +324,21 @@ FAMILIES = (
     ),
     ModelFamily(
         name="mllama",
+        status=TESTED,
         label="Llama-3.2-Vision",
         model_types=("mllama",),
         model_class="MllamaForConditionalGeneration",
-        chat_template=None,
+        chat_template=MLLAMA_TEMPLATE,
         hub_ids=("meta-llama/Llama-3.2-11B-Vision-Instruct", "meta-llama/Llama-3.2-90B-Vision-Instruct"),
-        image_inputs=("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask"),
+        image_inputs=("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask"),
+        cross_attention="cross_attention_mask",
+        image_tokens=one_image_token,
+        image_token="<|image|>",
         end_of_turn="<|eot_id|>",
         answer_prefix="",
-        **UNENCODED,
+        # layer 9 of the 11B's 40 (32 self-attention + 8 cross-attention layers): about the depth of
+        # layer 7 of 32 where WMDP steers, and a self-attention layer
+        rmu_layer=9,
     ),
     ModelFamily(
         name="internvl",

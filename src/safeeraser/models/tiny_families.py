@@ -271,3 +271,102 @@ BUILDERS = {"llava_next": build_llava_next, "qwen2_vl": build_qwen2_vl, "qwen2_5
 from safeeraser.models.tiny_tiled import TILED_BUILDERS  # noqa: E402
 
 BUILDERS.update(TILED_BUILDERS)
+
+
+# --- Llama-3.2-Vision (mllama) --------------------------------------------------------------
+
+# Llama-3.2-Vision's control tokens (as its hub tokenizer names them).
+MLLAMA_SPECIAL = (
+    "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+    "<|image|>", "<|finetune_right_pad_id|>", "<|python_tag|>",
+)
+
+
+@dataclass(frozen=True)
+class MllamaSize:
+    tile_size: int  # images are cut into up to max_tiles tiles of tile_size x tile_size pixels
+    max_tiles: int
+    patch_size: int
+    vision_hidden: int
+    vision_layers: int
+    vision_global_layers: int
+    vision_heads: int
+    text_hidden: int
+    text_layers: int
+    cross_attention_layers: tuple[int, ...]  # which decoder layers are cross-attention layers
+    text_heads: int
+    text_kv_heads: int
+    text_intermediate: int
+    vocab_size: int
+    steps: int
+    lr: float
+    batch_per_view: int
+
+
+MLLAMA_SIZES = {
+    # tiles of 32 x 32 pixels (4 x 4 patches of 8), up to 4 tiles per image (the hub's tiling, at toy
+    # size): a 64 x 64 picture is 2 x 2 tiles; a decoder of 3 layers, the middle one cross-attention
+    "tiny": MllamaSize(32, 4, 8, 32, 2, 1, 2, 64, 3, (1,), 4, 2, 128, 1024, 400, 2e-3, 4),
+}
+
+
+def mllama_tokenizer(texts: list[str], vocab_size: int):
+    """Llama 3's layout: the tokenizer adds ``<|begin_of_text|>`` (the template writes it too, and the
+    codec then adds none), ``<|eot_id|>`` ends a turn (the instruct models' eos), one ``<|image|>`` per image."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = _bpe_tokenizer(texts, vocab_size, MLLAMA_SPECIAL)
+    bos = "<|begin_of_text|>"
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token="<|eot_id|>",
+        pad_token="<|finetune_right_pad_id|>",
+        extra_special_tokens={"image_token": "<|image|>"},
+        padding_side="left",
+    )
+
+
+def build_mllama(texts: list[str], size_name: str, family: ModelFamily):
+    """A Llama-3.2-Vision: the tiled vision encoder (local and gated global layers, aspect-ratio
+    embeddings, intermediate layers concatenated), the linear projector, and a Llama decoder with
+    gated cross-attention layers that read the image through ``cross_attention_mask``."""
+    from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaProcessor
+
+    from safeeraser.models.registry import MLLAMA_TEMPLATE
+
+    size = MLLAMA_SIZES[size_name]
+    tokenizer = mllama_tokenizer(texts + ["user assistant system"] * 50, size.vocab_size)
+    image_processor = pil_image_processor("MllamaImageProcessor")(
+        size={"height": size.tile_size, "width": size.tile_size}, max_image_tiles=size.max_tiles
+    )
+    processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=MLLAMA_TEMPLATE)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in MLLAMA_SPECIAL}
+    intermediate = list(range(size.vision_layers))  # every local layer's output joins the final one
+    vision = dict(
+        hidden_size=size.vision_hidden,
+        intermediate_size=size.vision_hidden * 2,
+        num_hidden_layers=size.vision_layers,
+        num_global_layers=size.vision_global_layers,
+        attention_heads=size.vision_heads,
+        image_size=size.tile_size,
+        patch_size=size.patch_size,
+        max_num_tiles=size.max_tiles,
+        intermediate_layers_indices=intermediate,
+        vision_output_dim=size.vision_hidden * (len(intermediate) + 1),
+    )
+    text = dict(
+        **text_settings(size, len(tokenizer), pad=ids["<|finetune_right_pad_id|>"], bos=ids["<|begin_of_text|>"], eos=ids["<|eot_id|>"], kv_heads=size.text_kv_heads),
+        cross_attention_layers=list(size.cross_attention_layers),
+    )
+    config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=ids["<|image|>"])
+    model = MllamaForConditionalGeneration(config)
+    eos = [ids["<|end_of_text|>"], ids["<|eot_id|>"]]
+    return processor, set_generation_ids(model, pad=ids["<|finetune_right_pad_id|>"], eos=eos, bos=ids["<|begin_of_text|>"]), size
+
+
+BUILDERS["mllama"] = build_mllama
