@@ -2,15 +2,20 @@
 
     python scripts/regenerate_readme.py            # seeds 0-4 (about 45 min on 2 cores), rewrite the README
     python scripts/regenerate_readme.py --check    # seed 0 only (about 9 min): fail if the README's table differs
-    python scripts/regenerate_readme.py --from-runs DIR   # rewrite the README from finished runs in DIR (not timed)
+    python scripts/regenerate_readme.py --from-runs DIR   # rewrite the README from finished runs in DIR
+    python scripts/regenerate_readme.py --seeds none      # only the other families' demos (Qwen2.5-VL, seed 0)
 
 Every number in the README's "What the demo shows" section is written here, from
 ``safeeraser demo --out demo-out --seed S`` run at the locked versions (constraints.txt):
 the seed-0 table, the five-seed table (mean ± std and min-max of each metric) and the per-seed
 Prompt-Decouple reduction of SARR. The seed-0 ``results.json`` is kept in
 ``docs/demo/results.json`` with the environment it came from (``docs/demo/environment.json``).
+The "Across architectures" tables come from ``safeeraser demo --family F --out demo-out-F --seed 0``
+for each family in ``FAMILIES`` (``--families``), run in the environment recorded for the LLaVA
+table. A measured run's time is kept in its folder (``timing.json``), so ``--from-runs`` reports it.
 
-``--check`` runs the README's demo command again and compares its ``results.json`` byte for
+``--check`` reruns only the LLaVA demo (the other families' demos are too slow for CI): it runs
+the README's demo command again and compares its ``results.json`` byte for
 byte with the kept one. Floating-point results may differ between CPU models and instruction
 sets, so a difference fails only when the environment that decides them (package versions,
 Python, threads, CPU model and instruction set) is the recorded one; otherwise it is a warning
@@ -27,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +42,8 @@ OUT = "demo-out"  # the README's command writes here, relative to the repository
 SEEDS = (0, 1, 2, 3, 4)
 TABLE = ("<!-- demo-table:start -->", "<!-- demo-table:end -->")
 SEEDS_BLOCK = ("<!-- demo-seeds:start -->", "<!-- demo-seeds:end -->")
+FAMILIES = ("qwen2_5_vl",)  # the other families whose seed-0 demo the README shows
+TIMING = "timing.json"  # a measured run's Timing, kept in its folder
 SHOWN = (("asr_efficacy", "ASR eff. ↓"), ("rr_efficacy", "RR eff. ↑"), ("asr_generality", "ASR gen. ↓"), ("sarr", "SARR ↓"), ("rouge_l", "ROUGE-L ↑"))
 REGENERATE = "python scripts/regenerate_readme.py"
 
@@ -59,14 +66,25 @@ class Timing:
         return f"{self.wall / 60:.1f} min wall, {self.cpu / 60:.1f} CPU-min, load average {self.load:.1f} at the end"
 
 
-def run_demo(out: str, seed: int) -> tuple[list[dict], Timing]:
+def run_demo(out: str, seed: int, family: str = "llava") -> tuple[list[dict], Timing]:
     """The README's demo command at one seed (a finished run in ``out`` is reused); its rows and timing."""
     reused = (ROOT / out / "results.json").is_file()
     began, cpu_began = time.perf_counter(), _children_cpu()
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    subprocess.run([sys.executable, "-m", "safeeraser", "demo", "--out", out, "--seed", str(seed)], cwd=ROOT, env=env, check=True)
+    command = [sys.executable, "-m", "safeeraser", "demo", "--out", out, "--seed", str(seed)]
+    subprocess.run(command + (["--family", family] if family != "llava" else []), cwd=ROOT, env=env, check=True)
     rows = json.loads((ROOT / out / "results.json").read_text(encoding="utf-8"))
-    return rows, Timing(time.perf_counter() - began, _children_cpu() - cpu_began, os.getloadavg()[0], reused)
+    timing = Timing(time.perf_counter() - began, _children_cpu() - cpu_began, os.getloadavg()[0], reused)
+    if not reused:
+        (ROOT / out / TIMING).write_text(json.dumps(asdict(timing)) + "\n", encoding="utf-8")
+    return rows, timing
+
+
+def kept_timing(folder: Path) -> Timing:
+    """The time measured when the finished run in ``folder`` was made, where it was kept."""
+    if (folder / TIMING).is_file():
+        return Timing(**json.loads((folder / TIMING).read_text(encoding="utf-8")))
+    return Timing(0, 0, 0, reused=True)
 
 
 def _children_cpu() -> float:
@@ -147,6 +165,52 @@ def seed_folder(seed: int) -> str:
     return OUT if seed == 0 else f"{OUT}-seed{seed}"
 
 
+def family_folder(family: str) -> str:
+    return f"{OUT}-{family}"
+
+
+def family_markers(family: str) -> tuple[str, str]:
+    return (f"<!-- demo-family:{family}:start -->", f"<!-- demo-family:{family}:end -->")
+
+
+def regenerate_families(families: tuple[str, ...], runs_from: Path | None = None) -> None:
+    """Run each family's seed-0 demo (or read it from ``runs_from``) and write its README table.
+
+    Its numbers stand next to the LLaVA table's, so they must come from the environment that
+    table was recorded in (docs/demo/environment.json)."""
+    from safeeraser.environment import manifest, numeric_identity
+
+    recorded = json.loads((KEPT / "environment.json").read_text(encoding="utf-8"))
+    env = manifest()
+    if numeric_identity(env) != recorded:
+        raise SystemExit(f"this environment ({json.dumps(numeric_identity(env))}) is not the one the LLaVA table was recorded in ({json.dumps(recorded)}): run the families' demos there")
+    blocks = {}
+    for family in families:
+        folder = (runs_from or ROOT) / family_folder(family)
+        if runs_from is None:
+            rows, timing = run_demo(family_folder(family), 0, family)
+        else:
+            if not (folder / "results.json").is_file():
+                raise SystemExit(f"--from-runs: {folder / 'results.json'} is missing")
+            rows, timing = json.loads((folder / "results.json").read_text(encoding="utf-8")), kept_timing(folder)
+        ran = json.loads((folder / "demo.json").read_text(encoding="utf-8")).get("family") if (folder / "demo.json").is_file() else None
+        if ran != family:
+            raise SystemExit(f"{folder}: not a demo of {family} (its demo.json names {ran})")
+        if rows[0].get("environment") != recorded:
+            raise SystemExit(f"{folder / 'results.json'} was made in another environment ({rows[0].get('environment')}): rerun it here")
+        print(f"{family}: {timing.describe()}", file=sys.stderr)
+        note = (
+            f"`safeeraser demo --family {family} --out {family_folder(family)}` (seed 0), in the environment of the LLaVA table above. "
+            f"Time: {timing.describe()}. Regenerate with `{REGENERATE} --seeds none --families {family}`."
+        )
+        blocks[family] = seed_table(rows) + "\n\n" + note
+    text = README.read_text(encoding="utf-8")  # read after the runs: the README may change while they run
+    for family, body in blocks.items():
+        text = replace_block(text, family_markers(family), body)
+    README.write_text(text, encoding="utf-8")
+    print(f"wrote README.md ({', '.join(families)})", file=sys.stderr)
+
+
 def regenerate(seeds: tuple[int, ...], runs_from: Path | None = None) -> None:
     """Run the demo at each seed (or, with ``runs_from``, read the finished runs there) and rewrite the README."""
     from safeeraser.environment import manifest, numeric_identity
@@ -159,7 +223,7 @@ def regenerate(seeds: tuple[int, ...], runs_from: Path | None = None) -> None:
             found = runs_from / seed_folder(seed) / "results.json"
             if not found.is_file():
                 raise SystemExit(f"--from-runs: {found} is missing")
-            by_seed[seed], timings[seed] = json.loads(found.read_text(encoding="utf-8")), Timing(0, 0, 0, reused=True)
+            by_seed[seed], timings[seed] = json.loads(found.read_text(encoding="utf-8")), kept_timing(found.parent)
         print(f"seed {seed}: {timings[seed].describe()}", file=sys.stderr)
     env = manifest()
     seed0 = (runs_from or ROOT) / OUT / "results.json"
@@ -204,15 +268,23 @@ def check() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="run seed 0 and compare with the README instead of rewriting it")
-    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0-4; the first must be 0)")
-    parser.add_argument("--from-runs", type=Path, help="read finished demo runs (demo-out, demo-out-seedN) under this folder instead of running them")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0-4; the first must be 0), or none")
+    parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated families whose seed-0 demo the README shows (default {','.join(FAMILIES)}), or none")
+    parser.add_argument("--from-runs", type=Path, help="read finished demo runs (demo-out, demo-out-seedN, demo-out-FAMILY) under this folder instead of running them")
     args = parser.parse_args()
     if args.check:
-        return check()
-    seeds = tuple(int(s) for s in args.seeds.split(","))
-    if seeds[0] != 0:
+        return check()  # the LLaVA table only
+    seeds = () if args.seeds == "none" else tuple(int(s) for s in args.seeds.split(","))
+    families = () if args.families == "none" else tuple(f for f in args.families.split(",") if f)
+    if seeds and seeds[0] != 0:
         raise SystemExit("--seeds: the first seed must be 0 (the README's table)")
-    regenerate(seeds, args.from_runs)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise SystemExit(f"--families: no README table for {', '.join(unknown)} (tables: {', '.join(FAMILIES)})")
+    if seeds:
+        regenerate(seeds, args.from_runs)
+    if families:
+        regenerate_families(families, args.from_runs)
     return 0
 
 

@@ -348,12 +348,13 @@ def demo_cmd(
     seed: int = typer.Option(0, "--seed"),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset, e.g. po,po+pd (default: all ten)."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete an earlier demo in --out first (default: resume it)."),
+    family: str = typer.Option("llava", "--family", help="Model family of the tiny model (one with a tiny copy; see `safeeraser model families`)."),
 ):
     """Run the whole study offline: demo data, tiny model, every method, metrics, report."""
     from safeeraser.pipeline import run_demo
 
     chosen = tuple(m for m in methods.split(",") if m.strip()) if methods else None
-    rows = run_demo(out, images_per_category=images_per_category, seed=seed, methods=chosen, fresh=fresh)
+    rows = run_demo(out, images_per_category=images_per_category, seed=seed, methods=chosen, fresh=fresh, family=family)
     typer.echo((out / "results.md").read_text())
     _say(f"wrote {out}: {len(rows)} rows; open {out / 'index.html'}")
 

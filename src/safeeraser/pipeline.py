@@ -34,6 +34,35 @@ DEMO_MAX_NEW_TOKENS = 48
 DEMO_GENERATION = protocol_settings("published", max_new_tokens=DEMO_MAX_NEW_TOKENS, batch_size=48)
 
 
+DEMO_SUMMARY = "demo.json"  # the demo's own settings: the model family, seed, images per category, methods
+
+
+def tiny_families() -> tuple[str, ...]:
+    """The families with a tiny copy, so a demo: LLaVA-1.5 and every family with a builder."""
+    from safeeraser.models.tiny_families import BUILDERS
+
+    return ("llava", *BUILDERS)
+
+
+def demo_family_label(family: str) -> str:
+    """The family's name as the demo says it; a family without a tiny copy is refused in one line."""
+    if family not in tiny_families():
+        raise UserError(f"--family {family}: no tiny copy of this family, so no demo on it (families with one: {', '.join(tiny_families())})")
+    if family == "llava":
+        return "LLaVA"
+    from safeeraser.models.registry import family_named
+
+    return family_named(family).label
+
+
+def refuse_other_family(model: Path, family: str) -> None:
+    """A demo folder resumes only with the family its tiny model was built as."""
+    if (model / MARKER).exists():
+        built = read_json(model / MARKER).get("family", "llava")
+        if built != family:
+            raise UserError(f"{model}: holds a tiny {built} model, not {family}: use another --out, or --fresh to start over")
+
+
 def _log(message: str, quiet: bool) -> None:
     if not quiet:
         from tqdm.auto import tqdm
@@ -51,9 +80,11 @@ def run_demo(
     progress: bool = True,
     config_overrides: list[dict] | None = None,
     tiny_steps: int | None = None,
+    family: str = "llava",
 ) -> list[dict]:
-    """Run the demo into ``out``; returns the rows of results.json."""
+    """Run the demo into ``out`` on a tiny model of ``family``; returns the rows of results.json."""
     out = Path(out)
+    label = demo_family_label(family)
     names = [VANILLA] + [canonical_name(m) for m in (methods if methods is not None else METHOD_NAMES)]
     if fresh and out.exists():
         if not (out / "results.json").exists() and not (out / "data" / DEMO_MARKER).exists():
@@ -65,12 +96,14 @@ def run_demo(
     quiet = not progress
     began = time.perf_counter()
 
+    refuse_other_family(model, family)
     if not (data / DEMO_MARKER).exists():
         _log(f"[1/4] demo benchmark -> {data}", quiet)
         make_demo(data, images_per_category=images_per_category, seed=seed)
     if not (model / MARKER).exists():
-        _log(f"[2/4] tiny vanilla LLaVA -> {model}", quiet)
-        make_tiny(data, model, seed=seed, steps=tiny_steps, progress=progress)
+        _log(f"[2/4] tiny vanilla {label} -> {model}", quiet)
+        make_tiny(data, model, seed=seed, steps=tiny_steps, progress=progress, family=family)
+    atomic_write_json(out / DEMO_SUMMARY, {"family": family, "seed": seed, "images_per_category": images_per_category, "methods": names})
 
     config = resolve_config(preset="demo", overrides=[{"seed": seed}, *(config_overrides or [])])
     _log(f"generation protocol: {DEMO_GENERATION.label()} (the demo caps answers, since a collapsed model never stops)", quiet)
