@@ -4,6 +4,7 @@
     python scripts/regenerate_readme.py --check    # seed 0 only (about 9 min): fail if the README's table differs
     python scripts/regenerate_readme.py --from-runs DIR   # rewrite the README from finished runs in DIR
     python scripts/regenerate_readme.py --seeds none      # only the other families' demos (Qwen2.5-VL, seed 0)
+    python scripts/regenerate_readme.py --seeds none --families none   # only the other methods (seed 0)
 
 Every number in the README's "What the demo shows" section is written here, from
 ``safeeraser demo --out demo-out --seed S`` run at the locked versions (constraints.txt):
@@ -43,6 +44,8 @@ SEEDS = (0, 1, 2, 3, 4)
 TABLE = ("<!-- demo-table:start -->", "<!-- demo-table:end -->")
 SEEDS_BLOCK = ("<!-- demo-seeds:start -->", "<!-- demo-seeds:end -->")
 FAMILIES = ("qwen2_5_vl",)  # the other families whose seed-0 demo the README shows
+ZOO_OUT = f"{OUT}-zoo"  # the methods beyond the demo's ten (simnpo, dpo, ..., each with +pd), seed 0
+ZOO_BLOCK = ("<!-- demo-zoo:start -->", "<!-- demo-zoo:end -->")
 TIMING = "timing.json"  # a measured run's Timing, kept in its folder
 SHOWN = (("asr_efficacy", "ASR eff. ↓"), ("rr_efficacy", "RR eff. ↑"), ("asr_generality", "ASR gen. ↓"), ("sarr", "SARR ↓"), ("rouge_l", "ROUGE-L ↑"))
 REGENERATE = "python scripts/regenerate_readme.py"
@@ -211,6 +214,57 @@ def regenerate_families(families: tuple[str, ...], runs_from: Path | None = None
     print(f"wrote README.md ({', '.join(families)})", file=sys.stderr)
 
 
+def zoo_methods() -> list[str]:
+    """Every registered method the demo's default list leaves out (each with and without PD)."""
+    from safeeraser.unlearn.methods import ALL_METHOD_NAMES, METHOD_NAMES
+
+    return [m for m in ALL_METHOD_NAMES if m not in METHOD_NAMES]
+
+
+def regenerate_zoo(runs_from: Path | None = None) -> None:
+    """The other methods' seed-0 demo (or its finished run under ``runs_from``) into the README.
+
+    A finished seed-0 demo in demo-out lends its data, vanilla model and vanilla answers: the demo
+    makes them from the seed alone, so they are the files the run would build again. Like the
+    families' tables, this one must come from the environment the LLaVA table was recorded in.
+    """
+    import shutil
+
+    from safeeraser.environment import manifest, numeric_identity
+
+    recorded = json.loads((KEPT / "environment.json").read_text(encoding="utf-8"))
+    if numeric_identity(manifest()) != recorded:
+        raise SystemExit(f"this environment ({json.dumps(numeric_identity(manifest()))}) is not the one the LLaVA table was recorded in ({json.dumps(recorded)}): run the other methods there")
+    folder = (runs_from or ROOT) / ZOO_OUT
+    if runs_from is None:
+        seed0 = ROOT / OUT
+        if (seed0 / "results.json").is_file() and not folder.exists():
+            for part in ("data", "model", "runs/vanilla"):
+                shutil.copytree(seed0 / part, folder / part)
+        reused = (folder / "results.json").is_file()
+        began, cpu_began = time.perf_counter(), _children_cpu()
+        command = [sys.executable, "-m", "safeeraser", "demo", "--out", ZOO_OUT, "--seed", "0", "--methods", ",".join(zoo_methods())]
+        subprocess.run(command, cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"}, check=True)
+        timing = Timing(time.perf_counter() - began, _children_cpu() - cpu_began, os.getloadavg()[0], reused)
+        if not reused:
+            (folder / TIMING).write_text(json.dumps(asdict(timing)) + "\n", encoding="utf-8")
+    else:
+        timing = kept_timing(folder)
+    if not (folder / "results.json").is_file():
+        raise SystemExit(f"{folder / 'results.json'} is missing")
+    rows = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    if rows[0].get("environment") != recorded:
+        raise SystemExit(f"{folder / 'results.json'} was made in another environment ({rows[0].get('environment')}): rerun it here")
+    print(f"other methods: {timing.describe()}", file=sys.stderr)
+    note = (
+        f"`safeeraser demo --out {ZOO_OUT} --seed 0 --methods {','.join(zoo_methods())}`, in the environment of the LLaVA table above. "
+        f"Time: {timing.describe()}. Regenerate with `{REGENERATE} --seeds none --families none`."
+    )
+    text = README.read_text(encoding="utf-8")
+    README.write_text(replace_block(text, ZOO_BLOCK, seed_table(rows) + "\n\n" + note), encoding="utf-8")
+    print("wrote README.md (other methods)", file=sys.stderr)
+
+
 def regenerate(seeds: tuple[int, ...], runs_from: Path | None = None) -> None:
     """Run the demo at each seed (or, with ``runs_from``, read the finished runs there) and rewrite the README."""
     from safeeraser.environment import manifest, numeric_identity
@@ -270,7 +324,8 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="run seed 0 and compare with the README instead of rewriting it")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0-4; the first must be 0), or none")
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated families whose seed-0 demo the README shows (default {','.join(FAMILIES)}), or none")
-    parser.add_argument("--from-runs", type=Path, help="read finished demo runs (demo-out, demo-out-seedN, demo-out-FAMILY) under this folder instead of running them")
+    parser.add_argument("--zoo", action=argparse.BooleanOptionalAction, default=True, help=f"the other methods' seed-0 demo ({ZOO_OUT}; default: on)")
+    parser.add_argument("--from-runs", type=Path, help="read finished demo runs (demo-out, demo-out-seedN, demo-out-FAMILY, demo-out-zoo) under this folder instead of running them")
     args = parser.parse_args()
     if args.check:
         return check()  # the LLaVA table only
@@ -285,6 +340,8 @@ def main() -> int:
         regenerate(seeds, args.from_runs)
     if families:
         regenerate_families(families, args.from_runs)
+    if args.zoo:
+        regenerate_zoo(args.from_runs)
     return 0
 
 
