@@ -83,6 +83,7 @@ TINY = {
     "smolvlm": ("SmolVLMForConditionalGeneration", "<end_of_utterance>", "connector"),
     # a cross-attention family
     "mllama": ("MllamaForConditionalGeneration", "<|eot_id|>", "multi_modal_projector"),
+    "qwen3_vl": ("Qwen3VLForConditionalGeneration", "<|im_end|>", "visual.merger"),
 }
 
 

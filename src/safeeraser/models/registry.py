@@ -57,6 +57,30 @@ QWEN_VL_TEMPLATE = (
 )
 
 
+# The Qwen3-VL Instruct hub processors' chat template, without its tool-calling branch: ChatML as
+# Qwen2-VL, but no default system sentence (a system message only when one is given).
+QWEN3_VL_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' -%}{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['content'] is string -%}{{- messages[0]['content'] }}"
+    "{%- else -%}{%- for content in messages[0]['content'] -%}{%- if 'text' in content -%}{{- content['text'] }}{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' }}{%- endif -%}"
+    "{%- set image_count = namespace(value=0) -%}{%- set video_count = namespace(value=0) -%}"
+    "{%- for message in messages -%}{%- if message['role'] != 'system' -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{- message['content'] }}"
+    "{%- else -%}{%- for content in message['content'] -%}"
+    "{%- if content['type'] == 'image' or 'image' in content or 'image_url' in content -%}"
+    "{%- set image_count.value = image_count.value + 1 -%}"
+    "{%- if add_vision_id -%}{{- 'Picture ' + image_count.value | string + ': ' }}{%- endif -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif content['type'] == 'video' or 'video' in content -%}{%- set video_count.value = video_count.value + 1 -%}"
+    "{%- if add_vision_id -%}{{- 'Video ' + video_count.value | string + ': ' }}{%- endif -%}{{- '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{%- elif 'text' in content -%}{{- content['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}{{- '<|im_end|>\\n' }}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+
 # Gemma-3's conversation format (its hub processors' template): the BOS written by the template, a
 # system message folded into the first user turn, the assistant called "model".
 GEMMA3_TEMPLATE = (
@@ -311,6 +335,7 @@ FAMILIES = (
     ),
     ModelFamily(
         name="qwen3_vl",
+        status=TESTED,
         label="Qwen3-VL",
         model_types=("qwen3_vl",),
         model_class="Qwen3VLForConditionalGeneration",
@@ -320,7 +345,7 @@ FAMILIES = (
             "Qwen/Qwen3-VL-8B-Instruct",
             "Qwen/Qwen3-VL-32B-Instruct",
         ),
-        **{**QWEN_VL, "chat_template": None},
+        **{**QWEN_VL, "chat_template": QWEN3_VL_TEMPLATE},
     ),
     ModelFamily(
         name="mllama",

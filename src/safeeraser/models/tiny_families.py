@@ -370,3 +370,52 @@ def build_mllama(texts: list[str], size_name: str, family: ModelFamily):
 
 
 BUILDERS["mllama"] = build_mllama
+
+
+# --- Qwen3-VL -------------------------------------------------------------------------------
+
+
+def build_qwen3_vl(texts: list[str], size_name: str, family: ModelFamily):
+    """A Qwen3-VL: its vision tower (learned position embeddings interpolated to the grid, DeepStack
+    features from an inner layer added to the decoder's first layers) and patch merger, and a Qwen3
+    decoder (QK-norm) with interleaved M-RoPE."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    from safeeraser.models.registry import QWEN3_VL_TEMPLATE
+
+    size = QWEN_SIZES[size_name]
+    tokenizer = qwen_tokenizer(texts + ["system user assistant"] * 50, size.vocab_size)
+    processor = PartsProcessor(tokenizer, _qwen_image_processor(size), QWEN3_VL_TEMPLATE, family.image_token)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    side = size.image_size // size.patch_size
+    vision = dict(
+        depth=size.vision_layers + 1,
+        hidden_size=size.vision_hidden,
+        intermediate_size=size.vision_hidden * 2,
+        num_heads=size.vision_heads,
+        patch_size=size.patch_size,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=size.text_hidden,
+        num_position_embeddings=side * side,
+        deepstack_visual_indexes=[0],
+    )
+    head_dim = size.text_hidden // size.text_heads
+    text = dict(
+        **text_settings(size, len(tokenizer), pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"], kv_heads=size.text_kv_heads),
+        head_dim=head_dim,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(size.mrope_section), "mrope_interleaved": True},
+    )
+    config = Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    model = Qwen3VLForConditionalGeneration(config)
+    return processor, set_generation_ids(model, pad=ids["<|endoftext|>"], eos=ids["<|im_end|>"]), size
+
+
+BUILDERS["qwen3_vl"] = build_qwen3_vl
