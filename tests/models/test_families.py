@@ -81,6 +81,8 @@ TINY = {
     # families that split images into crops or tiles (models.tiny_tiled)
     "idefics3": ("Idefics3ForConditionalGeneration", "<end_of_utterance>", "connector"),
     "smolvlm": ("SmolVLMForConditionalGeneration", "<end_of_utterance>", "connector"),
+    "internvl": ("InternVLForConditionalGeneration", "<|im_end|>", "multi_modal_projector"),
+    "llava_onevision": ("LlavaOnevisionForConditionalGeneration", "<|im_end|>", "multi_modal_projector"),
     # a cross-attention family
     "mllama": ("MllamaForConditionalGeneration", "<|eot_id|>", "multi_modal_projector"),
     "qwen3_vl": ("Qwen3VLForConditionalGeneration", "<|im_end|>", "visual.merger"),
@@ -143,6 +145,11 @@ def test_answer_mask_is_the_answer_and_the_end_of_turn_token(loaded_tiny, demo_d
         {"role": "assistant", "content": [{"type": "text", "text": example.answer}]},
     ]
     rendered = loaded.processor.apply_chat_template(turn, tokenize=False)
+    if name == "llava_onevision":
+        # its hub template writes "<|im_start|>assistant " and a new line for a rendered answer
+        # but "<|im_start|>assistant" and a new line as the generation prompt; the answer is
+        # trained after the generation prompt, as it is generated
+        rendered = rendered.replace("<|im_start|>assistant \n", "<|im_start|>assistant\n")
     answer = prompt + loaded.family.answer_prefix + example.answer
     assert rendered.startswith(answer)
     if end_of_turn in rendered:  # (LLaVA-1.5's template leaves the end-of-sequence token out)
@@ -161,6 +168,12 @@ def test_prompt_ids_are_what_the_family_processor_builds(loaded_tiny, demo_data,
     item = codec.encode_prompt(example.image, example.question)
     if isinstance(loaded.processor, PartsProcessor) and name in CROPPED:
         _check_crops_parts_path(loaded, codec, item, example)
+        return
+    if isinstance(loaded.processor, PartsProcessor) and name == "internvl":
+        _check_tiles_parts_path(loaded, codec, item)
+        return
+    if isinstance(loaded.processor, PartsProcessor) and name == "llava_onevision":
+        _check_onevision_parts_path(loaded, codec, item)
         return
     if isinstance(loaded.processor, PartsProcessor):
         grid = item["image"]["image_grid_thw"][0]
@@ -223,6 +236,33 @@ def _check_crops_parts_path(loaded, codec, item, example):
     assert torch.equal(item["image"]["pixel_attention_mask"], real["pixel_attention_mask"])
 
 
+def _check_tiles_parts_path(loaded, codec, item):
+    """InternVL's processor class needs torchvision (the real one: the torchvision-only test): a
+    64-pixel image is 2 x 2 tiles and a thumbnail, each ``image_seq_length`` tokens between
+    ``<img>`` and ``</img>``, and the model reads exactly that many image features."""
+    tiles = item["image"]["pixel_values"].shape[0]
+    assert tiles == int(item["image"]["num_patches"][0]) == 5
+    ids = item["input_ids"]
+    start, end = ids.index(codec.tokenizer.convert_tokens_to_ids("<img>")), ids.index(codec.tokenizer.convert_tokens_to_ids("</img>"))
+    assert ids[start + 1 : end] == [codec.image_token_id] * (tiles * loaded.processor.image_seq_length)
+    assert ids.count(codec.image_token_id) == end - start - 1
+    with torch.no_grad():
+        assert torch.isfinite(loaded.model(**codec.collate_prompts([item])).logits).all()
+
+
+def _check_onevision_parts_path(loaded, codec, item):
+    """LLaVA-OneVision's processor class needs torchvision (the real one: the torchvision-only
+    test): a 64-pixel square image takes the 2 x 2 tile pinpoint, so it is 2n x 2n tile features,
+    a new-line token per row and the whole image's n x n (n patches per tile side), and the model
+    reads exactly that many image features."""
+    config = loaded.model.config
+    n = config.vision_config.image_size // config.vision_config.patch_size
+    assert item["image"]["pixel_values"].shape[1] == 5  # 2 x 2 tiles + the whole image
+    assert item["input_ids"].count(codec.image_token_id) == (2 * n) * (2 * n) + 2 * n + n * n
+    with torch.no_grad():
+        assert torch.isfinite(loaded.model(**codec.collate_prompts([item])).logits).all()
+
+
 @pytest.mark.slow
 def test_crops_are_padded_across_a_batch_and_the_padding_changes_nothing(loaded_tiny, demo_data, tmp_path):
     """An image split into 2 x 2 crops and a wide one split into 1 x 2 share a batch: the fewer
@@ -277,33 +317,62 @@ def test_parts_path_builds_what_the_real_qwen_processor_builds(loaded_tiny, tiny
     assert torch.allclose(item["image"]["pixel_values"], real["pixel_values"], atol=1e-5)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not _torchvision(), reason="the real SmolVLM processor needs torchvision (and num2words)")
-def test_parts_path_builds_what_the_real_smolvlm_processor_builds(tiny, demo_data):
-    """Where torchvision imports (GPU installs), the parts path and the real ``SmolVLMProcessor``
-    (from the same folder's tokenizer, image processor and image_seq_len, with its video processor)
-    give the same ids, pixels and pixel attention mask for the same prompt."""
+def _real_smolvlm(parts):
     pytest.importorskip("num2words", reason="SmolVLMProcessor imports num2words")
     from transformers import SmolVLMProcessor, SmolVLMVideoProcessor
 
+    return SmolVLMProcessor(
+        image_processor=parts.image_processor, tokenizer=parts.tokenizer, video_processor=SmolVLMVideoProcessor(), image_seq_len=parts.image_seq_len
+    )
+
+
+def _real_internvl(parts):
+    from transformers import InternVLProcessor, InternVLVideoProcessor
+
+    return InternVLProcessor(
+        image_processor=parts.image_processor, tokenizer=parts.tokenizer, video_processor=InternVLVideoProcessor(), image_seq_length=parts.image_seq_length
+    )
+
+
+def _real_onevision(parts):
+    from transformers import LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
+
+    return LlavaOnevisionProcessor(
+        image_processor=parts.image_processor,
+        tokenizer=parts.tokenizer,
+        video_processor=LlavaOnevisionVideoProcessor(),
+        num_image_tokens=parts.num_image_tokens,
+        vision_feature_select_strategy=parts.vision_feature_select_strategy,
+        vision_aspect_ratio=parts.vision_aspect_ratio,
+    )
+
+
+REAL_PROCESSORS = {"smolvlm": _real_smolvlm, "internvl": _real_internvl, "llava_onevision": _real_onevision}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _torchvision(), reason="the real SmolVLM, InternVL and LLaVA-OneVision processors need torchvision")
+def test_parts_path_builds_what_the_real_processor_builds(tiny, demo_data):
+    """Where torchvision imports (GPU installs), the parts path and the real processor class
+    (``SmolVLMProcessor``, ``InternVLProcessor``, ``LlavaOnevisionProcessor``, from the same folder's tokenizer, image processor
+    and processor settings, with its video processor) give the same ids and image inputs."""
     from safeeraser.data.images import open_rgb
     from safeeraser.models.parts import PartsProcessor
 
     name, folder = tiny
-    if name != "smolvlm":
-        pytest.skip("a SmolVLM check")
+    if name not in REAL_PROCESSORS:
+        pytest.skip("a check of the parts-path families with their own processor settings")
     family = family_named(name)
     parts = PartsProcessor.from_pretrained(folder, fallback_template=family.chat_template, image_token=family.image_token)
     codec = Codec(parts, family=family)
-    real = SmolVLMProcessor(
-        image_processor=parts.image_processor, tokenizer=parts.tokenizer, video_processor=SmolVLMVideoProcessor(), image_seq_len=parts.image_seq_len
-    )
+    real = REAL_PROCESSORS[name](parts)
     example = forget_examples(load_split(demo_data, "train"))[0]
     item = codec.encode_prompt(example.image, example.question)
     out = real(text=[codec.prompt_text(example.question)], images=[open_rgb(example.image)], return_tensors="pt")
     assert item["input_ids"] == out["input_ids"][0].tolist()
     assert torch.allclose(item["image"]["pixel_values"], out["pixel_values"], atol=1e-5)
-    assert torch.equal(item["image"]["pixel_attention_mask"].bool(), out["pixel_attention_mask"].bool())
+    if "pixel_attention_mask" in family.image_inputs:
+        assert torch.equal(item["image"]["pixel_attention_mask"].bool(), out["pixel_attention_mask"].bool())
 
 
 @pytest.mark.slow

@@ -198,6 +198,70 @@ def idefics3_expansion(processor, image_inputs: dict) -> str:
     )
 
 
+# InternVL (transformers' -hf checkpoints): ChatML without a default system sentence, the image as
+# ``<IMG_CONTEXT>`` and a new line (as the conversion script in transformers writes the template).
+INTERNVL_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<IMG_CONTEXT>\\n' }}"
+    "{% elif part['type'] == 'video' %}{{ '<video>\\n' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{{ '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def internvl_expansion(processor, image_inputs: dict) -> str:
+    """InternVL: dynamic tiling into ``num_patches`` tiles (plus a thumbnail when there are
+    several), each ``image_seq_length`` tokens, between ``<img>`` and ``</img>``. The processor's
+    own text where its class loads, else the same from the tokenizer and processor_config.json."""
+    if hasattr(processor, "replace_image_token"):
+        return processor.replace_image_token(image_inputs, 0)
+    tok = processor.tokenizer
+    n = int(image_inputs["num_patches"][0]) * processor.image_seq_length
+    return f"{tok.start_image_token}{processor.image_token * n}{tok.end_image_token}"
+
+
+# LLaVA-OneVision (llava-hf checkpoints): ChatML whose role is followed by a space, the images
+# first, then each text after a new line, ``<|im_end|>`` with no new line after it; the
+# generation prompt is ``<|im_start|>assistant`` and a new line.
+ONEVISION_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + ' ' }}"
+    "{% if message['content'] is string %}{{ '\\n' + message['content'] }}{% else %}"
+    "{% for part in message['content'] if part['type'] == 'image' %}{{ '<image>' }}{% endfor %}"
+    "{% for part in message['content'] if part['type'] == 'video' %}{{ '<video>' }}{% endfor %}"
+    "{% for part in message['content'] if part['type'] == 'text' %}{{ '\\n' + part['text'] }}{% endfor %}"
+    "{% endif %}{{ '<|im_end|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def onevision_image_tokens(processor, image_inputs: dict) -> int:
+    """LLaVA-OneVision: anyres tiles, unpadded to the image's aspect ratio, one new-line token per
+    row, pooled down past ``anyres_max_N`` tiles, plus the whole image. The processor's own count
+    where its class loads (it needs torchvision); else the same methods of that class applied to
+    the checkpoint's parts and processor settings (processor_config.json)."""
+    if not hasattr(processor, "replace_image_token"):
+        import functools
+        from types import SimpleNamespace
+
+        from transformers import LlavaOnevisionProcessor as Real
+
+        parts = processor
+        processor = SimpleNamespace(
+            image_processor=parts.image_processor,
+            image_token=parts.image_token,
+            num_image_tokens=parts.num_image_tokens,
+            vision_feature_select_strategy=parts.vision_feature_select_strategy,
+            vision_aspect_ratio=getattr(parts, "vision_aspect_ratio", "anyres_max_9"),
+        )
+        processor._get_unpadded_features = functools.partial(Real._get_unpadded_features, processor)
+        processor._get_number_of_features = functools.partial(Real._get_number_of_features, processor)
+        processor.replace_image_token = functools.partial(Real.replace_image_token, processor)
+    return processor.replace_image_token(image_inputs, 0).count(processor.image_token)
+
+
 TESTED = "tested end to end here"
 REGISTERED = "registered, untested"
 
@@ -303,12 +367,15 @@ FAMILIES = (
         label="LLaVA-OneVision",
         model_types=("llava_onevision",),
         model_class="LlavaOnevisionForConditionalGeneration",
-        chat_template=None,
+        chat_template=ONEVISION_TEMPLATE,
         hub_ids=("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf"),
+        image_inputs=("pixel_values", "image_sizes", "batch_num_images"),
+        image_tokens=onevision_image_tokens,
         end_of_turn="<|im_end|>",
         answer_prefix="",
         needs_torchvision=True,
-        **UNENCODED,
+        rmu_layer=6,  # Qwen2-7B's 28 decoder layers (layer 7 of 32 at the same depth)
+        status=TESTED,
     ),
     ModelFamily(
         name="qwen2_vl",
@@ -370,13 +437,17 @@ FAMILIES = (
         label="InternVL",
         model_types=("internvl",),
         model_class="InternVLForConditionalGeneration",
-        chat_template=None,
         hub_ids=("OpenGVLab/InternVL3-1B-hf", "OpenGVLab/InternVL3-2B-hf", "OpenGVLab/InternVL3-8B-hf", "OpenGVLab/InternVL3-14B-hf"),
-        image_inputs=("pixel_values",),
+        chat_template=INTERNVL_TEMPLATE,
+        image_inputs=("pixel_values",),  # every image's tiles, one after another (no batch dimension)
         end_of_turn="<|im_end|>",
         answer_prefix="",
         needs_torchvision=True,
-        **UNENCODED,
+        image_token="<IMG_CONTEXT>",
+        image_tokens=None,
+        expand=internvl_expansion,
+        rmu_layer=6,  # InternVL3-2B/8B's 28 decoder layers (layer 7 of 32 at the same depth)
+        status=TESTED,
     ),
     ModelFamily(
         name="gemma3",

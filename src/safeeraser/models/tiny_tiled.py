@@ -1,4 +1,5 @@
-"""Tiny copies of the families that split an image into crops or tiles: Idefics3, SmolVLM(2).
+"""Tiny copies of the families that split an image into crops or tiles: Idefics3, SmolVLM(2), InternVL,
+LLaVA-OneVision.
 
 Same recipe as ``models.tiny_families``: the real architecture at toy size from its config class,
 a byte-level BPE tokenizer trained on the dataset's text plus the family's special tokens, the
@@ -147,4 +148,176 @@ def _crop_model(config_class, model_class, tokenizer, size: CropSize):
     return model
 
 
-TILED_BUILDERS = {"idefics3": build_idefics3, "smolvlm": build_smolvlm}
+# --- InternVL: dynamic tiling ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TileSize:
+    tile: int  # the tile side (and the vision tower's input)
+    max_tiles: int
+    patch_size: int
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_kv_heads: int
+    text_intermediate: int
+    vocab_size: int
+    steps: int
+    lr: float
+    batch_per_view: int
+
+
+TILE_SIZES = {
+    # 32-pixel tiles (at most 4, plus a thumbnail) of 4 x 4 patches, pixel-shuffled 2 x 2 into 4
+    # tokens per tile: a 64-pixel image is 2 x 2 tiles + thumbnail, 20 image tokens
+    "tiny": TileSize(32, 4, 8, 32, 1, 2, 64, 2, 4, 2, 128, 1024, 400, 2e-3, 4),
+}
+
+# InternVL's control tokens (its -hf tokenizers: Qwen2.5's ChatML tokens plus the image tags).
+INTERNVL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>")
+
+
+def build_internvl(texts: list[str], size_name: str, family: ModelFamily):
+    """An InternVL (as InternVL3-*-hf): InternViT tower over tiles, pixel-shuffle MLP projector,
+    Qwen2 decoder. ``InternVLProcessor`` loads with a video processor (torchvision), so the copy
+    carries its parts (tokenizer, GOT-OCR2 image processor with tiling, template, image_seq_length)."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, PreTrainedTokenizerFast
+
+    from safeeraser.models.parts import PartsProcessor
+    from safeeraser.models.tiny_families import _bpe_tokenizer
+
+    size = TILE_SIZES[size_name]
+    tok = _bpe_tokenizer(texts + ["system user assistant"] * 50, size.vocab_size, INTERNVL_TOKENS)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens={"context_image_token": "<IMG_CONTEXT>", "start_image_token": "<img>", "end_image_token": "</img>", "video_token": "<video>"},
+        padding_side="left",
+    )
+    seq = (size.tile // size.patch_size) ** 2 // 4  # downsample_ratio 0.5 on each side
+    settings = {"processor_class": "InternVLProcessor", "image_seq_length": seq}
+    processor = PartsProcessor(tokenizer, _tile_image_processor(size), family.chat_template, family.image_token, settings)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in INTERNVL_TOKENS}
+    vision = dict(
+        hidden_size=size.vision_hidden,
+        intermediate_size=size.vision_hidden * 2,
+        num_hidden_layers=size.vision_layers,
+        num_attention_heads=size.vision_heads,
+        image_size=[size.tile, size.tile],
+        patch_size=[size.patch_size, size.patch_size],
+    )
+    text = dict(
+        model_type="qwen2",
+        vocab_size=len(tokenizer),
+        hidden_size=size.text_hidden,
+        intermediate_size=size.text_intermediate,
+        num_hidden_layers=size.text_layers,
+        num_attention_heads=size.text_heads,
+        num_key_value_heads=size.text_kv_heads,
+        max_position_embeddings=1024,
+        pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+    )
+    config = InternVLConfig(vision_config=vision, text_config=text, image_token_id=ids["<IMG_CONTEXT>"], image_seq_length=seq, downsample_ratio=0.5)
+    model = InternVLForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    return processor, model, size
+
+
+def _tile_image_processor(size: TileSize):
+    import transformers
+
+    try:  # the PIL backend by name where this transformers has it (no torchvision needed)
+        cls = transformers.GotOcr2ImageProcessorPil
+    except AttributeError:
+        cls = transformers.GotOcr2ImageProcessor
+    return cls(crop_to_patches=True, min_patches=1, max_patches=size.max_tiles, size={"height": size.tile, "width": size.tile})
+
+
+# --- LLaVA-OneVision: anyres tiles with unpadding and new-line tokens -------------------------
+
+ONEVISION_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+ONEVISION_SIZES = {
+    # 32-pixel tiles of 2 x 2 patches: a 64-pixel image is 2 x 2 tiles (4 x 4 features, a new line
+    # per row) and the whole image (4): 24 image tokens
+    "tiny": TileSize(32, 4, 16, 32, 1, 2, 64, 2, 4, 2, 128, 1024, 400, 2e-3, 4),
+}
+
+
+def build_llava_onevision(texts: list[str], size_name: str, family: ModelFamily):
+    """A LLaVA-OneVision: SigLIP tower, projector, Qwen2 decoder, anyres tiles (grid pinpoints up to
+    2 x 2 tiles) with the learned new-line embedding. ``LlavaOnevisionProcessor`` needs a video
+    processor (torchvision), so the copy carries its parts and the processor's settings."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerFast
+
+    from safeeraser.models.parts import PartsProcessor
+    from safeeraser.models.tiny_families import _bpe_tokenizer
+
+    size = ONEVISION_SIZES[size_name]
+    tok = _bpe_tokenizer(texts + ["system user assistant"] * 50, size.vocab_size, ONEVISION_TOKENS)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+        padding_side="left",
+    )
+    side = size.tile
+    pinpoints = [[side, side], [side, 2 * side], [2 * side, side], [2 * side, 2 * side]]
+    import transformers
+
+    image_cls = getattr(transformers, "LlavaOnevisionImageProcessorPil", None) or transformers.LlavaOnevisionImageProcessor
+    image_processor = image_cls(size={"height": side, "width": side}, crop_size={"height": side, "width": side}, image_grid_pinpoints=pinpoints)
+    settings = {
+        "processor_class": "LlavaOnevisionProcessor",
+        "num_image_tokens": (side // size.patch_size) ** 2,
+        "vision_feature_select_strategy": "full",
+        "vision_aspect_ratio": "anyres_max_9",
+    }
+    processor = PartsProcessor(tokenizer, image_processor, family.chat_template, family.image_token, settings)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ONEVISION_TOKENS}
+    vision = dict(
+        model_type="siglip_vision_model",
+        hidden_size=size.vision_hidden,
+        intermediate_size=size.vision_hidden * 2,
+        num_hidden_layers=size.vision_layers,
+        num_attention_heads=size.vision_heads,
+        image_size=side,
+        patch_size=size.patch_size,
+    )
+    text = dict(
+        model_type="qwen2",
+        vocab_size=len(tokenizer),
+        hidden_size=size.text_hidden,
+        intermediate_size=size.text_intermediate,
+        num_hidden_layers=size.text_layers,
+        num_attention_heads=size.text_heads,
+        num_key_value_heads=size.text_kv_heads,
+        max_position_embeddings=1024,
+        pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+    )
+    config = LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=ids["<image>"],
+        video_token_index=ids["<video>"],
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        vision_aspect_ratio="anyres_max_9",
+    )
+    model = LlavaOnevisionForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    return processor, model, size
+
+
+TILED_BUILDERS = {"idefics3": build_idefics3, "smolvlm": build_smolvlm, "internvl": build_internvl, "llava_onevision": build_llava_onevision}
