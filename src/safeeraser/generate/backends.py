@@ -11,7 +11,7 @@ are cut into jobs, so a resume file is only ever continued by the backend that b
 - ``openai``: any OpenAI-compatible Chat Completions server that serves the model (vLLM,
   SGLang, TGI). One request per prompt asks for its K samples at once (``n``) with the prompt's
   own ``seed``; images travel as data URLs; requests run concurrently and are retried as the
-  judge's are (``judge.openai_judge``).
+  judge's are (``safeeraser.openai_api``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import base64
 import gc
 import json
 import mimetypes
-import os
-import random
 import sys
 import threading
 from collections import OrderedDict
@@ -33,6 +31,7 @@ from typing import Callable, Iterator, Protocol
 from safeeraser.errors import UserError
 from safeeraser.formats import batch_key
 from safeeraser.generate.sampling import Prompt, Sampling, batch_seed
+from safeeraser.openai_api import FATAL_STATUS, Endpoint, GaveUp, Refused, Stopped, Transient
 
 BACKENDS = ("hf", "openai")
 
@@ -168,33 +167,24 @@ class OpenAIBackend:
         max_retries: int = 5,
         backoff: float = 1.0,
     ):
-        import openai
-
-        if concurrency < 1:
-            raise UserError(f"--concurrency must be at least 1 (got {concurrency})")
-        if max_retries < 0:
-            raise UserError(f"--retries must be at least 0 (got {max_retries})")
-        if not timeout > 0:
-            raise UserError(f"--request-timeout must be positive (got {timeout})")
         if not model:
             raise UserError("--backend openai: empty --model (the name the server serves the model or adapter under)")
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
-        if not base_url:
-            raise UserError("--backend openai needs --base-url (e.g. http://localhost:8000/v1) or $OPENAI_BASE_URL")
-        if not base_url.startswith(("http://", "https://")):
-            raise UserError(f"--base-url {base_url!r} is not an http(s) URL")
-        # a local server usually takes any key; the official client insists on one
-        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.endpoint = Endpoint(
+            base_url=base_url,
+            api_key=api_key,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+            names={"concurrency": "--concurrency", "max_retries": "--retries", "timeout": "--request-timeout", "backoff": "backoff", "base_url": "--base-url"},
+            default_url=None,
+            missing_url="--backend openai needs --base-url (e.g. http://localhost:8000/v1) or $OPENAI_BASE_URL",
+            default_key="EMPTY",  # a local server usually takes any key; the official client insists on one
+        )
         self.model = model
-        self.base_url = base_url
+        self.base_url = self.endpoint.base_url
         self.system = system
         self.concurrency = concurrency
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
-        self.sent = 0
-        self.retried = 0
         self._lock = threading.Lock()
         self._urls: OrderedDict[Path, str] = OrderedDict()
 
@@ -220,7 +210,8 @@ class OpenAIBackend:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def report(self) -> dict:
-        return {"base_url": self.base_url, "concurrency": self.concurrency, "n_requests": self.sent, "n_retries": self.retried}
+        stats = self.endpoint.stats
+        return {"base_url": self.base_url, "concurrency": self.concurrency, "n_requests": stats.sent, "n_retries": stats.retried}
 
     def data_url(self, image: Path) -> str:
         """The image file's bytes as a data URL (cached: each image serves several prompts)."""
@@ -251,64 +242,35 @@ class OpenAIBackend:
         return {**body, "extra_body": extra} if extra else body
 
     def _answer(self, job: Job, seed: int, stop: threading.Event) -> tuple[list[list[str]], int]:
-        from safeeraser.judge.openai_judge import _Transient
-
         (prompt,) = job.prompts
         body = self.request(prompt, job.sampling, request_seed(seed, job.key))
-        for attempt in range(self.max_retries + 1):
-            if stop.is_set():
-                raise UserError("stopped")
-            with self._lock:
-                self.sent += 1
-                self.retried += int(attempt > 0)
-            try:
-                texts, tokens = self._send(body, job)
-                return [texts], tokens
-            except _Transient as e:
-                failure = e
-            if attempt < self.max_retries and stop.wait(self._wait(attempt, failure.after)):
-                raise UserError("stopped")
-        raise UserError(f"--backend openai: no answer from {self.base_url} for {job.task_keys[0]} after {self.max_retries + 1} tries: {failure}")
-
-    def _wait(self, attempt: int, after: float | None) -> float:
-        from safeeraser.judge.openai_judge import MAX_WAIT
-
-        if after is not None:
-            return min(after, MAX_WAIT)
-        return min(MAX_WAIT, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+        try:
+            texts, tokens = self.endpoint.call(lambda: self._send(body, job), stop)
+        except Stopped:
+            raise UserError("stopped") from None
+        except GaveUp as e:
+            raise UserError(f"--backend openai: no answer from {self.base_url} for {job.task_keys[0]} {e}") from None
+        return [texts], tokens
 
     def _send(self, body: dict, job: Job) -> tuple[list[str], int]:
-        import openai
-
-        from safeeraser.judge.openai_judge import FATAL_STATUS, RETRY_STATUS, _retry_after, _Transient
-
         try:
-            raw = self.client.chat.completions.with_raw_response.create(**body)
-        except openai.APIStatusError as e:
-            status = e.status_code
-            if status in RETRY_STATUS or status >= 500:
-                raise _Transient(f"HTTP {status}", _retry_after(e.response.headers.get("retry-after"))) from None
-            hint = FATAL_STATUS.get(status, " ".join(str(e.message).split())[:200])
-            raise UserError(f"--backend openai: {self.base_url} answered HTTP {status} for {job.task_keys[0]}: {hint}") from None
-        except openai.APITimeoutError:
-            raise _Transient(f"no answer within {self.timeout:g}s") from None
-        except openai.APIConnectionError as e:
-            raise _Transient(f"connection failed: {e.__cause__ or e}") from None
-        return _samples(raw.text, body["n"], f"{self.base_url}, {job.task_keys[0]}")
+            text = self.endpoint.post(**body)
+        except Refused as e:
+            hint = FATAL_STATUS.get(e.status, e.message)
+            raise UserError(f"--backend openai: {self.base_url} answered HTTP {e.status} for {job.task_keys[0]}: {hint}") from None
+        return _samples(text, body["n"], f"{self.base_url}, {job.task_keys[0]}")
 
 
 def _samples(text: str, n: int, where: str) -> tuple[list[str], int]:
     """The ``n`` answers of a Chat Completions body in ``index`` order, and its completion tokens."""
-    from safeeraser.judge.openai_judge import _Transient
-
     try:
         body = json.loads(text)
         choices = sorted(body["choices"], key=lambda c: c.get("index", 0))
         texts = [c["message"]["content"] or "" for c in choices]
     except (json.JSONDecodeError, LookupError, TypeError, AttributeError):
-        raise _Transient(f"unreadable response body: {' '.join(text.split())[:80]!r}") from None
+        raise Transient(f"unreadable response body: {' '.join(text.split())[:80]!r}") from None
     if not all(isinstance(t, str) for t in texts):
-        raise _Transient("unreadable response body: message content is not text")
+        raise Transient("unreadable response body: message content is not text")
     if len(texts) != n:
         raise UserError(f"--backend openai: {where}: asked for n={n} answers, got {len(texts)} (a server that ignores n cannot run this protocol)")
     usage = body.get("usage") or {}

@@ -1,9 +1,7 @@
 """The LLM judge over any OpenAI-compatible Chat Completions endpoint (GPT-4o or a local server).
 
-Requests run in a thread pool, deterministically (temperature 0), through the official client
-with its own retries off: the retry loop here retries 429, 408/409, 5xx, timeouts, lost
-connections and unreadable bodies with exponential back-off and jitter, honouring
-``Retry-After``. An answer that is not what its prompt asked for is not retried (at
+Requests run in a thread pool, deterministically (temperature 0), retried as every request to
+an OpenAI-compatible server is (``safeeraser.openai_api``). An answer that is not what its prompt asked for is not retried (at
 temperature 0 it would come back the same) and becomes a failed (sub-)verdict.
 
 What is asked comes from the protocol (``judge.protocols``): ``published`` asks one or two
@@ -17,45 +15,19 @@ run with a ``UserError``.
 from __future__ import annotations
 
 import json
-import os
-import random
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-
-import openai
 
 from safeeraser.errors import UserError
 from safeeraser.judge.base import VERDICTS, JudgeItem, Verdict
 from safeeraser.judge.cache import VerdictCache, cache_key
 from safeeraser.judge.protocols import LLM_LIMITS, Ask, make_protocol
+from safeeraser.openai_api import FATAL_STATUS, Endpoint, GaveUp, Refused, Stopped, Transient
 
-MAX_WAIT = 60.0  # seconds: the longest back-off or Retry-After we sit out
-RETRY_STATUS = (408, 409, 429)  # and every 5xx
-FATAL_STATUS = {
-    401: "the API key was refused: check --api-key or OPENAI_API_KEY",
-    403: "the API key may not use this model or endpoint",
-    404: "no such endpoint or model: check --base-url and --judge-model",
-}
-
-
-@dataclass
-class JudgeStats:
-    """Requests sent (failed and cached items are read off the verdicts themselves)."""
-
-    sent: int = 0  # HTTP requests, retries included
-    retried: int = 0  # requests that repeated an earlier one
-
-
-class _Transient(Exception):
-    """A failure worth another try; ``after`` is the server's Retry-After in seconds, if it gave one."""
-
-    def __init__(self, reason: str, after: float | None = None, *, unreachable: bool = False):
-        super().__init__(reason)
-        self.after = after
-        self.unreachable = unreachable
+NAMES = {k: f"openai judge: {k}" for k in ("concurrency", "max_retries", "timeout", "backoff")} | {"base_url": "openai judge: --base-url"}
 
 
 class OpenAIJudge:
@@ -77,36 +49,30 @@ class OpenAIJudge:
         prompts: str | Path | None = None,
         verdicts: tuple[str, ...] = VERDICTS,
     ):
-        if concurrency < 1:
-            raise UserError(f"openai judge: concurrency must be at least 1 (got {concurrency})")
-        if max_retries < 0:
-            raise UserError(f"openai judge: max_retries must be at least 0 (got {max_retries})")
-        if not timeout > 0:  # (also refuses NaN)
-            raise UserError(f"openai judge: timeout must be positive (got {timeout})")
-        if not backoff >= 0:
-            raise UserError(f"openai judge: backoff must be at least 0 (got {backoff})")
         if not model:
             raise UserError("openai judge: empty --judge-model")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            raise UserError("openai judge: no API key: pass --api-key or set OPENAI_API_KEY (any value for a local server that needs none)")
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        if not base_url.startswith(("http://", "https://")):
-            raise UserError(f"openai judge: --base-url {base_url!r} is not an http(s) URL")
+        self.endpoint = Endpoint(
+            base_url=base_url,
+            api_key=api_key,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+            names=NAMES,
+            default_url="https://api.openai.com/v1",
+            default_key=None,
+            missing_key="openai judge: no API key: pass --api-key or set OPENAI_API_KEY (any value for a local server that needs none)",
+        )
         self.protocol = protocol if not isinstance(protocol, str) else make_protocol(protocol, prompts)
         # a judge serving some verdicts asks no others; a classifier protocol gives only its own
         self.verdicts = tuple(v for v in VERDICTS if v in verdicts and v in getattr(self.protocol, "verdicts", VERDICTS))
         self.limits = getattr(self.protocol, "limits", LLM_LIMITS)
         self.model = model
-        self.base_url = base_url
+        self.base_url = self.endpoint.base_url
         self.concurrency = concurrency
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
         self.cache = VerdictCache(cache) if cache is not None else None
-        self.stats = JudgeStats()
-        self._lock = threading.Lock()  # guards the stats and the cache, used from the worker threads
+        self.stats = self.endpoint.stats
+        self._lock = threading.Lock()  # guards the cache, used from the worker threads
 
     def identity(self) -> dict:
         return {
@@ -168,66 +134,37 @@ class OpenAIJudge:
 
     def _ask(self, ask: Ask, stop: threading.Event) -> Verdict:
         """One prompt's (sub-)verdict, retrying transient failures."""
-        for attempt in range(self.max_retries + 1):
-            with self._lock:
-                self.stats.sent += 1
-                self.stats.retried += int(attempt > 0)
-            try:
-                return self._request(ask)
-            except _Transient as e:
-                failure = e
-            if attempt < self.max_retries and stop.wait(self._wait(attempt, failure.after)):
-                return Verdict(error="stopped before an answer came")
-        if failure.unreachable:
-            raise UserError(f"openai judge: cannot reach {self.base_url} ({failure}) after {self.max_retries + 1} tries")
-        return Verdict(error=f"no answer after {self.max_retries + 1} tries: {failure}")
-
-    def _wait(self, attempt: int, after: float | None) -> float:
-        if after is not None:
-            return min(after, MAX_WAIT)
-        # Exponential back-off with jitter, so that parallel workers do not retry in lockstep.
-        return min(MAX_WAIT, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+        try:
+            return self.endpoint.call(lambda: self._request(ask), stop)
+        except Stopped:
+            return Verdict(error="stopped before an answer came")
+        except GaveUp as e:
+            if e.failure.unreachable:
+                raise UserError(f"openai judge: cannot reach {self.base_url} ({e.failure}) after {e.tries} tries") from None
+            return Verdict(error=f"no answer {e}")
 
     def _request(self, ask: Ask) -> Verdict:
-        """One request: a (sub-)verdict, possibly a failed one, or ``_Transient`` when worth repeating."""
+        """One request: a (sub-)verdict, possibly a failed one, or ``Transient`` when worth repeating."""
         try:
-            raw = self.client.chat.completions.with_raw_response.create(
-                model=self.model, messages=ask.messages, temperature=0, max_tokens=self.protocol.max_tokens
-            )
-        except openai.APIStatusError as e:
-            status = e.status_code
-            if status in RETRY_STATUS or status >= 500:
-                raise _Transient(f"HTTP {status}", _retry_after(e.response.headers.get("retry-after"))) from None
-            if status in FATAL_STATUS:
-                raise UserError(f"openai judge: {self.base_url} answered HTTP {status}: {FATAL_STATUS[status]}") from None
-            return Verdict(error=f"HTTP {status}: {' '.join(str(e.message).split())[:200]}")
-        except openai.APITimeoutError:
-            raise _Transient(f"no answer within {self.timeout:g}s") from None
-        except openai.APIConnectionError as e:
-            raise _Transient(f"connection failed: {e.__cause__ or e}", unreachable=True) from None
-        content, finish = _content(raw.text)
+            body = self.endpoint.post(model=self.model, messages=ask.messages, temperature=0, max_tokens=self.protocol.max_tokens)
+        except Refused as e:
+            if e.status in FATAL_STATUS:
+                raise UserError(f"openai judge: {self.base_url} answered HTTP {e.status}: {FATAL_STATUS[e.status]}") from None
+            return Verdict(error=str(e))
+        content, finish = _content(body)
         if content is None:
             return Verdict(error="the judge returned no text")
         return self.protocol.read(ask, content, cut_off_at=self.protocol.max_tokens if finish == "length" else None)
 
 
 def _content(body: str) -> tuple[str | None, str | None]:
-    """``choices[0].message.content`` and ``finish_reason`` of a Chat Completions body; ``_Transient``
+    """``choices[0].message.content`` and ``finish_reason`` of a Chat Completions body; ``Transient``
     when the body is not one."""
     try:
         choice = json.loads(body)["choices"][0]
         content = choice["message"]["content"]
     except (json.JSONDecodeError, LookupError, TypeError):
-        raise _Transient(f"unreadable response body: {' '.join(body.split())[:80]!r}") from None
+        raise Transient(f"unreadable response body: {' '.join(body.split())[:80]!r}") from None
     if content is not None and not isinstance(content, str):
-        raise _Transient("unreadable response body: message content is not text")
+        raise Transient("unreadable response body: message content is not text")
     return content, choice.get("finish_reason")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (the HTTP-date form is rare from APIs and is ignored)."""
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and seconds >= 0 else None
