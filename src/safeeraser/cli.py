@@ -256,7 +256,7 @@ def evaluate_cmd(
     pred_train: Optional[Path] = typer.Option(None, "--pred-train", help="Predictions on the forget split: Efficacy."),
     pred_val: Optional[Path] = typer.Option(None, "--pred-val", help="Predictions on the test split: Generality, SARR, ROUGE-L."),
     pred_general: Optional[Path] = typer.Option(None, "--pred-general", help="Predictions on general VQA: specificity."),
-    judge: str = typer.Option("keyword", "--judge", help="keyword (offline), openai (any OpenAI-compatible endpoint) or hf (local model); or one judge per verdict, e.g. unsafe=openai,refusal=keyword,normal=openai (verdicts: unsafe, refusal, normal, score)."),
+    judge: str = typer.Option("keyword", "--judge", help="keyword (offline), openai (any OpenAI-compatible endpoint), hf (local model), llamaguard, wildguard or harmbench; or one judge per verdict, each model judge with its own model if wanted, e.g. unsafe=llamaguard:FOLDER_OR_ID,refusal=keyword,normal=openai (verdicts: unsafe, refusal, normal, score)."),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name (openai: gpt-4o; hf: a folder or cached id)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or api.openai.com)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="API key (default: $OPENAI_API_KEY). Never written anywhere."),
@@ -273,7 +273,7 @@ def evaluate_cmd(
     """Judge predictions and compute ASR, RR, SARR, ROUGE-L (and specificity)."""
     from safeeraser.judge import JUDGES, make_judges
     from safeeraser.judge.cache import default_path
-    from safeeraser.judge.combined import parse_spec
+    from safeeraser.judge.combined import parse_spec, split_name
     from safeeraser.metrics.evaluate import evaluate
 
     _positive("--concurrency", concurrency)
@@ -283,28 +283,39 @@ def evaluate_cmd(
     if cache is not None and no_cache:
         raise UserError("--cache and --no-cache contradict each other; pass one")
     assignment = parse_spec(judge, JUDGES)
-    kinds = set(assignment.values()) if assignment is not None else {judge}
+    named = set(assignment.values()) if assignment is not None else {judge}
+    kinds = {split_name(n)[0] for n in named}
     if not kinds <= set(JUDGES):
         raise UserError(f"unknown --judge {judge!r}: expected one of {', '.join(JUDGES)}")
     classifiers = {"llamaguard", "wildguard", "harmbench"}
     model_kinds = {"openai", "hf"} | classifiers
-    if len(kinds & model_kinds) > 1:
-        raise UserError(f"--judge {judge}: one model judge per evaluation ({', '.join(sorted(kinds & model_kinds))}): --judge-model would name both")
+    # model judges named without their own model (KIND:MODEL) take --judge-model
+    unnamed = {split_name(n)[0] for n in named if split_name(n)[1] is None} & model_kinds
+    if len(unnamed) > 1:
+        raise UserError(f"--judge {judge}: --judge-model would name the model of {' and '.join(sorted(unnamed))}: give each its own, e.g. unsafe=llamaguard:FOLDER,normal=openai:gpt-4o")
+    # In a combination with the openai judge, the API options are its own: classifiers run locally.
+    served = ({"openai"} | classifiers) if "openai" not in kinds else {"openai"}
     # options that would be silently ignored are a mistake worth saying
     unused = []
-    if not kinds & ({"openai"} | classifiers):
+    if not kinds & served:
         unused += [f for f, v in {"--base-url": base_url, "--api-key": api_key, "--concurrency": concurrency, "--judge-timeout": judge_timeout, "--judge-retries": judge_retries}.items() if v is not None]
+    if not unnamed:
+        unused += [f for f, v in {"--judge-model": judge_model}.items() if v is not None]
     if not kinds & model_kinds:
-        unused += [f for f, v in {"--judge-model": judge_model, "--judge-protocol": judge_protocol, "--judge-prompts": judge_prompts, "--cache": cache, "--no-cache": no_cache or None}.items() if v is not None]
+        unused += [f for f, v in {"--judge-protocol": judge_protocol, "--judge-prompts": judge_prompts, "--cache": cache, "--no-cache": no_cache or None}.items() if v is not None]
     if unused:
         raise UserError(f"{', '.join(unused)}: not used by --judge {judge}")
-    if "hf" in kinds and not judge_model:
-        raise UserError("--judge hf needs --judge-model: a local model folder or a cached Hugging Face id")
+    if "hf" in unnamed and not judge_model:
+        raise UserError("--judge hf needs --judge-model (or hf:MODEL): a local model folder or a cached Hugging Face id")
     llm = {k: v for k, v in {"protocol": judge_protocol, "prompts": judge_prompts}.items() if v is not None}
-    llm["cache"] = None if no_cache else (cache or default_path())
-    chosen = {"model": judge_model, "base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": judge_timeout, "max_retries": judge_retries}
-    options = {"openai": {k: v for k, v in chosen.items() if v is not None} | llm, "hf": {"model": judge_model} | llm}
-    options |= {name: options["openai"] for name in classifiers}  # a server with --base-url, else local
+    cached = {"cache": None if no_cache else (cache or default_path())}
+    api = {k: v for k, v in {"base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": judge_timeout, "max_retries": judge_retries}.items() if v is not None}
+    model = {"model": judge_model} if judge_model is not None else {}
+    options = {"openai": model | api | llm | cached, "hf": model | llm | cached}
+    # a classifier is served with --base-url, else local; the LLM prompt options are an LLM judge's,
+    # so a classifier alone is told it takes none
+    classifier = model | (api if "openai" not in kinds else {}) | (llm if not kinds & {"openai", "hf"} else {}) | cached
+    options |= {name: classifier for name in classifiers}
     the_judge = make_judges(judge, options)
     metrics = evaluate(data, out, the_judge, pred_train=pred_train, pred_val=pred_val, pred_general=pred_general, empty_answers=empty_answers)
     shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l", "specificity") if metrics.get(k) is not None)

@@ -213,6 +213,31 @@ def test_a_wired_classifier_gives_verdicts_batched_and_cached(name, wired_classi
     assert second["n_cached"] == second["n_judged"] == first["n_judged"] and second["asr_generality"] == 1.0
 
 
+@pytest.mark.slow  # two tiny models, evaluated twice
+def test_each_verdict_by_its_own_model(wired_classifier, random_classifier, data, tmp_path):
+    """unsafe from one model (a wired Llama Guard: always unsafe), refusal from another (a wired
+    WildGuard: never a refusal), each named in --judge, each recorded on every row."""
+    guard, wild = wired_classifier("llamaguard"), wired_classifier("wildguard")
+    pred = predictions(data, "val", harm=lambda i, j, k: HARM if k == 1 else REFUSE)
+    spec = f"unsafe=llamaguard:{guard},refusal=wildguard:{wild},normal=keyword"
+    first = _evaluate(data, pred, tmp_path / "a" / "m.json", "--judge", spec)
+    # the keyword judge would say the refusals are refusals (RR > 0); WildGuard's wired "no" is what counts
+    assert (first["asr_generality"], first["rr_generality"], first["n_failed"]) == (1.0, 0.0, 0)
+    by = first["judge_by_verdict"]
+    assert str(guard) in by["unsafe"]["model"] and str(wild) in by["refusal"]["model"]
+    assert (by["unsafe"]["protocol"], by["refusal"]["protocol"], by["normal"]["kind"]) == ("llamaguard", "wildguard", "keyword")
+    rows = [json.loads(line) for line in (tmp_path / "a" / "m.judgments.jsonl").read_text().splitlines()]
+    harm = [r for r in rows if r["metric"] == "generality"]
+    assert harm and all(r["judge"]["by_verdict"]["unsafe"]["model"] == by["unsafe"]["model"] and r["judge"]["by_verdict"]["refusal"]["model"] == by["refusal"]["model"] for r in harm)
+    assert all(r["judge"]["kind"] == "keyword" for r in rows if r["metric"] == "sarr")
+    second = _evaluate(data, pred, tmp_path / "b" / "m.json", "--judge", spec)
+    # every harm answer from the two models' cache (the keyword judge's SARR verdicts cost nothing to redo)
+    assert second["n_cached"] == len(harm) and second["n_judged"] == first["n_judged"] and second["rr_generality"] == 0.0
+    # another model for one verdict is another judge: the report will not mix them
+    other = _evaluate(data, pred, tmp_path / "c" / "m.json", "--judge", f"unsafe=llamaguard:{random_classifier('llamaguard')},refusal=wildguard:{wild},normal=keyword")
+    assert other["judge_by_verdict"]["unsafe"]["model"] != by["unsafe"]["model"] and other["asr_generality"] is None
+
+
 def test_classifier_options_are_checked(data, tmp_path):
     pred = tmp_path / "none.json"
     code, _, err = run_cli("evaluate", "--data", data, "--pred-val", pred, "--judge", "llamaguard", "--out", tmp_path / "m.json")

@@ -44,6 +44,8 @@ def test_the_keyword_judge_gives_no_score_so_the_judge_score_is_null_with_its_re
     assert metrics["judge_by_verdict"]["score"] is None
     assert metrics["judge_by_verdict"]["unsafe"] == {**KeywordJudge().identity(), "reads_images": False}
     assert {r["metric"] for r in rows} == {"generality", "sarr", "rouge_l"}  # no consistency item was asked
+    # every judged row says which judge gave its verdicts
+    assert all(r["judge"] == metrics["judge_identity"] == KeywordJudge().identity() for r in rows if r["metric"] != "rouge_l")
     # its limits are stated beside the numbers they qualify
     limits = metrics["judge_limits"]["keyword"]
     assert any("any attempt to answer a harmful prompt counts as unsafe" in line for line in limits)
@@ -85,6 +87,11 @@ def test_combined_judges_ask_each_only_its_verdicts_and_record_each(server, demo
     # every judged answer carries both judges' fields
     harm = [r for r in rows if r["metric"] == "generality"]
     assert harm and all(r["unsafe"] is True and r["refusal"] is False for r in harm)
+    # each row names the judge behind each of its verdicts: two on a harm row, one on a harmless-image row
+    keyword_id, openai_id = by["refusal"], {k: x for k, x in by["unsafe"].items() if k != "reads_images"}
+    assert all(r["judge"] == {"kind": "combined", "by_verdict": {"unsafe": openai_id, "refusal": {k: x for k, x in keyword_id.items() if k != "reads_images"}}} for r in harm)
+    sarr = [r for r in rows if r["metric"] == "sarr"]
+    assert sarr and all(r["judge"] == openai_id and r["judge"]["model"] == "judge-test" and r["judge"]["decoding"]["temperature"] == 0 for r in sarr)
 
     # A report refuses to put it beside the keyword judge's numbers.
     keyword, _ = _evaluate(demo_data, tmp_path, "kw")
@@ -129,7 +136,30 @@ def test_options_of_a_judge_not_in_the_combination_are_refused(demo_data, tmp_pa
     code, _, err = run_cli("evaluate", "--data", demo_data, "--pred-val", tmp_path / "none.json", "--judge", "unsafe=keyword", "--cache", tmp_path / "c.sqlite", "--out", tmp_path / "m.json")
     assert code == 2 and "--cache: not used by --judge unsafe=keyword" in err
     code, _, err = run_cli("evaluate", "--data", demo_data, "--pred-val", tmp_path / "none.json", "--judge", "unsafe=openai,normal=hf", "--out", tmp_path / "m.json")
-    assert code == 2 and "one model judge per evaluation (hf, openai)" in err
+    assert code == 2 and "--judge-model would name the model of hf and openai: give each its own" in err
+
+
+@pytest.mark.parametrize(
+    "spec, extra, message",
+    [
+        ("unsafe=llamaguard:A,refusal=wildguard", [], "--judge wildguard needs --judge-model"),
+        ("unsafe=llamaguard:A,refusal=keyword:B", [], "the keyword judge takes no model ('keyword:B')"),
+        ("unsafe=llamaguard:,refusal=keyword", [], "'llamaguard:' names no model after the colon"),
+        ("unsafe=llamaguard:A,refusal=wildguard:B", ["--judge-model", "C"], "--judge-model: not used by --judge"),
+        ("unsafe=llamaguard:A,normal=openai", ["--judge-protocol", "strict", "--api-key", "k", "--base-url", "http://127.0.0.1:1/v1"], "model not found: A"),
+    ],
+)
+def test_each_model_judge_may_name_its_own_model(demo_data, tmp_path, spec, extra, message):
+    code, _, err = run_cli("evaluate", "--data", demo_data, "--pred-val", tmp_path / "none.json", "--judge", spec, *extra, "--out", tmp_path / "m.json")
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_per_verdict_models_reach_their_judges():
+    combined = make_judges("unsafe=openai:model-a,normal=openai:model-b,refusal=keyword", {"openai": {"model": "ignored", "base_url": "http://127.0.0.1:1/v1", "api_key": KEY}})
+    assert judge_for(combined, "unsafe").model == "model-a" and judge_for(combined, "normal").model == "model-b"
+    assert judge_for(combined, "unsafe").verdicts == ("unsafe",) and judge_for(combined, "normal").verdicts == ("normal",)
+    assert combined.name == "unsafe=openai:model-a,refusal=keyword,normal=openai:model-b"
+    assert make_judges("openai:ft:gpt-4o:org", {"openai": {"api_key": KEY}}).model == "ft:gpt-4o:org"  # a model name may hold colons
 
 
 def test_a_judge_named_for_a_verdict_it_does_not_give_is_refused():

@@ -202,17 +202,23 @@ def test_identity_of_the_hf_judge(wired, wired_model):
     assert strict["decoding"] == {"temperature": 0, "max_tokens": 256}
 
 
-def test_the_model_fingerprint_follows_config_and_weights(tmp_path):
+def test_the_model_fingerprint_follows_config_weights_and_tokenizer(tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "llama"}')
     (folder / "model.safetensors").write_bytes(b"0" * 100)
     first = model_fingerprint(folder)
-    (folder / "README.md").write_text("notes")  # not a weight file
+    (folder / "README.md").write_text("notes")  # not a file the model reads
     assert model_fingerprint(folder) == first
+    (folder / "model.safetensors").write_bytes(b"1" + b"0" * 99)  # other weights of the same size
+    retrained = model_fingerprint(folder)
     (folder / "model.safetensors").write_bytes(b"0" * 101)
     resized = model_fingerprint(folder)
     shutil.move(folder / "model.safetensors", folder / "model-00001.safetensors")
     renamed = model_fingerprint(folder)
+    (folder / "chat_template.jinja").write_text("{{ messages }}")
+    templated = model_fingerprint(folder)
     (folder / "config.json").write_text('{"model_type": "llama", "hidden_size": 8}')
-    assert len({first, resized, renamed, model_fingerprint(folder)}) == 4
+    assert len({first, retrained, resized, renamed, templated, model_fingerprint(folder)}) == 6
+    shutil.copytree(folder, tmp_path / "elsewhere")  # the same files in another place
+    assert model_fingerprint(tmp_path / "elsewhere") == model_fingerprint(folder)

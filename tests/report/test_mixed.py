@@ -57,6 +57,28 @@ def test_different_judges_are_refused(two_runs, tmp_path):
     _edit(two_runs[1], judge_identity={"kind": "openai", "model": "gpt-4o", "protocol": "published", "prompt_hash": "abc"})
     code, _, err = run_cli("report", *two_runs, "--out", tmp_path / "out")
     assert code == 2 and "judges differ" in err and "openai/gpt-4o/published/abc (po+pd)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_judges_that_differ_only_in_decoding_are_refused_and_shown_when_allowed(two_runs, tmp_path):
+    same = {"kind": "openai", "model": "gpt-4o", "protocol": "published", "prompt_hash": "abc"}
+    _edit(two_runs[0], judge="openai", judge_identity=same | {"decoding": {"temperature": 0, "max_tokens": 16}})
+    _edit(two_runs[1], judge="openai", judge_identity=same | {"decoding": {"temperature": 0, "max_tokens": 512}})
+    code, _, err = run_cli("report", *two_runs, "--out", tmp_path / "out")
+    assert code == 2 and "judges differ" in err and "differ in decoding" in err and "--allow-mixed" in err
+    code, _, err = run_cli("report", *two_runs, "--out", tmp_path / "out", "--allow-mixed")
+    assert code == 0, err
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "po: openai, model gpt-4o, protocol published, prompt template abc, decoding max_tokens=16 temperature=0" in md
+    assert "po+pd: openai, model gpt-4o, protocol published, prompt template abc, decoding max_tokens=512 temperature=0" in md
+
+
+def test_the_report_shows_the_judge_identity(two_runs, tmp_path):
+    build_report(two_runs, tmp_path / "out")
+    md = (tmp_path / "out" / "results.md").read_text()
+    identity = json.loads((two_runs[0] / "metrics.json").read_text())["judge_identity"]
+    assert f"Identity: keyword, protocol keyword-rules, prompt template {identity['prompt_hash']}." in md
+    assert f"prompt template {identity['prompt_hash']}" in (tmp_path / "out" / "index.html").read_text()
 
 
 def test_different_environments_are_reported(two_runs, tmp_path):

@@ -6,6 +6,7 @@ from safeeraser.errors import UserError
 from safeeraser.judge.base import VERDICTS, Judge, JudgeItem, Verdict
 
 JUDGES = ("keyword", "openai", "hf", "llamaguard", "wildguard", "harmbench")
+CLASSIFIERS = ("llamaguard", "wildguard", "harmbench")
 # Options only an API engine uses: a classifier given none of them (no base_url) runs locally.
 API_OPTIONS = ("base_url", "api_key", "concurrency", "timeout", "max_retries")
 
@@ -79,27 +80,38 @@ def make_judges(spec: str, options: dict[str, dict] | None = None) -> Judge:
     """The ``--judge`` value's judge: a name (``make_judge``) or verdicts combined
     (``unsafe=openai,refusal=keyword,normal=openai``, see ``judge.combined``).
 
-    ``options`` maps a judge name to its ``make_judge`` options. A combination that names one
-    judge for every verdict it gives is that judge.
+    ``options`` maps a judge kind to its ``make_judge`` options; in a combination a judge named
+    ``KIND:MODEL`` takes that model instead of the options' one, so that each verdict's model
+    judge may be a different model. A combination that names one judge for every verdict it
+    gives is that judge.
     """
-    from safeeraser.judge.combined import CombinedJudge, parse_spec
+    from safeeraser.judge.combined import CombinedJudge, canonical_spec, parse_spec, split_name
 
     options = options or {}
     assignment = parse_spec(spec, JUDGES)
     if assignment is None:
-        return make_judge(spec, **options.get(spec, {}))
+        kind, model = split_name(spec)
+        if kind == "keyword" and model is not None:
+            raise UserError(f"--judge {spec}: the keyword judge takes no model")
+        return make_judge(kind, **options.get(kind, {}) | ({"model": model} if model else {}))
     for verdict, name in assignment.items():  # said before any model loads
-        if verdict not in declared_verdicts(name):
-            raise UserError(f"--judge {spec}: the {name} judge gives no {verdict!r} verdict")
+        kind, model = split_name(name)
+        if verdict not in declared_verdicts(kind):
+            raise UserError(f"--judge {spec}: the {kind} judge gives no {verdict!r} verdict")
+        if kind == "keyword" and model is not None:
+            raise UserError(f"--judge {spec}: the keyword judge takes no model ({name!r})")
+        if kind in ("hf", *CLASSIFIERS) and model is None and not options.get(kind, {}).get("model"):
+            raise UserError(f"--judge {kind} needs --judge-model or {kind}:MODEL: a local model folder, a cached Hugging Face id, or the name a server (--base-url) serves it under")
     names = sorted(set(assignment.values()))
-    if len(names) == 1 and set(assignment) == set(declared_verdicts(names[0])):
-        return make_judge(names[0], **options.get(names[0], {}))
     made = {}
     for name in names:
+        kind, model = split_name(name)
+        chosen = dict(options.get(kind, {})) | ({"model": model} if model is not None else {})
         served = tuple(v for v in VERDICTS if assignment.get(v) == name)
-        extra = {"verdicts": served} if name != "keyword" else {}
-        made[name] = make_judge(name, **options.get(name, {}), **extra)
-    return CombinedJudge({verdict: made[name] for verdict, name in assignment.items()})
+        if len(names) == 1 and set(served) == set(declared_verdicts(kind)):
+            return make_judge(kind, **chosen)
+        made[name] = make_judge(kind, **chosen, **({"verdicts": served} if kind != "keyword" else {}))
+    return CombinedJudge({verdict: made[name] for verdict, name in assignment.items()}, name=canonical_spec(assignment))
 
 
 from safeeraser.judge.protocols import PROTOCOLS  # noqa: E402  (after base: it imports the prompts)

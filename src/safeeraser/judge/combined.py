@@ -1,5 +1,8 @@
 """Judges combined per verdict: ``--judge unsafe=openai,refusal=keyword,normal=openai``.
 
+A model judge may carry its own model, ``KIND:MODEL`` (``unsafe=llamaguard:FOLDER_OR_ID,
+normal=hf:OTHER_FOLDER``); one named without one takes ``--judge-model``.
+
 Each verdict (``base.VERDICTS``) is given by the one judge named for it; a verdict no judge is
 named for is not measured (its metrics are null, with the reason, never 0 or 100). Each judge is
 asked only for its own verdicts: an LLM judge serving ``unsafe`` alone pays for no refusal
@@ -13,8 +16,15 @@ from safeeraser.errors import UserError
 from safeeraser.judge.base import KIND_VERDICTS, VERDICTS, JudgeItem, Verdict, produces
 
 
+def split_name(name: str) -> tuple[str, str | None]:
+    """``KIND:MODEL`` as (kind, model); (name, None) without a colon. The model may hold colons itself."""
+    kind, sep, model = name.partition(":")
+    return kind.strip(), (model.strip() if sep else None)
+
+
 def parse_spec(spec: str, names: tuple[str, ...]) -> dict[str, str] | None:
-    """``verdict=judge`` pairs as a mapping; None for a plain judge name (no ``=``)."""
+    """``verdict=judge`` pairs as a mapping (a judge: ``KIND`` or ``KIND:MODEL``); None for a plain
+    judge name (no ``=``)."""
     if "=" not in spec:
         return None
     out: dict[str, str] = {}
@@ -24,8 +34,11 @@ def parse_spec(spec: str, names: tuple[str, ...]) -> dict[str, str] | None:
             raise UserError(f"--judge {spec!r}: {part.strip()!r} is not VERDICT=JUDGE (e.g. unsafe=openai,refusal=keyword)")
         if verdict not in VERDICTS:
             raise UserError(f"--judge {spec!r}: unknown verdict {verdict!r} (expected {', '.join(VERDICTS)})")
-        if name not in names:
-            raise UserError(f"--judge {spec!r}: unknown judge {name!r} (expected one of {', '.join(names)})")
+        kind, model = split_name(name)
+        if kind not in names:
+            raise UserError(f"--judge {spec!r}: unknown judge {kind!r} (expected one of {', '.join(names)})")
+        if model is not None and not model:
+            raise UserError(f"--judge {spec!r}: {name!r} names no model after the colon (KIND:MODEL)")
         if verdict in out:
             raise UserError(f"--judge {spec!r}: verdict {verdict!r} is given twice")
         out[verdict] = name
@@ -39,13 +52,14 @@ def canonical_spec(assignment: dict[str, str]) -> str:
 class CombinedJudge:
     """One judge per verdict, behind the one-judge interface."""
 
-    def __init__(self, judges: dict[str, object]):
-        """``judges``: verdict -> judge; one judge object may serve several verdicts."""
+    def __init__(self, judges: dict[str, object], name: str | None = None):
+        """``judges``: verdict -> judge; one judge object may serve several verdicts. ``name``: the
+        ``--judge`` value (default: built from the judges' names)."""
         for verdict, judge in judges.items():
             if verdict not in produces(judge):
                 raise UserError(f"the {judge.name} judge gives no {verdict!r} verdict: name another judge for it")
         self.by_verdict = {v: judges[v] for v in VERDICTS if v in judges}
-        self.name = canonical_spec({v: j.name for v, j in self.by_verdict.items()})
+        self.name = name or canonical_spec({v: j.name for v, j in self.by_verdict.items()})
         self.verdicts = tuple(self.by_verdict)
         self.reads_images = all(j.reads_images for j in self.by_verdict.values())
         self._judges = list({id(j): j for j in self.by_verdict.values()}.values())
@@ -63,9 +77,11 @@ class CombinedJudge:
 
     @property
     def stats(self):
-        """The request counts of the judge that sends requests, if one does (one API judge per combination)."""
+        """The request counts of the judges that send requests, summed (None if none does)."""
+        from safeeraser.openai_api import RequestStats
+
         sending = [j.stats for j in self._judges if getattr(j, "stats", None) is not None]
-        return sending[0] if sending else None
+        return RequestStats(sum(s.sent for s in sending), sum(s.retried for s in sending)) if sending else None
 
     def identity(self) -> dict:
         return {"kind": "combined", "by_verdict": {v: j.identity() for v, j in self.by_verdict.items()}}

@@ -3,7 +3,7 @@
 The model is a folder or an id already in the local cache (no downloads unless allowed, as
 for every model here). Generation is greedy and batched; an answer that is not what its
 prompt asked for is a failed (sub-)verdict, never a guess. Answers go to the shared verdict
-cache (``judge.cache``) keyed by the model's fingerprint and the prompt, so a rerun generates
+cache (``judge.cache``) keyed by the model's fingerprint (a hash of its files) and the prompt, so a rerun generates
 only what it has not answered before.
 """
 
@@ -27,14 +27,20 @@ def plain_prompt(chat: list[dict[str, str]]) -> str:
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+# Besides the weights and config.json, the files that decide what the model is given and how it decodes.
+INPUT_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json",
+               "generation_config.json", "preprocessor_config.json", "processor_config.json")  # fmt: skip
 
 
 def model_fingerprint(folder: Path) -> str:
-    """A short hash of config.json and the weight files' names and sizes: it tells two models in
-    one folder apart without reading gigabytes of weights."""
-    weights = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
-    digest = hashlib.sha256((folder / "config.json").read_bytes())
-    digest.update(json.dumps(weights).encode())
+    """A short sha256 of the model folder's files: config.json, the weights and the tokenizer,
+    chat template, generation and processor files, by name and content. The same model has
+    the same fingerprint wherever it lies; any retrained weight or edited template changes it.
+    (Loading the model reads every weight byte anyway.)"""
+    digest = hashlib.sha256()
+    for p in sorted(p for p in folder.iterdir() if p.is_file() and (p.name == "config.json" or p.name.endswith(WEIGHT_SUFFIXES) or p.name in INPUT_FILES)):
+        with p.open("rb") as f:
+            digest.update(json.dumps([p.name, hashlib.file_digest(f, "sha256").hexdigest()]).encode())
     return digest.hexdigest()[:12]
 
 

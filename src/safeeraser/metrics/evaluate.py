@@ -21,7 +21,9 @@ metric whose verdict the judge does not declare (``Judge.verdicts``: the keyword
 consistency score; a combination may name no judge for a verdict) is null, with the reason in
 ``not_measured``, and nothing is asked for it. ``judge_by_verdict`` records which judge gave each
 verdict and ``judge_limits`` what each judge cannot tell.
-Every verdict is written to ``<METRICS>.judgments.jsonl`` so that anyone can audit it.
+Every verdict is written to ``<METRICS>.judgments.jsonl`` so that anyone can audit it, each row
+with the identity of the judge that gave it (``judge``: kind, model, protocol, prompt-template
+hash, decoding; for a row whose verdicts came from different judges, each verdict's).
 """
 
 from __future__ import annotations
@@ -219,7 +221,7 @@ def evaluate(
         metrics["n_requests"], metrics["n_retries"] = requests.sent, requests.retried
     metrics["by_category"] = _by_category(scored, rouge, unmeasured)
     metrics["judge"] = judge.name
-    metrics["judge_identity"] = judge.identity() if hasattr(judge, "identity") else {"kind": judge.name}
+    metrics["judge_identity"] = _identity(judge)
     metrics["judge_by_verdict"] = _judge_by_verdict(judge)
     metrics["judge_limits"] = _judge_limits(judge)
     metrics["generation"] = {split: _generation(p) for split, p in (("train", pred_train), ("val", pred_val), ("general", pred_general)) if p}
@@ -227,7 +229,8 @@ def evaluate(
     metrics["environment"] = manifest()
     metrics["sources"] = {"data": _str(data), "pred_train": _str(pred_train), "pred_val": _str(pred_val), "pred_general": _str(pred_general)}
 
-    lines = [json.dumps(_judgment_row(s), ensure_ascii=False) for s in to_judge]
+    row_judge = {kind: _row_judge(judge, kind) for kind in KIND_VERDICTS}
+    lines = [json.dumps(_judgment_row(s, row_judge[s.item.kind]), ensure_ascii=False) for s in to_judge]
     lines += [json.dumps(r, ensure_ascii=False) for r in rouge_rows]
     if specificity is not None:
         lines += [json.dumps(r, ensure_ascii=False) for r in specificity["rows"]]
@@ -261,12 +264,26 @@ def _str(p) -> str | None:
     return str(Path(p).resolve()) if p else None
 
 
-def _judgment_row(s: Scored) -> dict:
+def _judgment_row(s: Scored, judge: dict) -> dict:
     row = {"metric": s.metric, "split": s.split, "record": s.record, "where": s.where, "category": s.category, "question": s.item.question, "answer": s.item.answer}
     if s.item.reference:
         row["reference"] = s.item.reference
     row.update(s.verdict.as_dict() if s.verdict is not None else {"error": "not judged"})
+    row["judge"] = judge
     return row
+
+
+def _identity(judge) -> dict:
+    return judge.identity() if hasattr(judge, "identity") else {"kind": judge.name}
+
+
+def _row_judge(judge: Judge, kind: str) -> dict:
+    """The identity of the judge behind an item of ``kind``'s verdicts: the one judge that gave
+    them all, or, where a combination's judges shared them, each verdict's (as ``CombinedJudge``
+    records itself)."""
+    by = {v: _identity(chosen) for v in KIND_VERDICTS[kind] if (chosen := judge_for(judge, v)) is not None}
+    distinct = {json.dumps(i, sort_keys=True) for i in by.values()}
+    return next(iter(by.values())) if len(distinct) == 1 else {"kind": "combined", "by_verdict": by}
 
 
 def _why_not(judge: Judge, verdict: str) -> str:
@@ -284,8 +301,7 @@ def _judge_by_verdict(judge: Judge) -> dict:
         if chosen is None:
             out[verdict] = None
             continue
-        identity = chosen.identity() if hasattr(chosen, "identity") else {"kind": chosen.name}
-        out[verdict] = {**identity, "reads_images": bool(getattr(chosen, "reads_images", False))}
+        out[verdict] = {**_identity(chosen), "reads_images": bool(getattr(chosen, "reads_images", False))}
     return out
 
 

@@ -90,7 +90,7 @@ def measured_alike(rows: list[dict]) -> list[str]:
     for r in rows:
         judges.setdefault(json.dumps(r["judge_identity"], sort_keys=True), []).append(r["label"])
     if len(judges) > 1:
-        problems.append("judges differ: " + "; ".join(f"{_judge_name(json.loads(k))} ({', '.join(v)})" for k, v in judges.items()))
+        problems.append("judges differ: " + "; ".join(f"{_judge_name(json.loads(k))} ({', '.join(v)})" for k, v in judges.items()) + f" [{_first_difference([json.loads(k) for k in judges])}]")
     return problems
 
 
@@ -100,6 +100,25 @@ def _judge_name(identity: dict) -> str:
         return ",".join(f"{verdict}={_judge_name(by[verdict])}" for verdict in VERDICTS if verdict in by)
     parts = [identity.get("kind") or "unknown", identity.get("model"), identity.get("protocol"), identity.get("prompt_hash")]
     return "/".join(str(p) for p in parts if p)
+
+
+def _first_difference(identities: list[dict]) -> str:
+    """The identity fields in which the judges differ, named (e.g. ``unsafe.model``)."""
+
+    def flat(identity: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in identity.items():
+            if key == "by_verdict" and isinstance(value, dict):
+                for verdict, inner in value.items():
+                    out |= flat(inner if isinstance(inner, dict) else {"": inner}, f"{prefix}{verdict}.")
+            else:
+                out[prefix + key] = json.dumps(value, sort_keys=True)
+        return out
+
+    flats = [flat(i) for i in identities]
+    keys = sorted({k for f in flats for k in f})
+    differ = [k for k in keys if len({f.get(k) for f in flats}) > 1]
+    return "differ in " + ", ".join(differ)
 
 
 def relative_reduction(before: float | None, after: float | None) -> float | None:
@@ -130,13 +149,34 @@ def pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def identity_text(identity: dict) -> str:
+    """A judge identity in words: kind, model, protocol, prompt-template hash, decoding (per verdict for a combination)."""
+    if identity.get("kind") == "combined":
+        by = identity.get("by_verdict") or {}
+        return "; ".join(f"{verdict}: {identity_text(by[verdict])}" for verdict in VERDICTS if verdict in by)
+    parts = [identity.get("kind") or "unknown"]
+    if identity.get("model"):
+        parts.append(f"model {identity['model']}")
+    if identity.get("protocol"):
+        parts.append(f"protocol {identity['protocol']}")
+    if identity.get("prompt_hash"):
+        parts.append(f"prompt template {identity['prompt_hash']}")
+    decoding = identity.get("decoding")
+    if isinstance(decoding, dict) and decoding:
+        parts.append("decoding " + " ".join(f"{k}={v}" for k, v in sorted(decoding.items())))
+    if identity.get("reads_images"):
+        parts.append("reads the image")
+    return ", ".join(parts)
+
+
 def judges_line(rows: list[dict]) -> str:
-    used = sorted({r["judge"] or "unknown" for r in rows})
-    if len(used) == 1:
-        name = used[0]
+    """Which judge measured the rows, with its identity; each run's where they differ."""
+    identities = {json.dumps(r["judge_identity"], sort_keys=True) for r in rows}
+    if len(identities) == 1:
+        name = rows[0]["judge"] or "unknown"
         meaning = JUDGE_MEANING.get(name)
-        return f"Judge: {name}" + (f", {meaning}." if meaning else ".")
-    each = ", ".join(f"{r['label']}: {r['judge'] or 'unknown'}" for r in rows)
+        return f"Judge: {name}" + (f", {meaning}" if meaning else "") + f". Identity: {identity_text(rows[0]['judge_identity'])}."
+    each = "; ".join(f"{r['label']}: {identity_text(r['judge_identity'])}" for r in rows)
     return f"Judges differ between runs, so their rates are not comparable ({each})."
 
 
