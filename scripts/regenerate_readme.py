@@ -3,7 +3,7 @@
     python scripts/regenerate_readme.py            # seeds 0-4 (about 45 min on 2 cores), rewrite the README
     python scripts/regenerate_readme.py --check    # seed 0 only (about 9 min): fail if the README's table differs
     python scripts/regenerate_readme.py --from-runs DIR   # rewrite the README from finished runs in DIR
-    python scripts/regenerate_readme.py --seeds none      # only the other families' demos (Qwen2.5-VL, seed 0)
+    python scripts/regenerate_readme.py --seeds none --no-zoo   # only the other families' demos (Qwen2.5-VL, seed 0)
     python scripts/regenerate_readme.py --seeds none --families none   # only the other methods (seed 0)
 
 Every number in the README's "What the demo shows" section is written here, from
@@ -204,7 +204,7 @@ def regenerate_families(families: tuple[str, ...], runs_from: Path | None = None
         print(f"{family}: {timing.describe()}", file=sys.stderr)
         note = (
             f"`safeeraser demo --family {family} --out {family_folder(family)}` (seed 0), in the environment of the LLaVA table above. "
-            f"Time: {timing.describe()}. Regenerate with `{REGENERATE} --seeds none --families {family}`."
+            f"Time: {timing.describe()}. Regenerate with `{REGENERATE} --seeds none --no-zoo --families {family}`."
         )
         blocks[family] = seed_table(rows) + "\n\n" + note
     text = README.read_text(encoding="utf-8")  # read after the runs: the README may change while they run
