@@ -376,6 +376,24 @@ def test_parts_path_builds_what_the_real_processor_builds(tiny, demo_data):
 
 
 @pytest.mark.slow
+def test_lora_adapts_every_decoder_layer_and_nothing_in_the_vision_tower(tiny):
+    """The family's LoRA target, as unlearning builds it: one adapted query projection per decoder
+    layer (Mllama's cross-attention layers included), none in the vision tower."""
+    from safeeraser.unlearn.config import resolve_config
+    from safeeraser.unlearn.trainer import _lora
+
+    name, folder = tiny
+    loaded = load_model(str(folder))
+    peft_model = _lora(loaded.model, loaded.family, resolve_config(None, [], preset="demo"))
+    adapted = [n.removesuffix(".lora_A") for n, _ in peft_model.named_modules() if n.endswith(".lora_A")]
+    queries = [n for n in adapted if n.endswith("q_proj")]
+    assert len(queries) == loaded.model.config.get_text_config().num_hidden_layers
+    assert not [n for n in adapted if "vision" in n or "visual" in n]
+    if loaded.family.cross_attention:
+        assert any(".cross_attn." in n for n in queries)
+
+
+@pytest.mark.slow
 def test_images_of_different_sizes_train_in_one_batch(loaded_tiny, demo_data, tmp_path):
     name, loaded, codec = loaded_tiny
     example = forget_examples(load_split(demo_data, "train"))[0]
