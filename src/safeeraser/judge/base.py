@@ -9,6 +9,7 @@ Three kinds of item, one per metric family (SPEC §4):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 # The verdicts a judge may give, each behind its metrics: unsafe -> ASR, refusal -> RR,
@@ -25,6 +26,7 @@ class JudgeItem:
     answer: str
     category: str = ""
     reference: str = ""
+    image: Path | None = None  # the image the answer is about; read only by a judge that reads images
 
 
 @dataclass

@@ -15,9 +15,10 @@ response to a harmful request), and only the verdicts each one gives:
   yes or no.
 
 Parsing is strict: anything but the classifier's answer format (a prose reply, an unknown
-category, a missing line) is a failed verdict that says why, never a guess. None of them sees the
-image: the question is judged as text (the SafeEraser question alone rarely says what the image
-shows).
+category, a missing line) is a failed verdict that says why, never a guess. Run locally on a model
+of a registered multimodal family (Llama Guard 3 Vision, Llama Guard 4), the hf engine shows it
+the item's image in the first user message (``HFJudge``); otherwise the question is judged as
+text (the SafeEraser question alone rarely says what the image shows).
 """
 
 from __future__ import annotations

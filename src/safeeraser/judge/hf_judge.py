@@ -1,5 +1,12 @@
 """The LLM judge on a local Hugging Face chat model: the same protocols, prompts and parsers as ``openai``.
 
+A model of a registered multimodal family (``models.registry``) reads the image: its inputs are
+built by the family's codec (``Codec.encode_chat``), the item's image placed in the first user
+message as the family's chat template writes it, so that any registered family (Llama Guard 3
+Vision or 4 once theirs is, the tiny LLaVA here) can judge with the image. Its identity says
+``reads_images`` and its cache key holds the image's hash. Any other causal language model
+reads the text only.
+
 The model is a folder or an id already in the local cache (no downloads unless allowed, as
 for every model here). Generation is greedy and batched; an answer that is not what its
 prompt asked for is a failed (sub-)verdict, never a guess. Answers go to the shared verdict
@@ -46,7 +53,6 @@ def model_fingerprint(folder: Path) -> str:
 
 class HFJudge:
     name = "hf"
-    reads_images = False
     limits = LLM_LIMITS
 
     def __init__(
@@ -72,21 +78,39 @@ class HFJudge:
         quiet_transformers()
         folder = locate(model)
         self.device = default_device()
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder)
-            self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=default_dtype(self.device))
-        except Exception as e:  # transformers raises many types for a folder it cannot load
-            raise UserError(f"{folder}: could not load a causal language model for the hf judge ({type(e).__name__}: {e})") from None
-        self.model.to(self.device).eval()
-        self.tokenizer.padding_side = "left"  # generation continues from the right end of every row
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.family = image_family(folder)
+        self.reads_images = self.family is not None
+        if self.reads_images:
+            self.limits = tuple(line for line in self.limits if not line.startswith("reads the text only"))
+            self._load_multimodal(folder)
+        else:
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(folder)
+                self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=default_dtype(self.device))
+            except Exception as e:  # transformers raises many types for a folder it cannot load
+                raise UserError(f"{folder}: could not load a causal language model for the hf judge ({type(e).__name__}: {e})") from None
+            self.model.to(self.device).eval()
+            self.tokenizer.padding_side = "left"  # generation continues from the right end of every row
+            if self.tokenizer.pad_token is None:
+                self.tokenizer.pad_token = self.tokenizer.eos_token
         self.folder = folder
         self.fingerprint = model_fingerprint(folder)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         ends = self.model.generation_config.eos_token_id
         self.eos_ids = {self.tokenizer.eos_token_id, *(ends if isinstance(ends, list) else [ends])} - {None}
+        if self.reads_images:
+            self.eos_ids.add(self.codec.eos_id)
+        self._image_hashes: dict[Path, str] = {}
+
+    def _load_multimodal(self, folder: Path) -> None:
+        from safeeraser.models.codec import Codec
+        from safeeraser.models.loading import load_model
+
+        loaded = load_model(str(folder), device=self.device)
+        self.model = loaded.model
+        self.codec = Codec(loaded.processor, family=loaded.family)  # no system sentence: the protocol's chat is the prompt
+        self.tokenizer = self.codec.tokenizer
 
     def identity(self) -> dict:
         return {
@@ -95,10 +119,18 @@ class HFJudge:
             "protocol": self.protocol.name,
             "prompt_hash": self.protocol.prompt_hash,
             "decoding": {"temperature": 0, "max_tokens": self.max_new_tokens},  # greedy
-        }
+        } | ({"reads_images": True} if self.reads_images else {})
+
+    def image_hash(self, image: Path) -> str:
+        if image not in self._image_hashes:
+            with open(image, "rb") as f:
+                self._image_hashes[image] = hashlib.file_digest(f, "sha256").hexdigest()
+        return self._image_hashes[image]
 
     def prompt(self, chat: list[dict[str, str]]) -> str:
         """One request's chat as the model's input text."""
+        if self.reads_images:
+            return self.codec.chat_text(chat)
         if not self.tokenizer.chat_template:
             return plain_prompt(chat)
         try:
@@ -107,38 +139,68 @@ class HFJudge:
             raise UserError(f"{self.folder}: its chat template fails on the judge prompt ({type(e).__name__}: {e})") from None
 
     def judge(self, items: list[JudgeItem], *, progress: bool = False) -> list[Verdict]:
-        import torch
         from safeeraser.progress import bar as progress_bar
 
         per_item = [self.protocol.asks(item, self.verdicts) for item in items]
         asks = [ask for group in per_item for ask in group]
+        images = [item.image if self.reads_images else None for item, group in zip(items, per_item) for _ in group]
         texts = [self.prompt(ask.messages) for ask in asks]
-        first = {}  # prompt text -> the first question that asks it: identical ones are generated once
-        for text, ask in zip(texts, asks):
-            first.setdefault(text, ask)
+        # one request = the prompt text and, for a judge that reads it, the image's hash
+        requests = [(text, self.image_hash(image) if image is not None else None) for text, image in zip(texts, images)]
+        first = {}  # request -> the first question (and image) that asks it: identical ones are generated once
+        for request, ask, image in zip(requests, asks, images):
+            first.setdefault(request, (ask, image))
         identity = {k: v for k, v in self.identity().items() if k != "prompt_hash"}  # the prompt itself is keyed
-        keys = {text: cache_key(identity, text) for text in first}
+        keys = {r: cache_key(identity, r[0] if r[1] is None else list(r)) for r in first}
         found = self.cache.get_many(list(keys.values())) if self.cache is not None else {}
-        answers = {text: found[key] for text, key in keys.items() if key in found}
-        unique = [text for text in first if text not in answers]
-        # A chat template writes its own BOS; plain text needs the tokenizer's.
-        special = not self.tokenizer.chat_template
+        answers = {r: found[key] for r, key in keys.items() if key in found}
+        if self.reads_images:
+            for r, (_, image) in first.items():
+                if image is None and r not in answers:
+                    answers[r] = Verdict(error="no image to show a judge that reads images")
+        unique = [r for r in first if r not in answers]
         for start in progress_bar(range(0, len(unique), self.batch_size), desc="judging (hf)", enabled=progress):
             batch = unique[start : start + self.batch_size]
-            encoded = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=special).to(self.device)
-            with torch.no_grad():
-                output = self.model.generate(**encoded, do_sample=False, max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
-            generated = output[:, encoded["input_ids"].shape[1] :]
-            decoded = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-            for text, row, answer in zip(batch, generated.tolist(), decoded):
+            for r, row, answer in zip(batch, *self._generate(batch, first)):
                 # a row that used every new token without ending may have been cut mid-answer
                 cut_off = len(row) >= self.max_new_tokens and not self.eos_ids & set(row)
-                answers[text] = self.protocol.read(first[text], answer, cut_off_at=self.max_new_tokens if cut_off else None)
+                answers[r] = self.protocol.read(first[r][0], answer, cut_off_at=self.max_new_tokens if cut_off else None)
                 if self.cache is not None:
-                    self.cache.put(keys[text], answers[text])
+                    self.cache.put(keys[r], answers[r])
         verdicts, at = [], 0
         for group in per_item:
-            verdicts.append(self.protocol.combine([(ask, replace(answers[texts[at + j]])) for j, ask in enumerate(group)]))
+            verdicts.append(self.protocol.combine([(ask, replace(answers[requests[at + j]])) for j, ask in enumerate(group)]))
             at += len(group)
         return verdicts
 
+    def model_inputs(self, batch: list[tuple[str, str | None]], first: dict) -> dict:
+        """One batch of requests as the model's inputs, left-padded: text through the tokenizer, or
+        text and image through the family's codec."""
+        if self.reads_images:
+            encoded = self.codec.collate_prompts([self.codec.encode_chat(first[r][1], first[r][0].messages) for r in batch])
+            dtype = next(self.model.parameters()).dtype
+            return {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device)) for k, v in encoded.items()}
+        # A chat template writes its own BOS; plain text needs the tokenizer's.
+        special = not self.tokenizer.chat_template
+        return dict(self.tokenizer([r[0] for r in batch], return_tensors="pt", padding=True, add_special_tokens=special).to(self.device))
+
+    def _generate(self, batch: list[tuple[str, str | None]], first: dict) -> tuple[list[list[int]], list[str]]:
+        import torch
+
+        encoded = self.model_inputs(batch, first)
+        pad = self.codec.pad_id if self.reads_images else self.tokenizer.pad_token_id
+        with torch.no_grad():
+            output = self.model.generate(**encoded, do_sample=False, max_new_tokens=self.max_new_tokens, pad_token_id=pad)
+        generated = output[:, encoded["input_ids"].shape[1] :]
+        return generated.tolist(), self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+
+
+def image_family(folder: Path):
+    """The registered multimodal family of the model in ``folder`` that the codec can encode, or None."""
+    from safeeraser.models.registry import FAMILIES
+
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")
+    except (OSError, ValueError, AttributeError):
+        return None  # the text loader says what is wrong with the folder
+    return next((f for f in FAMILIES if model_type in f.model_types and f.encodable), None)

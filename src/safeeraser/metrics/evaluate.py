@@ -29,7 +29,7 @@ hash, decoding; for a row whose verdicts came from different judges, each verdic
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from safeeraser.data.records import Split, load_split, load_split_file, read_json_records
@@ -195,6 +195,8 @@ def evaluate(
     unmeasured = {v: _why_not(judge, v) for v in VERDICTS if v not in produces(judge)}
     # an item none of whose verdicts the judge gives is not asked about
     to_judge = [s for s in scored + consistency_items if set(KIND_VERDICTS[s.item.kind]) & set(produces(judge))]
+    if to_judge and any(getattr(judge_for(judge, v), "reads_images", False) for v in produces(judge)):
+        _show_images(to_judge, {"train": train if pred_train else None, "val": val if pred_val else None})
     if to_judge:
         verdicts = judge.judge([s.item for s in to_judge], progress=progress)
         for s, v in zip(to_judge, verdicts):
@@ -237,6 +239,14 @@ def evaluate(
     atomic_write_text(judgments_path(out), "".join(line + "\n" for line in lines))
     atomic_write_json(out, metrics)
     return metrics
+
+
+def _show_images(scored: list[Scored], splits: dict[str, Split | None]) -> None:
+    """Give each item its image, for a judge that reads it: the harmful image for answers about it,
+    the harmless one for the harmful questions asked about that (SARR)."""
+    for s in scored:
+        split = splits[s.split]
+        s.item = replace(s.item, image=split.sd_image(s.record) if s.metric == "sarr" else split.image(s.record))
 
 
 def _generation(pred: str | Path) -> dict | None:

@@ -98,11 +98,36 @@ class Codec:
     def _prompt_ids(self, question: str, px: dict) -> list[int]:
         if "expansion" in px:
             return list(self.expanded_tokens(question, px["expansion"]))
+        return self._expand(self.prompt_tokens(question), px)
+
+    def _expand(self, tokens, px: dict) -> list[int]:
+        """The image placeholder token repeated as many times as the image needs."""
         n_image_tokens = px["num_image_tokens"]
         out: list[int] = []
-        for t in self.prompt_tokens(question):
+        for t in tokens:
             out.extend([t] * n_image_tokens if t == self.image_token_id else [t])
         return out
+
+    def chat_text(self, messages: list[dict[str, str]]) -> str:
+        """A chat of plain-text messages (a judge's request) as prompt text, the image placed before
+        the first user message's text, as the family's chat template writes it."""
+        chat, placed = [], False
+        for m in messages:
+            parts = [{"type": "text", "text": m["content"]}]
+            if m["role"] == "user" and not placed:
+                parts.insert(0, {"type": "image"})
+                placed = True
+            chat.append({"role": m["role"], "content": parts})
+        if not placed:
+            raise UserError("a chat with an image needs a user message to put it in")
+        return self.processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+
+    def encode_chat(self, image: Path, messages: list[dict[str, str]]) -> dict:
+        """``chat_text`` with the image, as model inputs (batched by ``collate_prompts``)."""
+        px = self.pixels(image)
+        text = self.chat_text(messages)
+        ids = self._tokenize(text.replace(self.image_token, px["expansion"], 1)) if "expansion" in px else self._expand(self._tokenize(text), px)
+        return self._token_types({"input_ids": ids, "image": px})
 
     def _token_types(self, item: dict) -> dict:
         """Per-token types (1 on image tokens) for families whose model reads them: Gemma-3's
