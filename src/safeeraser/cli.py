@@ -257,7 +257,7 @@ def evaluate_cmd(
     pred_val: Optional[Path] = typer.Option(None, "--pred-val", help="Predictions on the test split: Generality, SARR, ROUGE-L."),
     pred_general: Optional[Path] = typer.Option(None, "--pred-general", help="Predictions on general VQA: specificity."),
     judge: str = typer.Option("keyword", "--judge", help="keyword (offline), openai (any OpenAI-compatible endpoint), hf (local model), llamaguard, wildguard or harmbench; or one judge per verdict, each model judge with its own model if wanted, e.g. unsafe=llamaguard:FOLDER_OR_ID,refusal=keyword,normal=openai (verdicts: unsafe, refusal, normal, score)."),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name (openai: gpt-4o; hf: a folder or cached id)."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name (openai: gpt-4o; hf and the classifiers: a folder or cached id); in a combination, the model of the one model judge named without KIND:MODEL."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL or api.openai.com)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", help="API key (default: $OPENAI_API_KEY). Never written anywhere."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Parallel judge requests."),
