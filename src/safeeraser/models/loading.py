@@ -139,9 +139,13 @@ def load_processor(folder: Path, family: ModelFamily):
     return processor
 
 
-def load_model(model: str, *, revision: str | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Loaded:
+def load_model(
+    model: str, *, revision: str | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None, load_in_4bit: bool = False
+) -> Loaded:
     """Load model + processor through the plain transformers classes (a hub id at ``revision``:
-    a branch, tag or commit; None: the hub's default branch)."""
+    a branch, tag or commit; None: the hub's default branch). ``load_in_4bit``: the weights in
+    4-bit NF4 through bitsandbytes (QLoRA; a CUDA device), the projector and output layer kept
+    in ``dtype`` as they are trained or read in full."""
     import transformers
 
     quiet_transformers()
@@ -150,11 +154,20 @@ def load_model(model: str, *, revision: str | None = None, device: torch.device 
     device = device or default_device()
     dtype = dtype or default_dtype(device)
     cls = getattr(transformers, family.model_class)
+    extra = {}
+    if load_in_4bit:
+        if torch.device(device).type != "cuda":
+            raise UserError("load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes")
+        extra = {"device_map": {"": device}, "quantization_config": transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype,
+            llm_int8_skip_modules=[family.projector.split(".")[-1], "lm_head"],
+        )}
     try:
-        net = cls.from_pretrained(folder, dtype=dtype)
+        net = cls.from_pretrained(folder, dtype=dtype, **extra)
     except Exception as e:
         raise UserError(f"{folder}: could not load the model ({type(e).__name__}: {e})") from None
-    net.to(device)
+    if not load_in_4bit:  # a quantized model is placed by device_map and cannot be moved
+        net.to(device)
     net.eval()
     return Loaded(net, load_processor(folder, family), family)
 

@@ -101,6 +101,9 @@ class UnlearnConfig(_Strict):
     select: str | None
     early_stop: int = Field(ge=0)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (memory for time)
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = None  # None: as accelerate is launched ('no' plainly)
+    load_in_4bit: bool = False  # QLoRA: 4-bit NF4 base weights through bitsandbytes (CUDA only)
+    log_examples: bool = False  # each log row lists the example indices of its step, by view
 
 
 def packaged_config(name: str) -> dict:

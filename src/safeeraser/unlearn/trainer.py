@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import pickle
 import shutil
 import time
@@ -62,26 +63,34 @@ class RunResult:
 
 
 class BatchPlan:
-    """Which examples form micro-batch m of a view on this process: a fresh permutation per epoch."""
+    """Which examples of a view form micro-batch ``unit``: a fresh permutation per epoch.
 
-    def __init__(self, n: int, batch_size: int, seed: int, view: str, world: int = 1, rank: int = 0):
-        self.n, self.batch_size, self.world, self.rank = n, batch_size, world, rank
-        self.per_step = batch_size * world
-        self.batches_per_epoch = math.ceil(n / self.per_step)
+    A unit is one process's micro-batch of ``batch_size`` examples, numbered across processes:
+    micro-step m of optimizer step s on process r of N, with grad_accum G, is unit
+    ``(s * G + m) * N + r``. An optimizer step thus takes the same G x N consecutive units
+    whatever N is, and every unit is the same micro-batch: 2 processes with grad_accum 1 see
+    exactly the batches 1 process sees with grad_accum 2. (Each loss term is a mean within its
+    micro-batch, as the released code computes it, so the per-device batch size is what must
+    stay fixed; processes x grad_accum may be traded freely.) With one process this is the
+    order the trainer has always used.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, view: str):
+        self.n, self.batch_size = n, batch_size
+        self.batches_per_epoch = math.ceil(n / batch_size)
         self._salt = int.from_bytes(hashlib.sha256(f"{seed}:{view}".encode()).digest()[:6], "little")
         self._perm: tuple[int, torch.Tensor] | None = None
 
-    def epoch(self, micro_step: int) -> int:
-        return micro_step // self.batches_per_epoch
+    def epoch(self, unit: int) -> int:
+        return unit // self.batches_per_epoch
 
-    def indices(self, micro_step: int) -> list[int]:
-        epoch, b = divmod(micro_step, self.batches_per_epoch)
+    def indices(self, unit: int) -> list[int]:
+        epoch, b = divmod(unit, self.batches_per_epoch)
         if self._perm is None or self._perm[0] != epoch:
             g = torch.Generator().manual_seed(self._salt + epoch)
             self._perm = (epoch, torch.randperm(self.n, generator=g))
-        positions = (torch.arange(self.per_step) + b * self.per_step) % self.n  # the last batch wraps round
-        chosen = self._perm[1][positions]
-        return chosen[self.rank :: self.world].tolist()
+        positions = (torch.arange(self.batch_size) + b * self.batch_size) % self.n  # the last batch wraps round
+        return self._perm[1][positions].tolist()
 
 
 def _schedule(optimizer, name: str, warmup: int, total: int):
@@ -113,6 +122,70 @@ def _lora(model, family, config: UnlearnConfig):
         return get_peft_model(model, lora)
     except ValueError as e:
         raise UserError(f"LoRA target {lora.target_modules!r} matches no module of this model ({e})") from None
+
+
+def _accelerator(config: UnlearnConfig):
+    """The accelerator as ``accelerate launch`` (or its config file) set it up, with the run's
+    mixed precision when the config names one (null: the launcher's, 'no' when launched plainly)."""
+    from accelerate import Accelerator
+
+    precision = config.mixed_precision
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("mixed_precision=fp16 needs a GPU; on CPU use bf16 or no")
+    if config.load_in_4bit and not torch.cuda.is_available():
+        raise UserError("load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes; set load_in_4bit=false on CPU")
+    # cpu=True lets a multi-process launch without GPUs (torchrun, accelerate --multi_gpu) use gloo
+    kwargs = {"mixed_precision": precision} if precision is not None else {}
+    try:
+        return Accelerator(cpu=not torch.cuda.is_available(), **kwargs)
+    except (ImportError, ValueError) as e:  # e.g. a DeepSpeed config without deepspeed installed
+        raise UserError(f"accelerate could not start: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _sharding(accelerator) -> tuple[bool, bool]:
+    """(weights sharded across processes, DeepSpeed): FSDP and DeepSpeed ZeRO, where the adapter
+    must be gathered to be saved and every process must join each forward pass."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    return kind in (DistributedType.FSDP, DistributedType.DEEPSPEED), kind == DistributedType.DEEPSPEED
+
+
+def _fill_deepspeed(accelerator, config: UnlearnConfig) -> None:
+    """The DeepSpeed settings the run decides: the micro-batch, no accumulation inside the engine
+    (the loop accumulates, and tells the engine which backward ends the step), the run's clipping."""
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = config.batch_size
+    ds["gradient_accumulation_steps"] = 1
+    ds["train_batch_size"] = config.batch_size * accelerator.num_processes
+    ds["gradient_clipping"] = config.optim.grad_clip if config.optim.grad_clip is not None else 0.0
+
+
+def _fill_fsdp(accelerator, model) -> None:
+    """FSDP's units by layer class: the model's ``_no_split_modules`` that it has (transformers lists
+    classes a model may lack, e.g. LLaVA's CLIPTextEmbeddings, which accelerate refuses); classes the
+    accelerate config names are kept as given."""
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    plugin = accelerator.state.fsdp_plugin
+    if plugin.auto_wrap_policy is transformer_auto_wrap_policy and plugin.transformer_cls_names_to_wrap is None:
+        present = {type(m).__name__ for m in model.modules()}
+        plugin.transformer_cls_names_to_wrap = [c for c in getattr(model, "_no_split_modules", None) or [] if c in present]
+
+
+@contextlib.contextmanager
+def _gathered_root(model):
+    """Under FSDP2, the root unit's own weights gathered for generation: ``generate`` calls parts
+    of the model (e.g. the image features) without the root's forward, which would gather them.
+    The decoder layers' units gather themselves as they run."""
+    if not hasattr(model, "unshard"):  # not an FSDP2 module
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
 
 
 def _checkpoint_activations(model) -> None:
@@ -212,7 +285,6 @@ class UnlearnRun:
 
     def setup(self) -> None:
         """The method's objective, the accelerator, the seed; under --overwrite, the old run removed."""
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
         from tqdm.auto import tqdm
 
@@ -227,13 +299,24 @@ class UnlearnRun:
                 raise UserError("--select reads the dynamics probe: set eval_every (e.g. --set eval_every=25)")
             self.rule = parse_rule(self.config.select, self.objective.logs)
         self.refusals = read_refusals(Path(self.config.refusals)) if self.config.refusals else REFUSALS
-        # cpu=True lets a multi-process launch without GPUs (torchrun, accelerate --multi_gpu) use gloo
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = _accelerator(self.config)
         self.main = self.accelerator.is_main_process
+        self.sharded, self.deepspeed = _sharding(self.accelerator)
+        if self.sharded:
+            if self.merge:
+                raise UserError("--merge with sharded training (FSDP, DeepSpeed): merge afterwards on one process (generate --merge or a run without the sharded config)")
+            if self.config.checkpoint_every or self.resume:
+                raise UserError("checkpoints (checkpoint_every, --resume) are not kept under sharded training (FSDP, DeepSpeed): set checkpoint_every=0")
         if self.progress and self.main and lone_cpu_launch():
             tqdm.write(
                 "note: accelerate started one CPU process and its --num_processes could not be read; "
                 "for N processes on CPU pass `--num_processes N` on the command line, or use torchrun"
+            )
+        asked = [name for name, var in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")) if os.environ.get(var, "").lower() == "true"]
+        if asked and not self.sharded and self.progress and self.main:
+            tqdm.write(
+                f"note: accelerate runs {asked[0]} on GPUs only: these {self.accelerator.num_processes} CPU process(es) train "
+                "data-parallel (gloo), each holding the whole model"
             )
         set_seed(self.config.seed)
         if self.overwrite and self.main and self.out.exists() and not self.resume:
@@ -245,7 +328,7 @@ class UnlearnRun:
         config, accelerator = self.config, self.accelerator
         self.train_split = load_split(self.data, "train", allow_outside_root=self.allow_outside_root)
         check_split_images(self.train_split)
-        self.loaded = load_model(self.model, revision=self.revision, device=accelerator.device)
+        self.loaded = load_model(self.model, revision=self.revision, device=accelerator.device, load_in_4bit=config.load_in_4bit)
         system = self.loaded.family.system if config.system_prompt else None
         self.codec = Codec(self.loaded.processor, family=self.loaded.family, system=system, max_answer_tokens=config.max_answer_tokens)
         self.views = {}
@@ -254,16 +337,18 @@ class UnlearnRun:
             if not len(self.views[view]):
                 raise UserError(f"{self.train_split.name}: method {self.name} needs {view} examples but the split has none (no UnharmPair_* fields?)")
         self.plans = {
-            v: BatchPlan(len(ds), config.batch_size, config.seed, v, accelerator.num_processes, accelerator.process_index)
-            for v, ds in self.views.items()
-        }
+v: BatchPlan(len(ds), config.batch_size, config.seed, v) for v, ds in self.views.items()}
         primary = self.plans[self.objective.views[0]]
-        steps_per_epoch = math.ceil(primary.batches_per_epoch / config.grad_accum)
+        steps_per_epoch = math.ceil(primary.batches_per_epoch / (config.grad_accum * accelerator.num_processes))
         self.total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
 
     def build(self) -> None:
         """LoRA on the language model, AdamW over its trainable weights and the learning-rate schedule."""
         config = self.config
+        if config.load_in_4bit:  # QLoRA: norms in float32, inputs that carry gradients into the 4-bit layers
+            from peft import prepare_model_for_kbit_training
+
+            prepare_model_for_kbit_training(self.loaded.model, use_gradient_checkpointing=False)
         self.peft_model = _lora(self.loaded.model, self.loaded.family, config)
         if config.gradient_checkpointing:
             _checkpoint_activations(self.loaded.model)
@@ -273,7 +358,13 @@ class UnlearnRun:
         # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step
         # it once per process.
         self.scheduler = _schedule(optimizer, config.optim.schedule, round(config.optim.warmup_ratio * self.total), self.total)
+        if self.deepspeed:
+            _fill_deepspeed(self.accelerator, config)
+        elif self.sharded:
+            _fill_fsdp(self.accelerator, self.peft_model)
         self.wrapped, self.optimizer = self.accelerator.prepare(self.peft_model, optimizer)
+        if self.sharded:  # FSDP2 puts sharded parameters in the model's place: clip those, not the originals
+            self.trainable = [p for p in self.wrapped.parameters() if p.requires_grad]
         self.forward = Forward(self.wrapped, self.peft_model, family=self.loaded.family)
 
     def restore(self) -> None:
@@ -289,7 +380,7 @@ class UnlearnRun:
         self.probe = None
         self.rows: list[dict] = read_jsonl(self.out / RUN_LOG) if self.main and self.rule and self.start_step else []
         self.select_from = self.kept_before() if self.main and self.rule else 0
-        if self.config.eval_every and self.main:
+        if self.config.eval_every and (self.main or self.sharded):
             from safeeraser.unlearn.dynamics import DynamicsProbe
 
             val = load_split(self.data, "val", allow_outside_root=self.allow_outside_root)
@@ -321,10 +412,16 @@ class UnlearnRun:
                     raise TrainingStopped(f"step {step + 1}: {bad} became non-finite; stopped. {kept}")
                 self.scheduler.step()
                 row = {"step": step + 1, "lr": lr, **terms}
-                if self.probe is not None and main and ((step + 1) % config.eval_every == 0 or step + 1 == total):
-                    # main process only (the others wait at the next all-reduce); the unwrapped model,
-                    # as a DDP wrapper has no generate()
-                    row["eval"] = self.probe(self.peft_model)
+                if config.log_examples:
+                    row["examples"] = self.examples_drawn()
+                if self.probe is not None and ((step + 1) % config.eval_every == 0 or step + 1 == total):
+                    # main process only (the others wait at the next all-reduce), except when the
+                    # weights are sharded: then every process generates, as each forward pass gathers
+                    # the weights from all of them. The unwrapped model, as a DDP wrapper has no generate()
+                    with _gathered_root(self.peft_model):
+                        answer = self.probe(self.peft_model)
+                    if main:
+                        row["eval"] = answer
                 if main and ((step + 1) % config.log_every == 0 or "eval" in row or step + 1 == total):
                     log.append(row)
                 if self.rule is not None and self.probed(step + 1, row):
@@ -356,18 +453,25 @@ class UnlearnRun:
 
         if done % self.config.eval_every and done != self.total:
             return False
-        stop = False
+        stop = keep = False
         if self.main:
             self.rows.append(row)
             rows = [r for r in self.rows if r["step"] > self.select_from]
-            if select(self.rule, rows)["step"] == done:
-                with atomic_dir(self.out / KEPT) as tmp:
-                    self.peft_model.save_pretrained(tmp, safe_serialization=True)
-                    atomic_write_json(tmp / "step.json", {"step": done})
+            keep = select(self.rule, rows)["step"] == done
             patience = self.config.early_stop
             stop = bool(patience) and stale_probes(self.rule, rows) >= patience and done < self.total
             if stop:
                 self.stopped = f"early stop: {patience} probes without a better step under '{self.rule.text}' (step {done})"
+        if self.sharded:  # gathering the adapter takes every process: all must know whether to keep it
+            from accelerate.utils import broadcast_object_list
+
+            keep = broadcast_object_list([keep])[0]
+        if keep:
+            state = self.gathered_adapter()
+            if self.main:
+                with atomic_dir(self.out / KEPT) as tmp:
+                    self.save_adapter(tmp, state)
+                    atomic_write_json(tmp / "step.json", {"step": done})
         if self.accelerator.num_processes > 1 and self.config.early_stop:
             flag = torch.tensor([float(stop)], device=self.accelerator.device)
             stop = self.accelerator.reduce(flag, "sum").item() > 0
@@ -403,13 +507,18 @@ class UnlearnRun:
         config, accelerator, optimizer = self.config, self.accelerator, self.optimizer
         sums: dict[str, float] = {"loss": 0.0}
         last = len(self.objective.terms) - 1
+        self.drawn = []  # (unit, view, example indices) of this process's micro-batches
         for micro in range(config.grad_accum):
-            m = step * config.grad_accum + micro
+            unit = (step * config.grad_accum + micro) * accelerator.num_processes + accelerator.process_index
             for i, (name, term) in enumerate(self.objective.terms.items()):
-                items = [self.views[v].item(j, plan.epoch(m)) for v, plan in self.sources(name) for j in plan.indices(m)]
+                picks = [(v, plan.epoch(unit), plan.indices(unit)) for v, plan in self.sources(name)]
+                self.drawn += [(unit, v, idx) for v, _, idx in picks]
+                items = [self.views[v].item(j, epoch) for v, epoch, idx in picks for j in idx]
                 batch = self.codec.collate_train(items)
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 sync = micro == config.grad_accum - 1 and i == last
+                if self.deepspeed:  # the engine steps inside backward() unless told this is not the step's last
+                    accelerator.gradient_state._set_sync_gradients(sync)
                 with (accelerator.no_sync(self.wrapped) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()):
                     terms = term(self.forward, batch, config.method)
                     # every process must agree to stop, or the others would wait in the next all-reduce
@@ -423,12 +532,24 @@ class UnlearnRun:
                     sums[k] = sums.get(k, 0.0) + float(accelerator.reduce(v.detach(), "mean")) / config.grad_accum
         if config.optim.grad_clip is not None:
             norm = accelerator.clip_grad_norm_(self.trainable, config.optim.grad_clip)
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
             if norm is not None and not torch.isfinite(torch.as_tensor(norm)).item():
                 optimizer.zero_grad(set_to_none=True)
                 return {"non_finite": "the gradient norm"}
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return sums
+
+    def examples_drawn(self) -> dict[str, list[int]]:
+        """The examples of the last optimizer step, by view, from every process in unit order
+        (the same list whatever the process count). A collective call: every process makes it."""
+        from accelerate.utils import gather_object
+
+        drawn = sorted(gather_object(self.drawn) if self.accelerator.num_processes > 1 else self.drawn, key=lambda d: d[0])
+        out: dict[str, list[int]] = {}
+        for _, view, idx in drawn:
+            out.setdefault(view, []).extend(idx)
+        return out
 
     def sources(self, batch: str) -> list[tuple[str, BatchPlan]]:
         """Each view of a named batch with the plan that picks its examples: its own, or for a
@@ -478,6 +599,8 @@ class UnlearnRun:
     def keep_last_good(self, step: int) -> str:
         """On a non-finite loss the weights are still those of the last good step: keep them."""
         folder = self.out / CHECKPOINT
+        if self.sharded:
+            return "No checkpoint is kept under sharded training."
         finite = all(torch.isfinite(p).all() for p in self.peft_model.parameters() if p.requires_grad)
         if finite:
             self.save_checkpoint(step)
@@ -489,14 +612,40 @@ class UnlearnRun:
     def finish(self) -> RunResult:
         """The adapter (and merged model), run.json, which marks the run complete; the checkpoint removed."""
         self.accelerator.wait_for_everyone()
+        state = self.gathered_adapter()
         if self.main:
-            self.write_outputs()
+            self.write_outputs(state)
         return RunResult(self.out, self.name, self.steps, self.total, self.seconds, self.stopped, self.main, resumed_from=self.start_step)
 
-    def write_outputs(self) -> None:
+    def gathered_adapter(self) -> dict | None:
+        """Under sharded training (FSDP, DeepSpeed), the full weights gathered from every process,
+        on the main process (a collective call: every process makes it); otherwise None, as each
+        process holds them whole."""
+        if not self.sharded:
+            return None
+        if not self.accelerator.is_fsdp2:  # DeepSpeed (ZeRO-3: 16-bit weights gathered), FSDP1: accelerate's gathering
+            return self.accelerator.get_state_dict(self.wrapped)
+        # FSDP2: only the weights PEFT saves (LoRA, modules_to_save), each gathered whole on every
+        # process in the same order, so the memory needed is the adapter's, not the model's. (accelerate's
+        # get_state_dict gathers the whole model, and on CPU returns the weights still sharded.)
+        state = {}
+        for name, value in self.peft_model.state_dict().items():
+            if "lora_" in name or "modules_to_save" in name:
+                state[name] = value.full_tensor() if hasattr(value, "full_tensor") else value
+        return state
+
+    def save_adapter(self, folder: Path, state: dict | None) -> None:
+        """The adapter in PEFT's format (LoRA, and the projector when it is trained), loadable on
+        one process; ``state``: the full weights gathered from a sharded run."""
+        if state is None:
+            self.peft_model.save_pretrained(folder, safe_serialization=True)
+        else:
+            self.peft_model.save_pretrained(folder, safe_serialization=True, state_dict=state)
+
+    def write_outputs(self, state: dict | None = None) -> None:
         out = self.out
         with atomic_dir(out / "adapter") as tmp:
-            self.peft_model.save_pretrained(tmp, safe_serialization=True)
+            self.save_adapter(tmp, state)
         selection = self.keep_selected() if self.rule is not None else None
         summary = {
             "method": self.name,

@@ -1,0 +1,139 @@
+"""1 process and 2 processes (DDP over gloo, and FSDP) on CPU: the same examples in every
+optimizer step, loss traces that agree, one adapter that loads on one process; --select and
+--early-stop with 2 processes. The untrained tiny LLaVA on the small demo, a few steps each."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from safeeraser.unlearn.config import resolve_config
+from safeeraser.unlearn.trainer import unlearn
+
+from tests.small import small_demo, untrained_tiny  # noqa: F401 (fixtures)
+
+FSDP_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp.yaml"
+FSDP_ON_CPU = Path(__file__).with_name("fsdp_on_cpu.py")
+METHOD = "kl+pd"  # three named batches: forget, retain (KL to the original), decouple; the projector is trained
+SETTINGS = {"batch_size": 2, "max_steps": 3, "log_examples": True, "eval_every": 0}
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def launch(launcher: list[str], model, data, out: Path, *extra: str, port: int) -> subprocess.CompletedProcess:
+    """`accelerate launch LAUNCHER... unlearn` with 2 processes: grad_accum 1, half of one process's 2."""
+    sets = [f"{k}={str(v).lower()}" for k, v in SETTINGS.items()] + ["grad_accum=1", *extra]
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+        *(["-m", "safeeraser"] if "--cpu" in launcher else [str(FSDP_ON_CPU)]),
+        "unlearn", "--model", str(model), "--data", str(data), "--method", METHOD, "--out", str(out), "--preset", "demo",
+    ]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def one_process(untrained_tiny, small_demo, tmp_path_factory) -> Path:  # noqa: F811
+    """The reference: 1 process, grad_accum 2 (the same effective batch as 2 processes x 1)."""
+    out = tmp_path_factory.mktemp("world1") / "run"
+    cfg = resolve_config(preset="demo", overrides=[{**SETTINGS, "grad_accum": 2}])
+    unlearn(str(untrained_tiny), small_demo, METHOD, out, cfg, progress=False)
+    return out
+
+
+def assert_same_trace(one: list[dict], two: list[dict]) -> None:
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 2, 3]
+    for a, b in zip(one, two):
+        assert a["examples"] == b["examples"], f"step {a['step']}: different examples"
+        assert set(a["examples"]) == {"forget", "retain", "decouple"} and all(len(v) == 4 for v in a["examples"].values())
+        for key in ("loss", "forget_nll", "retain_kl", "decouple_nll"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), f"step {a['step']}: {key}"
+    # the run moved: a trace that agrees because nothing trained would prove nothing
+    assert one[-1]["retain_kl"] > 0 and one[-1]["forget_nll"] != one[0]["forget_nll"]
+
+
+def test_two_processes_see_the_same_examples_and_trace_the_same_losses(one_process, untrained_tiny, small_demo, tmp_path):  # noqa: F811
+    out = tmp_path / "ddp"
+    launch(["--cpu"], untrained_tiny, small_demo, out, port=29541)
+    assert json.loads((out / "run.json").read_text())["processes"] == 2
+    assert_same_trace(rows(one_process), rows(out))
+
+
+def adapter_logits(model_dir: Path, data: Path, adapter: Path) -> torch.Tensor:
+    """Logits of a plain transformers LLaVA with the adapter loaded by plain PEFT, one process."""
+    from peft import PeftModel
+    from transformers import LlavaForConditionalGeneration
+
+    from safeeraser.data.records import load_split
+    from safeeraser.data.views import view_examples
+    from safeeraser.models.codec import Codec
+    from safeeraser.models.loading import load_processor, model_family
+
+    base = LlavaForConditionalGeneration.from_pretrained(model_dir)
+    model = PeftModel.from_pretrained(base, adapter).eval()
+    codec = Codec(load_processor(model_dir, model_family(model_dir)))
+    batch = codec.collate_train([codec.encode_example(e) for e in view_examples(load_split(data, "train"), "forget")[:4]])
+    with torch.no_grad():
+        return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+
+
+def test_fsdp_on_two_cpu_processes_saves_an_adapter_that_loads_on_one(one_process, untrained_tiny, small_demo, tmp_path):  # noqa: F811
+    """configs/accelerate/fsdp.yaml (FSDP2, full shard) on 2 CPU processes: the probe runs on both
+    (each forward gathers the weights), the adapter is gathered to the main process and saved in
+    PEFT's format, and on one process it gives the logits of the 1-process run's adapter."""
+    out = tmp_path / "fsdp"
+    launch(["--config_file", str(FSDP_CONFIG)], untrained_tiny, small_demo, out, "eval_every=3", "eval_samples=2", port=29542)
+    logged = rows(out)
+    assert [r["step"] for r in logged if "eval" in r] == [3]
+    assert_same_trace(rows(one_process), logged)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    reference = load_file(str(one_process / "adapter" / "adapter_model.safetensors"))
+    assert saved.keys() == reference.keys() and any("multi_modal_projector" in k for k in saved)
+    assert all(saved[k].shape == reference[k].shape for k in saved)  # whole weights, not one process's shard
+    ours, theirs = adapter_logits(untrained_tiny, small_demo, out / "adapter"), adapter_logits(untrained_tiny, small_demo, one_process / "adapter")
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
+
+
+def test_select_and_early_stop_with_two_processes(untrained_tiny, small_demo, tmp_path):  # noqa: F811
+    """The probe runs on the main process while the other waits; both stop together on early stop
+    (else the run would hang and time out); the kept step is the one a recount of log.jsonl picks."""
+    out = tmp_path / "select"
+    rule = "min forget_nll subject to forget_asr<=1"
+    done = launch(
+        ["--cpu"], untrained_tiny, small_demo, out, "max_steps=8", "eval_every=1", "eval_samples=2", f"select={rule}", "early_stop=2", port=29543,
+    )
+    logged = rows(out)
+    probed = [r for r in logged if "eval" in r]
+    best = min(probed, key=lambda r: (r["forget_nll"], r["step"]))
+    selection = json.loads((out / "selection.json").read_text())
+    summary = json.loads((out / "run.json").read_text())
+    assert selection["step"] == best["step"] == summary["selected"]["step"]
+    after = [r["step"] for r in probed if r["step"] > best["step"]]
+    if summary["stopped"]:
+        assert "early stop" in summary["stopped"] and len(after) == 2 and summary["steps"] == after[-1] < 8
+    else:
+        assert summary["steps"] == 8 and len(after) < 2
+    assert summary["processes"] == 2 and done.stderr.count("wrote ") == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's refusals")
+@pytest.mark.parametrize("setting, message", [("load_in_4bit=true", "load_in_4bit (QLoRA) needs a CUDA GPU"), ("mixed_precision=fp16", "mixed_precision=fp16 needs a GPU")])
+def test_gpu_only_settings_are_one_line_errors_on_cpu(setting, message, untrained_tiny, small_demo, tmp_path):  # noqa: F811
+    from tests.conftest import run_cli
+
+    code, _, err = run_cli("unlearn", "--model", untrained_tiny, "--data", small_demo, "--method", "ga", "--out", tmp_path / "run", "--set", setting)
+    assert code != 0 and err.strip().splitlines() == [f"error: {err.strip()[7:]}"] and message in err
+    assert not (tmp_path / "run").exists()
