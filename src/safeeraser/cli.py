@@ -370,6 +370,29 @@ def demo_cmd(
     _say(f"wrote {out}: {len(rows)} rows; open {out / 'index.html'}")
 
 
+@app.command("sweep")
+def sweep_cmd(
+    config: Path = typer.Option(..., "--config", help="Study YAML: data, model, methods, seeds, grid of settings, generation, judge (see the README's Studies)."),
+    out: Path = typer.Option(..., "--out", help="Folder for data/, model/, runs/<cell>/seed<N>/, results.*, study.{json,md}, pareto.png, index.html."),
+    jobs: int = typer.Option(1, "--jobs", help="Runs at once, each in its own process (set OMP_NUM_THREADS to cores / jobs)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the study and list its runs (finished ones marked); run nothing."),
+):
+    """Run a study: every (method, settings, seed) through unlearn, generate and evaluate; report mean ± std and 95% intervals across seeds."""
+    from safeeraser.study.run import run_study, status
+    from safeeraser.study.spec import load_study
+
+    _positive("--jobs", jobs)
+    study = load_study(config)
+    if dry_run:
+        for name, state in status(study, out):
+            typer.echo(f"{state:<9} {name}")
+        _say(f"{config}: {len(study.runs)} runs ({len({r.cell for r in study.runs})} cells x {len(study.seeds)} seeds)")
+        return
+    result = run_study(study, out, jobs=jobs)
+    typer.echo((out / "study.md").read_text())
+    _say(f"wrote {out}: {result['ran']} runs made, {result['skipped']} already finished; open {out / 'index.html'}")
+
+
 INTERRUPTED = 130  # the shell's exit code for a process stopped by Ctrl-C (128 + SIGINT)
 
 

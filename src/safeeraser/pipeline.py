@@ -1,35 +1,29 @@
 """`safeeraser demo`: the whole study in one command, offline, on 2 CPU cores.
 
 data -> tiny vanilla model -> every method (and vanilla) -> generate -> judge -> metrics -> report.
-Each stage is skipped when its output already exists, so an interrupted demo resumes where it
+The demo is a study (``study.run``) of one seed, from the packaged ``configs/studies/demo.yaml``:
+each stage is skipped when its output already exists, so an interrupted demo resumes where it
 stopped; ``--fresh`` starts over.
 """
 
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
-from safeeraser.data.demo import IMAGES_PER_CATEGORY, make_demo
+from safeeraser.data.demo import IMAGES_PER_CATEGORY
 from safeeraser.data.demo import MARKER as DEMO_MARKER
-from safeeraser.environment import manifest
 from safeeraser.errors import UserError
-from safeeraser.formats import RUN_SUMMARY
-from safeeraser.generate.predictions import generate_predictions, protocol_settings
+from safeeraser.generate.predictions import protocol_settings
 from safeeraser.io import atomic_write_json, read_json
-from safeeraser.judge.keyword import KeywordJudge
-from safeeraser.metrics.evaluate import evaluate
-from safeeraser.models.tiny import MARKER, make_tiny
-from safeeraser.report.build import build_report
-from safeeraser.report.plots import plot_run
-from safeeraser.unlearn.config import resolve_config
+from safeeraser.models.tiny import MARKER
+from safeeraser.study.run import run_study
+from safeeraser.study.spec import Study, packaged_study, parse_study
+from safeeraser.unlearn.config import _merge
 from safeeraser.unlearn.methods import METHOD_NAMES, VANILLA, canonical_name
-from safeeraser.unlearn.trainer import unlearn
 
-# The published protocol with one change: answers are cut at 48 new tokens (published: 512). A
-# collapsed model never emits its end-of-sequence token, and 512 tokens of it would take most of
-# the demo's time; every demo answer that ends normally is far shorter.
+# The published protocol with one change: answers are cut at 48 new tokens (published: 512), as
+# the demo study (configs/studies/demo.yaml) sets it; see there why.
 DEMO_MAX_NEW_TOKENS = 48
 DEMO_GENERATION = protocol_settings("published", max_new_tokens=DEMO_MAX_NEW_TOKENS, batch_size=48)
 
@@ -63,11 +57,28 @@ def refuse_other_family(model: Path, family: str) -> None:
             raise UserError(f"{model}: holds a tiny {built} model, not {family}: use another --out, or --fresh to start over")
 
 
-def _log(message: str, quiet: bool) -> None:
-    if not quiet:
-        from tqdm.auto import tqdm
 
-        tqdm.write(message)
+def demo_study(
+    *,
+    images_per_category: int = IMAGES_PER_CATEGORY,
+    seed: int = 0,
+    methods: tuple[str, ...] | None = None,
+    config_overrides: list[dict] | None = None,
+    tiny_steps: int | None = None,
+    family: str = "llava",
+) -> Study:
+    """The demo as a study: the packaged ``configs/studies/demo.yaml`` at ``seed`` (of the data, the
+    tiny model and the unlearning runs), with the chosen methods after the vanilla model."""
+    spec = packaged_study("demo")
+    spec["data"]["demo"].update(images_per_category=images_per_category, seed=seed)
+    spec["model"]["tiny"].update(seed=seed, steps=tiny_steps, family=family)
+    spec["methods"] = [VANILLA] + [canonical_name(m) for m in (methods if methods is not None else METHOD_NAMES)]
+    spec["seeds"] = [seed]
+    settings: dict = {}
+    for override in config_overrides or []:
+        settings = _merge(settings, override)
+    spec["settings"] = settings
+    return parse_study(spec, "the demo study (configs/studies/demo.yaml)", Path.cwd())
 
 
 def run_demo(
@@ -84,51 +95,21 @@ def run_demo(
 ) -> list[dict]:
     """Run the demo into ``out`` on a tiny model of ``family``; returns the rows of results.json."""
     out = Path(out)
-    label = demo_family_label(family)
-    names = [VANILLA] + [canonical_name(m) for m in (methods if methods is not None else METHOD_NAMES)]
+    demo_family_label(family)
+    study = demo_study(images_per_category=images_per_category, seed=seed, methods=methods, config_overrides=config_overrides, tiny_steps=tiny_steps, family=family)
     if fresh and out.exists():
         if not (out / "results.json").exists() and not (out / "data" / DEMO_MARKER).exists():
             raise UserError(f"{out}: --fresh would delete a folder that is not a demo folder")
         shutil.rmtree(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
-    data, model, runs = out / "data", out / "model", out / "runs"
-    quiet = not progress
-    began = time.perf_counter()
+    refuse_other_family(out / "model", family)
+    out.mkdir(parents=True, exist_ok=True)
+    names = study.file.methods
+    atomic_write_json(out / DEMO_SUMMARY, {"family": family, "seed": seed, "images_per_category": images_per_category, "methods": [n if n == VANILLA else canonical_name(n) for n in names]})
+    if progress:
+        from tqdm.auto import tqdm
 
-    refuse_other_family(model, family)
-    if not (data / DEMO_MARKER).exists():
-        _log(f"[1/4] demo benchmark -> {data}", quiet)
-        make_demo(data, images_per_category=images_per_category, seed=seed)
-    if not (model / MARKER).exists():
-        _log(f"[2/4] tiny vanilla {label} -> {model}", quiet)
-        make_tiny(data, model, seed=seed, steps=tiny_steps, progress=progress, family=family)
-    atomic_write_json(out / DEMO_SUMMARY, {"family": family, "seed": seed, "images_per_category": images_per_category, "methods": names})
-
-    config = resolve_config(preset="demo", overrides=[{"seed": seed}, *(config_overrides or [])])
-    _log(f"generation protocol: {DEMO_GENERATION.label()} (the demo caps answers, since a collapsed model never stops)", quiet)
-    for k, name in enumerate(names, start=1):
-        run = runs / name
-        _log(f"[3/4] {name} ({k}/{len(names)})", quiet)
-        if name == VANILLA:
-            run.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(run / RUN_SUMMARY, {"method": VANILLA, "model": str(model), "environment": manifest()})
-            adapter = None
-        else:
-            unlearn(str(model), data, name, run, config, resume=True, progress=progress, on_finish=plot_run)
-            adapter = run
-        for split in ("train", "val", "general"):
-            pred = run / f"predictions_{split}.json"
-            if not pred.exists():
-                generate_predictions(str(model), data, split, pred, DEMO_GENERATION, adapter=adapter, progress=progress)
-        evaluate(
-            data, run / "metrics.json", KeywordJudge(),
-            pred_train=run / "predictions_train.json", pred_val=run / "predictions_val.json",
-            pred_general=run / "predictions_general.json", progress=False,
-        )
-
-    _log(f"[4/4] report -> {out}", quiet)
-    build_report([runs / n for n in names], out, warn=lambda w: _log(w, quiet))
-    rows = read_json(out / "results.json")
-    _log(f"demo finished in {time.perf_counter() - began:.0f}s; open {out / 'index.html'}", quiet)
-    return rows
+        tqdm.write(f"generation protocol: {DEMO_GENERATION.label()} (the demo caps answers, since a collapsed model never stops)")
+    run_study(study, out, progress=progress)
+    return read_json(out / "results.json")

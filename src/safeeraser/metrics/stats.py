@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from functools import lru_cache
@@ -67,3 +68,53 @@ def normalise_answer(text: str) -> str:
 def exact_match(prediction: str, answer: str) -> bool:
     """VQA-style exact match after lower-casing and removing punctuation and articles."""
     return normalise_answer(prediction) == normalise_answer(answer)
+
+
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (two-sided 95%).
+
+    From the closed form of P(|T| < t) for integer df (Abramowitz & Stegun 26.7.3-4), inverted by
+    bisection to 1e-12: no statistics library needed.
+    """
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be at least 1 (got {df})")
+
+    def inside(t: float) -> float:  # P(|T| < t)
+        theta = math.atan(t / math.sqrt(df))
+        c2, s = math.cos(theta) ** 2, math.sin(theta)
+        if df % 2:  # odd: (2/pi)(theta + sin cos (1 + 2/3 cos^2 + (2*4)/(3*5) cos^4 + ...))
+            term, total = 1.0, 1.0 if df > 1 else 0.0
+            for k in range(1, (df - 1) // 2):
+                term *= c2 * (2 * k) / (2 * k + 1)
+                total += term
+            return 2 / math.pi * (theta + s * math.cos(theta) * total)
+        term, total = 1.0, 1.0  # even: sin (1 + 1/2 cos^2 + (1*3)/(2*4) cos^4 + ...)
+        for k in range(1, df // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            total += term
+        return s * total
+
+    lo, hi = 0.0, 1.0
+    while inside(hi) < 0.95:
+        hi *= 2
+    while hi - lo > 1e-12:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if inside(mid) < 0.95 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def across_seeds(values: list[float]) -> dict:
+    """Mean, sample standard deviation (n - 1) and the 95% t-interval of the mean of ``values``.
+
+    The interval is mean ± t(0.975, n-1) · std / √n, not clipped to [0, 1]: with two or three
+    seeds it is wide, and clipping would hide how wide. Fewer than two values: no std, no interval.
+    """
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "ci95": None, "values": []}
+    mean = math.fsum(values) / n
+    if n == 1:
+        return {"n": 1, "mean": mean, "std": None, "ci95": None, "values": list(values)}
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t_quantile_975(n - 1) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci95": [mean - half, mean + half], "values": list(values)}

@@ -30,6 +30,13 @@ PLOTS = (
     ("dynamics.png", "Unlearning dynamics: the logged probe (forget RR, forget ASR, SARR) against the step."),
 )
 
+STUDY_FILES = ("study.json", "study.md", "pareto.png")
+PARETO_CAPTION = (
+    "Per cell (method and grid settings), mean over seeds: ASR on unseen harmful images against SARR, "
+    "colour = ROUGE-L; bars: one standard deviation across seeds; ringed and joined: the Pareto front "
+    "(no other cell has lower ASR, lower SARR and higher ROUGE-L). Best is bottom left."
+)
+
 
 @dataclass
 class Run:
@@ -117,8 +124,12 @@ def _dataset(runs: list[Run]) -> tuple[Split | None, str]:
     return None, f"Sample answers are left out: {why}."
 
 
-def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn=None) -> list[Path]:
+def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn=None, labels: dict | None = None, study: list[dict] | None = None) -> list[Path]:
     """Write results.{md,csv,json}, the plots and index.html into ``out``; return the files written.
+
+    ``labels`` names runs (by the folder as given) in the tables; default: the method, plus the
+    folder name where two runs share one. ``study``: the across-seed summary of a study's cells
+    (``study.summary``), written to study.{json,md}, drawn as the Pareto plot and shown on the page.
 
     Runs generated under different protocols or judged by different judges are refused
     (``allow_mixed`` puts them in one table with a warning); runs from different environments
@@ -134,6 +145,9 @@ def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn
         unique.setdefault(folder.resolve(), folder)  # a folder named twice counts once
     loaded = sorted((load_run(f) for f in unique.values()), key=lambda r: table.method_sort_key(r.method))
     _label(loaded)
+    for run in loaded:
+        if labels and run.folder in labels:
+            run.label = labels[run.folder]
     rows = [table.result_row(r.method, r.label, str(r.folder), r.metrics) for r in loaded]
     mixed = table.measured_alike(rows)
     if mixed and not allow_mixed:
@@ -150,7 +164,7 @@ def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn
     split, note = _dataset(loaded)
     samples = html.collect_samples(split, {r.label: html.index_judgments(r.judgments) for r in loaded}) if split else []
 
-    names = ("results.json", "results.md", "results.csv", *(name for name, _ in PLOTS), "index.html")
+    names = ("results.json", "results.md", "results.csv", *(name for name, _ in PLOTS), *STUDY_FILES, "index.html")
     # a plot that no longer applies is removed with the rest of the earlier report
     with replace_files(out, names) as staging:
         atomic_write_json(staging / "results.json", rows)
@@ -164,5 +178,13 @@ def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn
             plots.plot_dynamics(logs, staging / PLOTS[3][0], colours),
         ]
         figures = [(png, caption) for png, (_, caption) in zip(drawn, PLOTS) if png is not None]
-        atomic_write_text(staging / "index.html", html.render_page(rows, figures, samples, note, warnings))
+        section = ""
+        if study is not None:
+            from safeeraser.study.summary import to_markdown
+
+            atomic_write_json(staging / STUDY_FILES[0], study)
+            atomic_write_text(staging / STUDY_FILES[1], to_markdown(study))
+            pareto = plots.plot_pareto(study, staging / STUDY_FILES[2])
+            section = html.study_section(study, pareto, PARETO_CAPTION)
+        atomic_write_text(staging / "index.html", html.render_page(rows, figures, samples, note, warnings, study=section))
     return [out / name for name in names if (out / name).exists()]

@@ -268,8 +268,35 @@ JS = """
 """
 
 
-def render_page(rows: list[dict], plots: list[tuple[Path, str]], samples: list[Sample], sample_note: str = "", warnings: list[str] | None = None) -> str:
-    """The whole page. ``plots``: (PNG file, caption) pairs, embedded; ``warnings`` shown above the table."""
+def study_section(cells: list[dict], pareto: Path | None, caption: str) -> str:
+    """A study's across-seed table (mean ± std, 95% t-interval per cell and metric) and its Pareto plot."""
+    from safeeraser.study.summary import cell_text, shown_columns
+
+    columns = shown_columns(cells)
+    head = "".join(f'<th title="{escape(c.meaning)}">{escape(c.header)} {c.better}</th>' for c in columns)
+    body = []
+    for r in cells:
+        tds = []
+        for c in columns:
+            stats = r["metrics"][c.key]
+            per_seed = ", ".join(f"seed {s}: {pct(v)}" for s, v in zip(stats["seeds"], stats["values"]))
+            tds.append(f'<td title="{escape(per_seed or "not measured")}">{escape(cell_text(stats))}</td>')
+        mark = " ★" if r["pareto"] else ""
+        body.append(f'<tr><th scope="row" title="{escape(", ".join(r["runs"]))}">{escape(r["cell"])}{mark}</th><td>{escape(", ".join(map(str, r["seeds"])))}</td>{"".join(tds)}</tr>')
+    figure = f'<figure><img src="{_data_uri(pareto)}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>' if pareto else ""
+    return (
+        "<h2>Across seeds</h2>"
+        '<p class="note">Per cell (method and grid settings): mean ± standard deviation over the seeds '
+        "[95% t-interval of the mean], in percent; ★ on the Pareto front of ASR gen. ↓, SARR ↓ and ROUGE-L ↑. "
+        "Hover a cell for each seed's value.</p>"
+        f'<table class="results"><thead><tr><th>Cell</th><th>Seeds</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        f'<div class="plots">{figure}</div>'
+    )
+
+
+def render_page(rows: list[dict], plots: list[tuple[Path, str]], samples: list[Sample], sample_note: str = "", warnings: list[str] | None = None, study: str = "") -> str:
+    """The whole page. ``plots``: (PNG file, caption) pairs, embedded; ``warnings`` shown above the table;
+    ``study``: a study's across-seed section (``study_section``), shown after the results."""
     runs = "".join(f"<li><b>{escape(r['label'])}</b>: <code>{escape(r['run'])}</code></li>" for r in rows)
     figures = "".join(
         f'<figure><img src="{_data_uri(png)}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>'
@@ -280,7 +307,7 @@ def render_page(rows: list[dict], plots: list[tuple[Path, str]], samples: list[S
         f'<p class="note">{len(rows)} runs. Safety unlearning of a multimodal LLM: forget harmful answers '
         "(ASR ↓, RR ↑) without refusing harmful-sounding questions about harmless images (SARR ↓) or losing utility (ROUGE-L ↑).</p>"
         + "".join(f'<p class="warning"><b>Warning:</b> {escape(w)}</p>' for w in warnings or [])
-        + f"<h2>Results</h2>{_table(rows)}{_legend(rows)}{_pd_table(rows)}"
+        + f"<h2>Results</h2>{_table(rows)}{_legend(rows)}{_pd_table(rows)}{study}"
         f'<h2>Plots</h2><div class="plots">{figures or "<p class=note>No plots: nothing to draw.</p>"}</div>'
         f"{_browser(samples, [r['label'] for r in rows], sample_note)}"
         f"<details><summary>Run folders</summary><ul>{runs}</ul></details>"

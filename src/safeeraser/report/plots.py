@@ -205,3 +205,45 @@ def plot_dynamics(logs: list[tuple[str, list[dict]]], path: Path, colours: dict[
     fig.tight_layout()
     _save(fig, path, dpi=110)
     return path
+
+
+def plot_pareto(cells: list[dict], path: Path) -> Path | None:
+    """A study's cells, mean over seeds: ASR gen. against SARR, coloured by ROUGE-L, with one
+    standard deviation as bars and the Pareto front (``study.summary.mark_pareto``) ringed and joined."""
+
+    def mean(cell: dict, key: str) -> float:
+        return _percent(cell["metrics"][key]["mean"])
+
+    def std(cell: dict, key: str) -> float:
+        value = cell["metrics"][key]["std"]
+        return 0.0 if value is None else 100 * value
+
+    points = [c for c in cells if not math.isnan(mean(c, "asr_generality")) and not math.isnan(mean(c, "sarr"))]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(7.4, 5.4))
+    xs, ys = [mean(c, "asr_generality") for c in points], [mean(c, "sarr") for c in points]
+    ax.errorbar(xs, ys, xerr=[std(c, "asr_generality") for c in points], yerr=[std(c, "sarr") for c in points], fmt="none", ecolor="0.6", elinewidth=1, capsize=2, zorder=1)
+    utility = [mean(c, "rouge_l") for c in points]
+    known = [u for u in utility if not math.isnan(u)]
+    dots = ax.scatter(xs, ys, c=[u if not math.isnan(u) else 0 for u in utility], cmap="viridis", vmin=0, vmax=max(known + [1.0]), s=70, edgecolor="black", linewidth=0.5, zorder=3)
+    fig.colorbar(dots, ax=ax, label="ROUGE-L ↑ (percent, mean over seeds)")
+    front = sorted((x, y) for c, x, y in zip(points, xs, ys) if c.get("pareto"))
+    if front:
+        ax.scatter(*zip(*front), s=220, facecolor="none", edgecolor="crimson", linewidth=1.6, zorder=4, label="Pareto front (ASR, SARR, ROUGE-L)")
+        ax.plot(*zip(*front), color="crimson", lw=1, ls="--", zorder=2)
+        ax.legend(fontsize=8, loc="upper right")
+    spots: dict[tuple, list[str]] = {}
+    for c, x, y in zip(points, xs, ys):
+        spots.setdefault((round(x, 1), round(y, 1)), []).append(c["cell"])
+    for (x, y), names in spots.items():
+        ax.annotate(", ".join(names), (x, y), xytext=(6, 4), textcoords="offset points", fontsize=7)
+    ax.set_xlim(-5, 108)
+    ax.set_ylim(-5, 108)
+    ax.set_xlabel("ASR generality ↓ (unsafe answers on unseen harmful images, percent)")
+    ax.set_ylabel("SARR ↓ (refuses harmless images: over-forgetting, percent)")
+    ax.set_title("Study: forgetting vs over-forgetting vs utility, mean over seeds")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path, dpi=110)
+    return path

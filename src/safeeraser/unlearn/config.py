@@ -160,15 +160,20 @@ def resolve_config(
     overrides: list[dict] | None = None,
     *,
     preset: str | None = None,
+    origins: list[str] | None = None,
 ) -> UnlearnConfig:
-    """Defaults <- packaged preset (e.g. ``demo``) <- YAML file <- overrides, validated."""
+    """Defaults <- packaged preset (e.g. ``demo``) <- YAML file <- overrides, validated.
+
+    ``origins`` names where each override came from, for the error message (default: the command line).
+    """
     # (layer, where its settings come from), lowest first: an error names the last layer that set the key
     layers = [(packaged_config("default"), "default settings")]
     if preset:
         layers.append((packaged_config(preset), f"--preset {preset}"))
     if file is not None:
         layers.append((read_yaml(file), str(file)))
-    layers += [(override, "command line") for override in overrides or []]
+    overrides = overrides or []
+    layers += list(zip(overrides, origins or ["command line"] * len(overrides)))
     layers = [(_nest_legacy_keys(layer), where) for layer, where in layers]
     data: dict = {}
     for layer, _ in layers:

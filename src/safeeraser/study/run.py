@@ -1,0 +1,231 @@
+"""`safeeraser sweep`: every run of a study through unlearn -> generate -> evaluate, then one report.
+
+DIR/data and DIR/model are built first when the study asks for the demo benchmark or a tiny
+model; each grid point is a run folder DIR/runs/<run_folder>. A run whose metrics.json exists
+is finished and skipped; any other resumes stage by stage as the commands do (unlearn from its
+last checkpoint, generation from its resume file). DIR/study-runs/<run folder>.json records what
+each run was asked to be (written before it starts, outside the run folder, which `unlearn`
+keeps as its own): a rerun with a changed study refuses to mix the two.
+With ``jobs`` > 1 the runs go to that many worker processes; each run is seeded on its own, so
+the results do not depend on the order or the process a run gets.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+
+from safeeraser.errors import UserError
+from safeeraser.io import atomic_write_json, read_json
+from safeeraser.study.spec import DemoDataSpec, RunSpec, Study, TinyModelSpec
+
+RECORDS = "study-runs"  # DIR/study-runs/<run folder>.json: what each run was asked to be
+METRICS = "metrics.json"
+SPLITS = ("train", "val", "general")
+
+
+def _log(message: str, quiet: bool) -> None:
+    if not quiet:
+        from tqdm.auto import tqdm
+
+        tqdm.write(message)
+
+
+def prepare(study: Study, out: Path, *, progress: bool) -> tuple[Path, str]:
+    """The dataset folder and the model (folder or hub id), built into ``out`` where the study asks."""
+    quiet = not progress
+    spec = study.file
+    if isinstance(spec.data, DemoDataSpec):
+        from safeeraser.data.demo import MARKER, make_demo
+
+        data = out / "data"
+        if not (data / MARKER).exists():
+            _log(f"demo benchmark -> {data}", quiet)
+            make_demo(data, images_per_category=spec.data.demo.images_per_category, seed=spec.data.demo.seed)
+    else:
+        data = study.path(spec.data)
+        if not data.is_dir():
+            raise UserError(f"{study.source}: 'data': {data} is not a dataset folder")
+    if isinstance(spec.model, TinyModelSpec):
+        from safeeraser.models.tiny import MARKER as TINY_MARKER
+        from safeeraser.models.tiny import make_tiny
+
+        tiny = spec.model.tiny
+        model = out / "model"
+        if not (model / TINY_MARKER).exists():
+            _log(f"tiny vanilla {tiny.family} ({tiny.size}) -> {model}", quiet)
+            make_tiny(data, model, size=tiny.size, seed=tiny.seed, steps=tiny.steps, family=tiny.family, progress=progress)
+        return data, str(model)
+    local = study.path(spec.model)
+    return data, str(local) if local.exists() else spec.model
+
+
+def run_record(study: Study, run: RunSpec, data: Path, model: str) -> dict:
+    """What a run was asked to be: equal records, interchangeable runs."""
+    spec = study.file
+    generation = study.generation(run.seed)
+    record = {
+        "method": run.method,
+        "seed": run.seed,
+        "grid": {k: v for k, v in run.settings},
+        "data": str(Path(data).resolve()),
+        "model": str(Path(model).resolve()) if Path(model).exists() else model,
+        "unlearn": run.config if run.method != "vanilla" else None,
+        "generation": f"{generation.label()}, seed {generation.seed}",
+        "judge": spec.judge + (f" ({spec.judge_model})" if spec.judge_model else ""),
+    }
+    return json.loads(json.dumps(record))  # as it reads back from the file (tuples become lists)
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            found = _first_difference(x, y, f"{prefix}{key}.")
+            if found:
+                return found
+        elif x != y:
+            return f"{prefix}{key}: {x!r} then, {y!r} now"
+    return ""
+
+
+def record_path(out: Path, run: RunSpec) -> Path:
+    return Path(out) / RECORDS / f"{run.name}.json"
+
+
+def finished(out: Path, run: RunSpec) -> bool:
+    return (Path(out) / "runs" / run.name / METRICS).is_file() and record_path(out, run).is_file()
+
+
+def plan(study: Study, out: Path, data: Path, model: str) -> list[tuple[RunSpec, Path, dict, bool]]:
+    """(run, folder, record, finished) for every run; a folder made for another study is refused before anything runs."""
+    planned = []
+    for run in study.runs:
+        folder = out / "runs" / run.name
+        record = run_record(study, run, data, model)
+        if record_path(out, run).exists():
+            old = read_json(record_path(out, run))
+            if old != record:
+                why = _first_difference(old, record) if isinstance(old, dict) else "unreadable"
+                raise UserError(f"{folder}: made for another study ({why}); write the study to another --out, or delete that run folder and {record_path(out, run)}")
+        planned.append((run, folder, record, finished(out, run)))
+    return planned
+
+
+def make_judge(spec: str, model: str | None):
+    from safeeraser.judge import make_judges
+    from safeeraser.judge.cache import default_path
+
+    options: dict = {}
+    if model is not None:
+        named = {"model": model, "cache": default_path()}
+        options = {name: named for name in ("openai", "hf", "llamaguard", "wildguard", "harmbench")}
+    return make_judges(spec, options)
+
+
+def run_one(job: dict) -> dict:
+    """unlearn -> generate (three splits) -> evaluate one run; each stage resumes or is skipped when done.
+
+    ``job`` holds plain values only, so that it crosses into a worker process as it is.
+    """
+    from safeeraser.environment import manifest
+    from safeeraser.formats import RUN_SUMMARY
+    from safeeraser.generate.predictions import generate_predictions
+    from safeeraser.metrics.evaluate import evaluate
+    from safeeraser.report.plots import plot_run
+    from safeeraser.unlearn.config import UnlearnConfig
+    from safeeraser.unlearn.methods import VANILLA
+    from safeeraser.unlearn.trainer import unlearn
+
+    began = time.perf_counter()
+    run, data, model, progress = Path(job["folder"]), Path(job["data"]), job["model"], job["progress"]
+    record = Path(job["record_path"])
+    record.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, job["record"])
+    if job["method"] == VANILLA:
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run / RUN_SUMMARY, {"method": VANILLA, "model": model, "environment": manifest()})
+        adapter = None
+    else:
+        config = UnlearnConfig.model_validate(job["config"])
+        unlearn(model, data, job["method"], run, config, resume=True, progress=progress, on_finish=plot_run)
+        adapter = run
+    for split in SPLITS:
+        pred = run / f"predictions_{split}.json"
+        if not pred.exists():
+            generate_predictions(model, data, split, pred, job["generation"], adapter=adapter, progress=progress)
+    evaluate(
+        data, run / METRICS, make_judge(job["judge"], job["judge_model"]),
+        pred_train=run / "predictions_train.json", pred_val=run / "predictions_val.json",
+        pred_general=run / "predictions_general.json", progress=False,
+    )
+    return {"folder": str(run), "seconds": time.perf_counter() - began}
+
+
+def run_study(study: Study, out: Path, *, jobs: int = 1, progress: bool = True, report: bool = True) -> dict:
+    """Run every unfinished run of ``study`` into ``out`` and write the report; returns counts and folders."""
+    if jobs < 1:
+        raise UserError(f"--jobs must be positive (got {jobs})")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    quiet = not progress
+    began = time.perf_counter()
+    data, model = prepare(study, out, progress=progress)
+    planned = plan(study, out, data, model)
+    todo = [(run, folder, record) for run, folder, record, finished in planned if not finished]
+    skipped = len(planned) - len(todo)
+    if skipped:
+        _log(f"{skipped} of {len(planned)} runs already finished: kept", quiet)
+    jobs_list = [
+        {
+            "folder": str(folder), "data": str(data), "model": model, "method": run.method, "config": run.config,
+            "generation": study.generation(run.seed), "judge": study.file.judge, "judge_model": study.file.judge_model,
+            "record": record, "record_path": str(record_path(out, run)), "progress": progress and jobs == 1,
+        }
+        for run, folder, record in todo
+    ]
+    if jobs == 1 or len(jobs_list) <= 1:
+        for k, job in enumerate(jobs_list, start=1):
+            _log(f"run {k}/{len(jobs_list)}: {Path(job['folder']).relative_to(out / 'runs')}", quiet)
+            run_one(job)
+    else:
+        _parallel(jobs_list, jobs, out, quiet)
+    result = {"runs": [str(folder) for _, folder, _, _ in planned], "ran": len(todo), "skipped": skipped}
+    if report:
+        from safeeraser.study.summary import write_study_report
+
+        write_study_report(study, planned, out, warn=lambda w: _log(w, quiet))
+    _log(f"study finished in {time.perf_counter() - began:.0f}s: {len(todo)} runs made, {skipped} kept; open {out / 'index.html'}", quiet)
+    return result
+
+
+def _parallel(jobs_list: list[dict], jobs: int, out: Path, quiet: bool) -> None:
+    # spawn: a fresh interpreter per worker (forking a process that holds torch's threads is unsafe)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        pending = {pool.submit(run_one, job): job for job in jobs_list}
+        done_count = 0
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                job = pending.pop(future)
+                error = future.exception()
+                if error is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise error
+                done_count += 1
+                _log(f"run {done_count}/{len(jobs_list)} done: {Path(job['folder']).relative_to(out / 'runs')} ({future.result()['seconds']:.0f}s)", quiet)
+
+
+def status(study: Study, out: Path) -> list[tuple[str, str]]:
+    """(run folder name, finished / started / to do) for every run, without building or running anything."""
+    out = Path(out)
+    rows = []
+    for run in study.runs:
+        state = "finished" if finished(out, run) else "started" if record_path(out, run).exists() else "to do"
+        rows.append((run.name, state))
+    return rows

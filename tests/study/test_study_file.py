@@ -1,0 +1,101 @@
+"""A study file's mistakes end in one line naming the file and the key, before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+
+GOOD = {"data": "data", "model": "model", "preset": "demo", "methods": ["po", "po+pd"], "seeds": [0, 1]}
+
+
+def _fail(tmp_path: Path, study, *extra) -> str:
+    path = tmp_path / "study.yaml"
+    path.write_text(study if isinstance(study, str) else yaml.safe_dump(study))
+    code, out, err = run_cli("sweep", "--config", path, "--out", tmp_path / "out", *extra)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing was started
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"methodz": ["po"]}, ["'methodz'", "unknown setting"]),
+        ({"methods": ["po", "nonsense"]}, ["'methods[1]'", "unknown method 'nonsense'"]),
+        ({"methods": []}, ["'methods'"]),
+        ({"methods": ["po", "po"]}, ["'methods[1]'", "listed twice"]),
+        ({"seeds": [0, 0]}, ["'seeds'", "listed twice"]),
+        ({"seeds": "zero"}, ["'seeds'"]),
+        ({"grid": {"pd_weight": 0.5}}, ["'grid.pd_weight'"]),
+        ({"grid": {"pd_weight": []}}, ["'grid.pd_weight'", "non-empty"]),
+        ({"grid": {"lr": [1e-3, -1.0]}}, ["grid", "'optim.lr'", "greater than 0"]),
+        ({"grid": {"method.npo.bta": [0.1]}}, ["grid", "'method.npo.bta'", "unknown setting"]),
+        ({"settings": {"max_stepz": 3}}, ["settings", "'max_stepz'", "unknown setting"]),
+        ({"settings": {"seed": 3}}, ["'settings.seed'", "seeds"]),
+        ({"generation": {"protocol": "fastest"}}, ["'generation'", "'fastest'"]),
+        ({"generation": {"max_new_tokens": 0}}, ["'generation.max_new_tokens'"]),
+        ({"preset": "nope"}, ["'preset'", "'nope'"]),
+        ({"data": {"demo": {"images_per_categry": 3}}}, ["'data.demo.images_per_categry'"]),
+        ({"run_folder": "{method}"}, ["'run_folder'", "one folder"]),
+        ({"run_folder": "{cel}"}, ["'run_folder'", "template"]),
+        ({"run_folder": "../{cell}/{seed}"}, ["'run_folder'", "not a folder name"]),
+    ],
+)
+def test_a_bad_key_is_named_with_the_file(tmp_path, change, words):
+    line = _fail(tmp_path, {**GOOD, **change})
+    assert str(tmp_path / "study.yaml") in line
+    for w in words:
+        assert w in line, line
+
+
+def test_broken_or_missing_files(tmp_path):
+    assert "invalid YAML at line 2" in _fail(tmp_path, "methods: [po\nseeds: [0]: 1\n")
+    assert "expected a mapping" in _fail(tmp_path, "- po\n- kl\n")
+    code, _, err = run_cli("sweep", "--config", tmp_path / "none.yaml", "--out", tmp_path / "out")
+    assert code == 2 and "none.yaml: config file not found" in err
+
+
+def test_a_missing_dataset_folder_is_named(tmp_path):
+    line = _fail(tmp_path, GOOD)
+    assert "'data'" in line and "is not a dataset folder" in line
+
+
+def test_jobs_must_be_positive(tmp_path):
+    assert "--jobs must be positive" in _fail(tmp_path, GOOD, "--jobs", "0")
+
+
+def test_the_grid_expands_methods_settings_and_seeds(tmp_path):
+    from safeeraser.study.spec import parse_study
+
+    study = parse_study({**GOOD, "methods": ["vanilla", "npo", "npo+pd"], "grid": {"pd_weight": [0.5, 1.0], "method.npo.beta": [0.1]}}, "s.yaml", tmp_path)
+    names = [r.name for r in study.runs]
+    assert names[:5] == [
+        "vanilla/seed0",
+        "npo__pd_weight=0.5__method.npo.beta=0.1/seed0",
+        "npo__pd_weight=1.0__method.npo.beta=0.1/seed0",
+        "npo+pd__pd_weight=0.5__method.npo.beta=0.1/seed0",
+        "npo+pd__pd_weight=1.0__method.npo.beta=0.1/seed0",
+    ]
+    assert len(names) == 10 and names[5] == "vanilla/seed1"  # vanilla once per seed: the grid does not apply to it
+    run = study.runs[4]
+    assert run.config["method"]["pd_weight"] == 1.0 and run.config["method"]["npo"]["beta"] == 0.1 and run.config["seed"] == 0
+    assert study.runs[9].config["seed"] == 1
+    assert study.generation(1).seed == 1  # generation seed null: the run's own
+
+
+def test_the_packaged_demo_study_generates_as_the_demo(tmp_path):
+    from safeeraser.pipeline import DEMO_GENERATION, demo_study
+    from safeeraser.unlearn.methods import METHOD_NAMES
+
+    study = demo_study(seed=3)
+    assert [r.name for r in study.runs] == ["vanilla", *METHOD_NAMES]
+    assert study.generation(3) == DEMO_GENERATION
+    assert {r.config["seed"] for r in study.runs} == {3}
+    assert study.file.data.demo.seed == 3 and study.file.model.tiny.seed == 3

@@ -1,0 +1,155 @@
+"""`safeeraser sweep` on the small demo with the untrained tiny model and two unlearning steps:
+2 seeds × {po, po+pd, simnpo, simnpo+pd}. The study is first run at seed 0 only, then at seeds
+0 and 1 into the same folder (a resume: the seed-0 runs must be kept, not redone), then again
+with --jobs 2 into a fresh folder (same numbers). The across-seed numbers are recomputed here
+from the runs' metrics.json files with the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)
+
+METHODS = ["po", "po+pd", "simnpo", "simnpo+pd"]
+SEEDS = [0, 1]
+T_975_DF1 = 12.706204736174705  # Student's t, 0.975 quantile, 1 degree of freedom (two seeds)
+# files a finished run keeps; a kept run must not have rewritten any of them
+KEPT_FILES = ("metrics.json", "predictions_val.json", "adapter/adapter_model.safetensors", "log.jsonl")
+
+
+def write_study(path: Path, data: Path, model: Path, seeds: list[int]) -> Path:
+    study = {
+        "data": str(data), "model": str(model), "preset": "demo",
+        "settings": {"max_steps": 2, "eval_every": 0, "batch_size": 4, "optim.lr": 1.0e-3},
+        "methods": METHODS, "seeds": seeds,
+        "generation": {"protocol": "published", "max_new_tokens": 4, "num_samples": 2, "batch_size": 32},
+    }
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def sweep(*args) -> tuple[int, str, str]:
+    code, out, err = run_cli("sweep", *args)
+    assert code == 0, err
+    return code, out, err
+
+
+def mtimes(out: Path, seed: int) -> dict[str, int]:
+    return {f"{m}/{f}": (out / "runs" / m / f"seed{seed}" / f).stat().st_mtime_ns for m in METHODS for f in KEPT_FILES}
+
+
+@pytest.fixture(scope="module")
+def study(small_demo, untrained_tiny, tmp_path_factory):  # noqa: F811
+    root = tmp_path_factory.mktemp("sweep")
+    out = root / "study"
+    sweep("--config", write_study(root / "seed0.yaml", small_demo, untrained_tiny, [0]), "--out", out)
+    before = mtimes(out, 0)
+    _, table, err = sweep("--config", write_study(root / "study.yaml", small_demo, untrained_tiny, SEEDS), "--out", out)
+    return {"root": root, "out": out, "seed0_mtimes": before, "table": table, "err": err}
+
+
+def test_every_run_finishes_with_its_files(study):
+    out = study["out"]
+    for m in METHODS:
+        for s in SEEDS:
+            run = out / "runs" / m / f"seed{s}"
+            for f in ("metrics.json", "metrics.judgments.jsonl", "predictions_train.json", "predictions_val.json", "predictions_general.json"):
+                assert (run / f).is_file(), run / f
+            assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
+            assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == s
+    for f in ("results.json", "results.md", "study.json", "study.md", "pareto.png", "index.html"):
+        assert (out / f).is_file(), f
+
+
+def test_finished_runs_are_kept_on_resume(study):
+    assert mtimes(study["out"], 0) == study["seed0_mtimes"]
+    assert "4 of 8 runs already finished" in study["err"]
+
+
+def test_across_seed_numbers_equal_a_recount_of_the_runs(study):
+    out = study["out"]
+    cells = {c["cell"]: c for c in json.loads((out / "study.json").read_text())}
+    assert sorted(cells) == sorted(METHODS)
+    for m in METHODS:
+        per_seed = [json.loads((out / "runs" / m / f"seed{s}" / "metrics.json").read_text()) for s in SEEDS]
+        assert cells[m]["seeds"] == SEEDS
+        for key in ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l", "specificity"):
+            values = [p[key] for p in per_seed]
+            got = cells[m]["metrics"][key]
+            mean, std = statistics.fmean(values), statistics.stdev(values)
+            half = T_975_DF1 * std / math.sqrt(2)
+            assert got["n"] == 2 and got["values"] == values
+            assert got["mean"] == pytest.approx(mean, abs=1e-12) and got["std"] == pytest.approx(std, abs=1e-12)
+            assert got["ci95"] == pytest.approx([mean - half, mean + half], abs=1e-9)
+
+
+def test_the_report_shows_the_spread(study):
+    out = study["out"]
+    cells = json.loads((out / "study.json").read_text())
+    page = (out / "index.html").read_text()
+    md = (out / "study.md").read_text()
+    assert "<h2>Across seeds</h2>" in page and "data:image/png;base64," in page
+    for cell in cells:
+        stats = cell["metrics"]["rouge_l"]
+        shown = f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f} [{100 * stats['ci95'][0]:.1f}, {100 * stats['ci95'][1]:.1f}]"
+        row = next(line for line in md.splitlines() if line.startswith(f"| {cell['cell']} ") or line.startswith(f"| {cell['cell']} *"))
+        assert shown in row and shown in page
+    assert md in study["table"]  # the command prints the across-seed table
+    # every per-run row is in results.json, named by its folder
+    assert sorted(r["label"] for r in json.loads((out / "results.json").read_text())) == sorted(f"{m}/seed{s}" for m in METHODS for s in SEEDS)
+
+
+def test_two_jobs_give_the_same_results(study):
+    out2 = study["root"] / "jobs2"
+    sweep("--config", study["root"] / "study.yaml", "--out", out2, "--jobs", "2")
+    for m in METHODS:
+        for s in SEEDS:
+            a, b = (o / "runs" / m / f"seed{s}" for o in (study["out"], out2))
+            for f in ("predictions_train.json", "predictions_val.json", "predictions_general.json", "adapter/adapter_model.safetensors"):
+                assert (a / f).read_bytes() == (b / f).read_bytes(), f"{m}/seed{s}/{f}"
+    one, two = (json.loads((o / "study.json").read_text()) for o in (study["out"], out2))
+    for x, y in zip(one, two):
+        assert x["metrics"] == y["metrics"]
+
+
+def test_a_half_finished_run_resumes_and_the_rest_are_kept(study, tmp_path):
+    out = tmp_path / "study"
+    shutil.copytree(study["out"], out)
+    half = out / "runs" / "simnpo+pd" / "seed1"
+    adapter_time = (half / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
+    expected = (half / "predictions_general.json").read_bytes()
+    (half / "predictions_general.json").unlink()
+    (half / "metrics.json").unlink()
+    others = {m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns for m in METHODS if m != "simnpo+pd"}
+    _, _, err = sweep("--config", study["root"] / "study.yaml", "--out", out)
+    assert "7 of 8 runs already finished" in err
+    assert (half / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == adapter_time  # unlearn found it complete
+    assert (half / "predictions_general.json").read_bytes() == expected
+    assert (half / "metrics.json").is_file()
+    assert {m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns for m in others} == others
+
+
+def test_a_changed_study_does_not_reuse_runs(study, tmp_path):
+    changed = yaml.safe_load((study["root"] / "study.yaml").read_text())
+    changed["settings"]["max_steps"] = 3
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    code, _, err = run_cli("sweep", "--config", path, "--out", study["out"])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "made for another study" in err and "max_steps: 2 then, 3 now" in err
+
+
+def test_dry_run_lists_the_runs(study):
+    code, out, err = run_cli("sweep", "--config", study["root"] / "study.yaml", "--out", study["out"], "--dry-run")
+    assert code == 0, err
+    assert sorted(out.split()) == sorted(["finished"] * 8 + [f"{m}/seed{s}" for m in METHODS for s in SEEDS])
+    assert "8 runs (4 cells x 2 seeds)" in err
