@@ -99,3 +99,21 @@ def test_the_packaged_demo_study_generates_as_the_demo(tmp_path):
     assert study.generation(3) == DEMO_GENERATION
     assert {r.config["seed"] for r in study.runs} == {3}
     assert study.file.data.demo.seed == 3 and study.file.model.tiny.seed == 3
+
+
+def test_data_or_model_built_otherwise_is_not_reused(tmp_path):
+    import json
+
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({**GOOD, "data": {"demo": {"images_per_category": 3, "seed": 0}}, "model": {"tiny": {"family": "llava"}}}))
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "demo_meta.json").write_text(json.dumps({"seed": 1, "images_per_category": 3}))
+    code, _, err = run_cli("sweep", "--config", study, "--out", out)
+    assert code == 2 and "built with seed 1" in err and "'data'" in err and len(err.strip().splitlines()) == 1
+    (out / "data" / "demo_meta.json").write_text(json.dumps({"seed": 0, "images_per_category": 3}))
+    (out / "model").mkdir()
+    (out / "model" / "safeeraser.json").write_text(json.dumps({"family": "qwen2_vl", "size": "tiny", "seed": 0}))
+    code, _, err = run_cli("sweep", "--config", study, "--out", out)
+    assert code == 2 and "built with family 'qwen2_vl'" in err and "'model'" in err
+    assert sorted(p.name for p in out.iterdir()) == ["data", "model"]  # nothing else started

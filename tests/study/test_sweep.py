@@ -1,7 +1,7 @@
 """`safeeraser sweep` on the small demo with the untrained tiny model and two unlearning steps:
 2 seeds × {po, po+pd, simnpo, simnpo+pd}. The study is first run at seed 0 only, then at seeds
-0 and 1 into the same folder (a resume: the seed-0 runs must be kept, not redone), then again
-with --jobs 2 into a fresh folder (same numbers). The across-seed numbers are recomputed here
+0 and 1 into the same folder (a resume: the seed-0 runs must be kept, not redone); seed 1 is run
+again with --jobs 2 into a fresh folder (same answers, adapters and numbers). The across-seed numbers are recomputed here
 from the runs' metrics.json files with the standard library.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from safeeraser.metrics.evaluate import METRIC_KEYS
 from tests.conftest import run_cli
 from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)
 
@@ -31,7 +32,7 @@ def write_study(path: Path, data: Path, model: Path, seeds: list[int]) -> Path:
         "data": str(data), "model": str(model), "preset": "demo",
         "settings": {"max_steps": 2, "eval_every": 0, "batch_size": 4, "optim.lr": 1.0e-3},
         "methods": METHODS, "seeds": seeds,
-        "generation": {"protocol": "published", "max_new_tokens": 4, "num_samples": 2, "batch_size": 32},
+        "generation": {"protocol": "published", "max_new_tokens": 3, "num_samples": 2, "batch_size": 64},
     }
     path.write_text(yaml.safe_dump(study))
     return path
@@ -54,7 +55,7 @@ def study(small_demo, untrained_tiny, tmp_path_factory):  # noqa: F811
     sweep("--config", write_study(root / "seed0.yaml", small_demo, untrained_tiny, [0]), "--out", out)
     before = mtimes(out, 0)
     _, table, err = sweep("--config", write_study(root / "study.yaml", small_demo, untrained_tiny, SEEDS), "--out", out)
-    return {"root": root, "out": out, "seed0_mtimes": before, "table": table, "err": err}
+    return {"root": root, "out": out, "seed0_mtimes": before, "table": table, "err": err, "data": small_demo, "model": untrained_tiny}
 
 
 def test_every_run_finishes_with_its_files(study):
@@ -109,16 +110,16 @@ def test_the_report_shows_the_spread(study):
 
 
 def test_two_jobs_give_the_same_results(study):
+    # seed 1's four runs again, two at a time, into a fresh folder: the same answers, adapters and metrics
     out2 = study["root"] / "jobs2"
-    sweep("--config", study["root"] / "study.yaml", "--out", out2, "--jobs", "2")
+    _, _, err = sweep("--config", write_study(study["root"] / "seed1.yaml", study["data"], study["model"], [1]), "--out", out2, "--jobs", "2")
+    assert "4 runs made, 0 already finished" in err
     for m in METHODS:
-        for s in SEEDS:
-            a, b = (o / "runs" / m / f"seed{s}" for o in (study["out"], out2))
-            for f in ("predictions_train.json", "predictions_val.json", "predictions_general.json", "adapter/adapter_model.safetensors"):
-                assert (a / f).read_bytes() == (b / f).read_bytes(), f"{m}/seed{s}/{f}"
-    one, two = (json.loads((o / "study.json").read_text()) for o in (study["out"], out2))
-    for x, y in zip(one, two):
-        assert x["metrics"] == y["metrics"]
+        a, b = (o / "runs" / m / "seed1" for o in (study["out"], out2))
+        for f in ("predictions_train.json", "predictions_val.json", "predictions_general.json", "adapter/adapter_model.safetensors"):
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f"{m}/seed1/{f}"
+        x, y = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
+        assert {k: x[k] for k in METRIC_KEYS} == {k: y[k] for k in METRIC_KEYS}
 
 
 def test_a_half_finished_run_resumes_and_the_rest_are_kept(study, tmp_path):

@@ -42,6 +42,8 @@ def prepare(study: Study, out: Path, *, progress: bool) -> tuple[Path, str]:
         from safeeraser.data.demo import MARKER, make_demo
 
         data = out / "data"
+        demo = spec.data.demo
+        _refuse_other_build(data / MARKER, {"images_per_category": demo.images_per_category, "seed": demo.seed}, study.source, "data")
         if not (data / MARKER).exists():
             _log(f"demo benchmark -> {data}", quiet)
             make_demo(data, images_per_category=spec.data.demo.images_per_category, seed=spec.data.demo.seed)
@@ -55,12 +57,24 @@ def prepare(study: Study, out: Path, *, progress: bool) -> tuple[Path, str]:
 
         tiny = spec.model.tiny
         model = out / "model"
+        wanted = {"family": tiny.family, "size": tiny.size, "seed": tiny.seed} | ({"steps": tiny.steps} if tiny.steps is not None else {})
+        _refuse_other_build(model / TINY_MARKER, wanted, study.source, "model", defaults={"family": "llava"})
         if not (model / TINY_MARKER).exists():
             _log(f"tiny vanilla {tiny.family} ({tiny.size}) -> {model}", quiet)
             make_tiny(data, model, size=tiny.size, seed=tiny.seed, steps=tiny.steps, family=tiny.family, progress=progress)
         return data, str(model)
     local = study.path(spec.model)
     return data, str(local) if local.exists() else spec.model
+
+
+def _refuse_other_build(marker: Path, wanted: dict, source: str, key: str, defaults: dict | None = None) -> None:
+    """A data or model folder built earlier into DIR is reused only when it was built as the study asks."""
+    if not marker.exists():
+        return
+    built = {**(defaults or {}), **read_json(marker)}
+    for name, value in wanted.items():
+        if built.get(name) != value:
+            raise UserError(f"{marker.parent}: built with {name} {built.get(name)!r}, but {source} asks '{key}' for {value!r}: use another --out")
 
 
 def run_record(study: Study, run: RunSpec, data: Path, model: str) -> dict:
