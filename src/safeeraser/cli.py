@@ -390,7 +390,7 @@ def sweep_cmd(
         return
     result = run_study(study, out, jobs=jobs)
     typer.echo((out / "study.md").read_text())
-    _say(f"wrote {out}: {result['ran']} runs made, {result['skipped']} already finished; open {out / 'index.html'}")
+    _say(f"wrote {out}: {len(result['runs'])} runs, {result['ran']} made now, {result['skipped']} already finished; open {out / 'index.html'}")
 
 
 INTERRUPTED = 130  # the shell's exit code for a process stopped by Ctrl-C (128 + SIGINT)

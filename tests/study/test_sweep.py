@@ -73,7 +73,7 @@ def test_every_run_finishes_with_its_files(study):
 
 def test_finished_runs_are_kept_on_resume(study):
     assert mtimes(study["out"], 0) == study["seed0_mtimes"]
-    assert "4 of 8 runs already finished" in study["err"]
+    assert "8 runs, 4 made now, 4 already finished" in study["err"]
 
 
 def test_across_seed_numbers_equal_a_recount_of_the_runs(study):
@@ -113,7 +113,7 @@ def test_two_jobs_give_the_same_results(study):
     # seed 1's four runs again, two at a time, into a fresh folder: the same answers, adapters and metrics
     out2 = study["root"] / "jobs2"
     _, _, err = sweep("--config", write_study(study["root"] / "seed1.yaml", study["data"], study["model"], [1]), "--out", out2, "--jobs", "2")
-    assert "4 runs made, 0 already finished" in err
+    assert "4 runs, 4 made now, 0 already finished" in err
     for m in METHODS:
         a, b = (o / "runs" / m / "seed1" for o in (study["out"], out2))
         for f in ("predictions_train.json", "predictions_val.json", "predictions_general.json", "adapter/adapter_model.safetensors"):
@@ -132,7 +132,7 @@ def test_a_half_finished_run_resumes_and_the_rest_are_kept(study, tmp_path):
     (half / "metrics.json").unlink()
     others = {m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns for m in METHODS if m != "simnpo+pd"}
     _, _, err = sweep("--config", study["root"] / "study.yaml", "--out", out)
-    assert "7 of 8 runs already finished" in err
+    assert "8 runs, 1 made now, 7 already finished" in err
     assert (half / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == adapter_time  # unlearn found it complete
     assert (half / "predictions_general.json").read_bytes() == expected
     assert (half / "metrics.json").is_file()
