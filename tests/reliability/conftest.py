@@ -23,6 +23,13 @@ def error_lines(text: str) -> list[str]:
     return [line for line in re.split(r"[\r\n]", text) if line.startswith("error:")]
 
 
+def _as_from_a_terminal() -> None:
+    """In the child: Ctrl-C's default action, as in a terminal. A shell that starts a job in the
+    background (``cmd &``, as CI runners may) has it ignored, and Python, seeing it ignored at
+    start, would never raise KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Cli:
     """``python -m safeeraser ...`` in a real subprocess; its output goes to a file (a pipe could fill up and stall it)."""
 
@@ -32,7 +39,7 @@ class Cli:
         # other slow a run down many times over.
         env = {**(os.environ if env is None else env), "OMP_NUM_THREADS": "1"}
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "safeeraser", *map(str, args)], stdout=out, stderr=out, env=env)
+            self.proc = subprocess.Popen([sys.executable, "-m", "safeeraser", *map(str, args)], stdout=out, stderr=out, env=env, preexec_fn=_as_from_a_terminal)
 
     @property
     def output(self) -> str:
