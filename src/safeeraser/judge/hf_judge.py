@@ -2,8 +2,9 @@
 
 A model of a registered multimodal family (``models.registry``) reads the image: its inputs are
 built by the family's codec (``Codec.encode_chat``), the item's image placed in the first user
-message as the family's chat template writes it, so that any registered family (Llama Guard 3
-Vision or 4 once theirs is, the tiny LLaVA here) can judge with the image. Its identity says
+message as the family's chat template writes it, so that any registered family (the tiny LLaVA
+here) can judge with the image; a protocol may write its own layout for a family (Llama Guard on
+Llama-3.2-Vision, i.e. Llama Guard 3 Vision: ``LlamaGuardProtocol.image_chat``). Its identity says
 ``reads_images`` and its cache key holds the image's hash. Any other causal language model
 reads the text only.
 
@@ -117,9 +118,18 @@ class HFJudge:
             "kind": "hf",
             "model": f"{self.folder}@{self.fingerprint}",
             "protocol": self.protocol.name,
-            "prompt_hash": self.protocol.prompt_hash,
+            "prompt_hash": self.prompt_hash,
             "decoding": {"temperature": 0, "max_tokens": self.max_new_tokens},  # greedy
         } | ({"reads_images": True} if self.reads_images else {})
+
+    @property
+    def prompt_hash(self) -> str:
+        """The protocol's prompt hash; where the protocol writes its own layout for this model's family
+        (Llama Guard on Llama-3.2-Vision), a hash of that layout's text too."""
+        probe = [{"role": "user", "content": "{question}"}, {"role": "assistant", "content": "{response}"}]
+        if not self.reads_images or getattr(self.protocol, "image_chat", lambda *_: None)(probe, self.family) is None:
+            return self.protocol.prompt_hash
+        return hashlib.sha256(json.dumps([self.protocol.prompt_hash, self.prompt(probe)]).encode()).hexdigest()[:16]
 
     def image_hash(self, image: Path) -> str:
         if image not in self._image_hashes:
@@ -130,7 +140,10 @@ class HFJudge:
     def prompt(self, chat: list[dict[str, str]]) -> str:
         """One request's chat as the model's input text."""
         if self.reads_images:
-            return self.codec.chat_text(chat)
+            own = getattr(self.protocol, "image_chat", lambda *_: None)(chat, self.family)
+            if own is None:
+                return self.codec.chat_text(chat)
+            return self.codec.processor.apply_chat_template(own, chat_template=self.family.chat_template, add_generation_prompt=True, tokenize=False)
         if not self.tokenizer.chat_template:
             return plain_prompt(chat)
         try:
@@ -177,7 +190,7 @@ class HFJudge:
         """One batch of requests as the model's inputs, left-padded: text through the tokenizer, or
         text and image through the family's codec."""
         if self.reads_images:
-            encoded = self.codec.collate_prompts([self.codec.encode_chat(first[r][1], first[r][0].messages) for r in batch])
+            encoded = self.codec.collate_prompts([self.codec.encode_text(first[r][1], r[0]) for r in batch])
             dtype = next(self.model.parameters()).dtype
             return {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device)) for k, v in encoded.items()}
         # A chat template writes its own BOS; plain text needs the tokenizer's.

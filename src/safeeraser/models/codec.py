@@ -124,8 +124,11 @@ class Codec:
 
     def encode_chat(self, image: Path, messages: list[dict[str, str]]) -> dict:
         """``chat_text`` with the image, as model inputs (batched by ``collate_prompts``)."""
+        return self.encode_text(image, self.chat_text(messages))
+
+    def encode_text(self, image: Path, text: str) -> dict:
+        """A prompt already written out (one image placeholder in it) with the image, as model inputs."""
         px = self.pixels(image)
-        text = self.chat_text(messages)
         ids = self._tokenize(text.replace(self.image_token, px["expansion"], 1)) if "expansion" in px else self._expand(self._tokenize(text), px)
         return self._token_types({"input_ids": ids, "image": px})
 
