@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from safeeraser.data.demo import IMAGES_PER_CATEGORY
+from safeeraser.data.demo import IMAGES_PER_CATEGORY, check_images_per_category
 from safeeraser.data.demo import MARKER as DEMO_MARKER
 from safeeraser.errors import UserError
 from safeeraser.generate.predictions import protocol_settings
@@ -96,6 +96,7 @@ def run_demo(
     """Run the demo into ``out`` on a tiny model of ``family``; returns the rows of results.json."""
     out = Path(out)
     demo_family_label(family)
+    check_images_per_category(images_per_category)  # the flag's own message, before the study's
     study = demo_study(images_per_category=images_per_category, seed=seed, methods=methods, config_overrides=config_overrides, tiny_steps=tiny_steps, family=family)
     if fresh and out.exists():
         if not (out / "results.json").exists() and not (out / "data" / DEMO_MARKER).exists():

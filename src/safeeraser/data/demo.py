@@ -265,10 +265,17 @@ def _scene(rng: random.Random) -> Scene:
     return Scene(rng.choice(list(COLOURS)), rng.choice(SHAPES), rng.randint(1, 4), rng.randrange(2**31))
 
 
+MIN_IMAGES_PER_CATEGORY = 3  # each category needs train and val images
+
+
+def check_images_per_category(images_per_category: int) -> None:
+    if images_per_category < MIN_IMAGES_PER_CATEGORY:
+        raise UserError(f"--images-per-category must be at least {MIN_IMAGES_PER_CATEGORY} (got {images_per_category}): each category needs train and val images")
+
+
 def make_demo(out: Path, *, images_per_category: int = IMAGES_PER_CATEGORY, seed: int = 0, questions_per_image: int = 3) -> dict:
     """Write the demo benchmark to ``out``; returns a summary. Same arguments, same bytes."""
-    if images_per_category < 3:
-        raise UserError(f"--images-per-category must be at least 3 (got {images_per_category}): each category needs train and val images")
+    check_images_per_category(images_per_category)
     if not 1 <= questions_per_image <= 4:
         raise UserError(f"questions per image must be 1..4 (got {questions_per_image})")
     refuse_foreign_folder(out, marker=MARKER)

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from safeeraser.data.demo import IMAGES_PER_CATEGORY
+from safeeraser.data.demo import IMAGES_PER_CATEGORY, MIN_IMAGES_PER_CATEGORY
 from safeeraser.errors import UserError, field_problem
 
 # Names that `unlearn` takes as flags, usable as grid and settings keys; any other key is a dotted setting.
@@ -40,7 +40,7 @@ class _Strict(BaseModel):
 
 
 class DemoData(_Strict):
-    images_per_category: int = Field(IMAGES_PER_CATEGORY, gt=0)
+    images_per_category: int = Field(IMAGES_PER_CATEGORY, ge=MIN_IMAGES_PER_CATEGORY)
     seed: int = 0
 
 
