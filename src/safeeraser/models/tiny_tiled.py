@@ -121,19 +121,9 @@ def _crop_model(config_class, model_class, tokenizer, size: CropSize):
         image_size=size.crop_size,
         patch_size=size.patch_size,
     )
-    text = dict(
-        model_type="llama",
-        vocab_size=len(tokenizer),
-        hidden_size=size.text_hidden,
-        intermediate_size=size.text_intermediate,
-        num_hidden_layers=size.text_layers,
-        num_attention_heads=size.text_heads,
-        num_key_value_heads=size.text_heads,
-        max_position_embeddings=1024,
-        pad_token_id=ids[tokenizer.pad_token],
-        bos_token_id=ids[tokenizer.bos_token],
-        eos_token_id=ids["<end_of_utterance>"],
-    )
+    from safeeraser.models.tiny_families import text_settings
+
+    text = dict(model_type="llama", **text_settings(size, len(tokenizer), pad=ids[tokenizer.pad_token], bos=ids[tokenizer.bos_token], eos=ids["<end_of_utterance>"]))
     config = config_class(
         vision_config=vision,
         text_config=text,
@@ -210,19 +200,9 @@ def build_internvl(texts: list[str], size_name: str, family: ModelFamily):
         image_size=[size.tile, size.tile],
         patch_size=[size.patch_size, size.patch_size],
     )
-    text = dict(
-        model_type="qwen2",
-        vocab_size=len(tokenizer),
-        hidden_size=size.text_hidden,
-        intermediate_size=size.text_intermediate,
-        num_hidden_layers=size.text_layers,
-        num_attention_heads=size.text_heads,
-        num_key_value_heads=size.text_kv_heads,
-        max_position_embeddings=1024,
-        pad_token_id=ids["<|endoftext|>"],
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-    )
+    from safeeraser.models.tiny_families import text_settings
+
+    text = dict(model_type="qwen2", **text_settings(size, len(tokenizer), pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"], kv_heads=size.text_kv_heads))
     config = InternVLConfig(vision_config=vision, text_config=text, image_token_id=ids["<IMG_CONTEXT>"], image_seq_length=seq, downsample_ratio=0.5)
     model = InternVLForConditionalGeneration(config)
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
@@ -291,19 +271,9 @@ def build_llava_onevision(texts: list[str], size_name: str, family: ModelFamily)
         image_size=side,
         patch_size=size.patch_size,
     )
-    text = dict(
-        model_type="qwen2",
-        vocab_size=len(tokenizer),
-        hidden_size=size.text_hidden,
-        intermediate_size=size.text_intermediate,
-        num_hidden_layers=size.text_layers,
-        num_attention_heads=size.text_heads,
-        num_key_value_heads=size.text_kv_heads,
-        max_position_embeddings=1024,
-        pad_token_id=ids["<|endoftext|>"],
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-    )
+    from safeeraser.models.tiny_families import text_settings
+
+    text = dict(model_type="qwen2", **text_settings(size, len(tokenizer), pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"], kv_heads=size.text_kv_heads))
     config = LlavaOnevisionConfig(
         vision_config=vision,
         text_config=text,
