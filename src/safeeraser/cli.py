@@ -193,6 +193,27 @@ def unlearn_cmd(
         _say(f"wrote {out}: {result.method}, {result.steps}/{result.total_steps} steps in {result.seconds:.1f}s{resumed}" + (f" (stopped early: {result.stopped})" if result.stopped else ""))
 
 
+@app.command("merge")
+def merge_cmd(
+    run: Path = typer.Option(..., "--run", help="Run folder from `unlearn` (or an adapter folder, with --model)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the merged model (default: RUN_DIR/merged)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Base model folder or Hugging Face id (default: the one in RUN_DIR/run.json)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Of a Hugging Face id: the branch, tag or commit (default: the run's)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (the checkpoint's), bfloat16, float16 or float32."),
+    device: str = typer.Option("cpu", "--device", help="Where to merge: cpu, or cuda for speed when the model fits."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+):
+    """Merge a run's adapter (LoRA and trained projector) into its base model: a plain checkpoint to serve without PEFT."""
+    from safeeraser.models.merge import merge_run
+
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise UserError(f"unknown --device {device!r}: expected cpu or cuda")
+    if device.startswith("cuda") and not __import__("torch").cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU here; use --device cpu")
+    written = merge_run(run, out, model=model, revision=revision, dtype=dtype, device=device, overwrite=overwrite)
+    _say(f"wrote {written}: the base model with {run}'s adapter merged in")
+
+
 @app.command("generate")
 def generate_cmd(
     model: str = typer.Option(..., "--model", help="Model folder or Hugging Face id."),

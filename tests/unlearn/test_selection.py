@@ -60,7 +60,7 @@ def test_select_needs_the_probe(tmp_path):
 def test_the_kept_step_is_the_one_a_recount_of_the_log_picks(tiny_model, demo_data, tmp_path):
     rule = "min forget_nll subject to forget_asr<=1"
     cfg = config(max_steps=12, eval_every=2, eval_samples=4, select=rule, early_stop=2)
-    result = unlearn(str(tiny_model), demo_data, "ga", tmp_path / "run", cfg, progress=False)
+    result = unlearn(str(tiny_model), demo_data, "ga", tmp_path / "run", cfg, merge=True, progress=False)
     run = tmp_path / "run"
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     probed = [r for r in rows if "eval" in r]
@@ -84,3 +84,17 @@ def test_the_kept_step_is_the_one_a_recount_of_the_log_picks(tiny_model, demo_da
         last = load_file(str(run / "adapter-last" / "adapter_model.safetensors"))
         assert any(not torch.equal(kept[k], last[k]) for k in kept)
     assert not (run / "kept").exists()
+    # --merge merges the kept step's adapter, not the last step's weights
+    from safeeraser.data.records import load_split
+    from safeeraser.data.views import view_examples
+    from safeeraser.models.codec import Codec
+    from safeeraser.models.loading import attach_adapter, load_model
+    from safeeraser.unlearn.methods import Forward
+    from transformers import LlavaForConditionalGeneration
+
+    merged = LlavaForConditionalGeneration.from_pretrained(run / "merged").eval()
+    adapted = attach_adapter(load_model(str(tiny_model)), run)
+    codec = Codec(adapted.processor)
+    batch = codec.collate_train([codec.encode_example(e) for e in view_examples(load_split(demo_data, "train"), "forget")[:2]])
+    with torch.no_grad():
+        assert torch.allclose(Forward(merged).logits(batch), Forward(adapted.model).logits(batch), atol=1e-4)

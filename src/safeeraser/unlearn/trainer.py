@@ -34,7 +34,7 @@ from safeeraser.errors import TrainingStopped, UserError
 from safeeraser.formats import RUN_LOG, RUN_SUMMARY
 from safeeraser.io import JsonlLog, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 from safeeraser.models.codec import Codec
-from safeeraser.models.loading import load_model
+from safeeraser.models.loading import default_dtype, load_model
 from safeeraser.unlearn.config import UnlearnConfig, dump_config
 from safeeraser.unlearn.launch import lone_cpu_launch
 from safeeraser.unlearn.methods import Forward, canonical_name, get_method
@@ -43,6 +43,8 @@ from safeeraser.unlearn.methods.base import batch_views, is_paired
 CHECKPOINT = "checkpoint"
 KEPT = "kept"  # under select: the adapter of the best probed step so far (becomes adapter/ at the end)
 SELECTION = "selection.json"  # under select: the kept step and why
+FULL_WEIGHTS = "trainable.safetensors"  # a sharded run's checkpoint: trainable weights by parameter name
+FULL_OPTIMIZER = "optimizer-full.pt"  # ... and their optimizer state, by parameter name
 ALREADY_COMPLETE = "already complete"  # RunResult.stopped of a --resume of a finished run
 
 
@@ -303,10 +305,8 @@ class UnlearnRun:
         self.main = self.accelerator.is_main_process
         self.sharded, self.deepspeed = _sharding(self.accelerator)
         if self.sharded:
-            if self.merge:
-                raise UserError("--merge with sharded training (FSDP, DeepSpeed): merge afterwards on one process (generate --merge or a run without the sharded config)")
-            if self.config.checkpoint_every or self.resume:
-                raise UserError("checkpoints (checkpoint_every, --resume) are not kept under sharded training (FSDP, DeepSpeed): set checkpoint_every=0")
+            if self.deepspeed and (self.config.checkpoint_every or self.resume):
+                raise UserError("checkpoints (checkpoint_every, --resume) are not kept under DeepSpeed: set checkpoint_every=0, or train with configs/accelerate/fsdp.yaml, whose checkpoints resume")
         if self.progress and self.main and lone_cpu_launch():
             tqdm.write(
                 "note: accelerate started one CPU process and its --num_processes could not be read; "
@@ -560,48 +560,78 @@ v: BatchPlan(len(ds), config.batch_size, config.seed, v) for v, ds in self.views
         return [(v, self.plans[v]) for v in views]
 
     def save_checkpoint(self, step: int) -> None:
-        """Adapter weights, optimizer and scheduler state, RNG state: everything needed to resume."""
+        """Adapter weights, optimizer and scheduler state, every process's RNG state: everything needed
+        to resume. Under FSDP the trainable weights and their optimizer state are gathered whole (by
+        parameter name, frozen weights left out), so the checkpoint is the same whatever the sharding
+        and resumes on any number of processes. A collective call: every process makes it."""
         from safetensors.torch import save_file
 
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
+        rng = self.rng_states()
+        trainable = _full_trainable_state(self.wrapped, self.optimizer) if self.sharded else None
+        if accelerator.is_main_process:
+            with atomic_dir(self.out / CHECKPOINT) as tmp:
+                if trainable is None:
+                    save_file(_adapter_state(self.peft_model), str(tmp / "adapter.safetensors"))
+                    torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+                else:
+                    save_file({k: v.contiguous() for k, v in trainable[0].items()}, str(tmp / FULL_WEIGHTS))
+                    torch.save(trainable[1], tmp / FULL_OPTIMIZER)
+                torch.save({"scheduler": self.scheduler.state_dict(), "rng": rng[0], "rng_by_process": rng}, tmp / "trainer.pt")
+                atomic_write_json(tmp / "state.json", {"step": step, "processes": accelerator.num_processes})
+        accelerator.wait_for_everyone()
+
+    def rng_states(self) -> list[dict]:
+        """Every process's RNG state, in process order (a collective call with several processes)."""
+        from accelerate.utils import gather_object
+
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state()
-        if accelerator.is_main_process:
-            with atomic_dir(self.out / CHECKPOINT) as tmp:
-                save_file(_adapter_state(self.peft_model), str(tmp / "adapter.safetensors"))
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                torch.save({"scheduler": self.scheduler.state_dict(), "rng": rng}, tmp / "trainer.pt")
-                atomic_write_json(tmp / "state.json", {"step": step})
-        accelerator.wait_for_everyone()
+        return gather_object([rng]) if self.accelerator.num_processes > 1 else [rng]
 
     def load_checkpoint(self) -> int:
-        """The checkpoint's state put back; returns its step."""
+        """The checkpoint's state put back (each process its own RNG state when the process count
+        is the one that wrote it); returns its step."""
         from peft import set_peft_model_state_dict
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         folder, device = self.out / CHECKPOINT, self.accelerator.device
+        full = (folder / FULL_WEIGHTS).exists()
+        if self.sharded and not full:
+            raise UserError(f"{folder}: written by a run without sharding; resume it without the FSDP config (or pass --overwrite)")
         try:
             step = json.loads((folder / "state.json").read_text())["step"]
-            set_peft_model_state_dict(self.peft_model, load_file(str(folder / "adapter.safetensors"), device=str(device)))
-            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
+            if full:
+                _set_full_trainable_state(
+                    self.wrapped if self.sharded else self.peft_model, self.optimizer,
+                    load_file(str(folder / FULL_WEIGHTS)), torch.load(folder / FULL_OPTIMIZER, weights_only=True),
+                )
+            else:
+                set_peft_model_state_dict(self.peft_model, load_file(str(folder / "adapter.safetensors"), device=str(device)))
+                self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
             state = torch.load(folder / "trainer.pt", weights_only=True)
         except (OSError, EOFError, KeyError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError) as e:
             raise UserError(f"{folder}: unreadable checkpoint ({type(e).__name__}); remove it or pass --overwrite") from None
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        by_process = state.get("rng_by_process") or []
+        rng = by_process[self.accelerator.process_index] if len(by_process) == self.accelerator.num_processes else state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
         return step
 
     def keep_last_good(self, step: int) -> str:
         """On a non-finite loss the weights are still those of the last good step: keep them."""
         folder = self.out / CHECKPOINT
-        if self.sharded:
-            return "No checkpoint is kept under sharded training."
-        finite = all(torch.isfinite(p).all() for p in self.peft_model.parameters() if p.requires_grad)
+        if self.deepspeed:
+            return "No checkpoint is kept under DeepSpeed."
+        finite = all(bool(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()) for p in self.trainable)
+        if self.accelerator.num_processes > 1:  # each process sees its own shards: all must be finite
+            flag = torch.tensor([float(finite)], device=self.accelerator.device)
+            finite = self.accelerator.reduce(flag, "sum").item() == self.accelerator.num_processes
         if finite:
             self.save_checkpoint(step)
             return f"The last good state (after step {step}) is kept in {folder}; lower the learning rate or check the data."
@@ -664,11 +694,24 @@ v: BatchPlan(len(ds), config.batch_size, config.seed, v) for v, ds in self.views
             summary["selected"] = {"step": selection["step"], "rule": selection["rule"], "why": selection["why"]}
         if self.on_finish is not None:
             self.on_finish(out, self.name)
-        if self.merge:
+        if self.merge and self.sharded:  # no process holds the whole model: the base again, whole, on the CPU
+            from safeeraser.models.merge import merge_run
+
+            merge_run(out, out / "merged", model=self.model, revision=self.revision, dtype=default_dtype(self.accelerator.device), overwrite=True)
+            summary["merged"] = str(out / "merged")
+        elif self.merge:
+            from safeeraser.models.merge import MERGE_RECORD
+
+            if selection is not None and selection["step"] != self.steps:  # merge the kept step's adapter, not the last
+                from peft import set_peft_model_state_dict
+                from safetensors.torch import load_file
+
+                set_peft_model_state_dict(self.peft_model, load_file(str(out / "adapter" / "adapter_model.safetensors"), device=str(self.accelerator.device)))
             merged = self.peft_model.merge_and_unload()
             with atomic_dir(out / "merged") as tmp:
                 merged.save_pretrained(tmp, safe_serialization=True)
                 self.loaded.processor.save_pretrained(tmp)
+                atomic_write_json(tmp / MERGE_RECORD, {"base": str(self.model), **({"revision": self.revision} if self.revision else {}), "adapter": str((out / "adapter").resolve())})
             summary["merged"] = str(out / "merged")
         atomic_write_json(out / RUN_SUMMARY, summary)
         if (out / CHECKPOINT).exists():
@@ -699,6 +742,29 @@ v: BatchPlan(len(ds), config.batch_size, config.seed, v) for v, ds in self.views
         selection["adapter"] = "adapter"
         atomic_write_json(out / SELECTION, selection)
         return selection
+
+
+def _full_trainable_state(model, optimizer) -> tuple[dict, dict] | None:
+    """The trainable weights (LoRA, a trained projector) and their optimizer state, gathered whole on
+    the main process and keyed by parameter name (None on the others). A collective call."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    weights, optim = get_state_dict(model, getattr(optimizer, "optimizer", optimizer), options=options)
+    return (weights, optim) if weights else None
+
+
+def _set_full_trainable_state(model, optimizer, weights: dict, optim: dict) -> None:
+    """A checkpoint of ``_full_trainable_state`` put into the model and optimizer, sharded again as
+    the model is (or whole, on one process)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    options = StateDictOptions(full_state_dict=True, ignore_frozen_params=True, strict=False)
+    missing = set_state_dict(model, getattr(optimizer, "optimizer", optimizer), model_state_dict=weights, optim_state_dict=optim, options=options)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    lost = [k for k in missing.missing_keys if k in trainable]
+    if lost or missing.unexpected_keys:
+        raise KeyError(f"weights of another model: {(lost or missing.unexpected_keys)[0]}")
 
 
 def _adapter_state(peft_model) -> dict:
