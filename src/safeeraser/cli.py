@@ -396,6 +396,7 @@ def sweep_cmd(
     config: Path = typer.Option(..., "--config", help="Study YAML: data, model, methods, seeds, grid of settings, generation, judge (see the README's Studies)."),
     out: Path = typer.Option(..., "--out", help="Folder for data/, model/, runs/<cell>/seed<N>/, results.*, study.{json,md}, pareto.png, index.html."),
     jobs: int = typer.Option(1, "--jobs", help="Runs at once, each in its own process (set OMP_NUM_THREADS to cores / jobs)."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="GPUs to spread the --jobs workers over, one each in turn, e.g. 0,1,2,3 (default: every visible GPU)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the study and list its runs (finished ones marked); run nothing."),
 ):
     """Run a study: every (method, settings, seed) through unlearn, generate and evaluate; report mean ± std and 95% intervals across seeds."""
@@ -409,7 +410,10 @@ def sweep_cmd(
             typer.echo(f"{state:<9} {name}")
         _say(f"{config}: {len(study.runs)} runs ({len({r.cell for r in study.runs})} cells x {len(study.seeds)} seeds)")
         return
-    result = run_study(study, out, jobs=jobs)
+    chosen = [d.strip() for d in devices.split(",") if d.strip()] if devices is not None else None
+    if chosen and not __import__("torch").cuda.is_available():
+        _say("note: no CUDA GPU here: --devices only sets each worker's CUDA_VISIBLE_DEVICES")
+    result = run_study(study, out, jobs=jobs, devices=chosen)
     typer.echo((out / "study.md").read_text())
     _say(f"wrote {out}: {len(result['runs'])} runs, {result['ran']} made now, {result['skipped']} already finished; open {out / 'index.html'}")
 

@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from safeeraser.metrics.evaluate import METRIC_KEYS
@@ -112,8 +113,11 @@ def test_the_report_shows_the_spread(study):
 def test_two_jobs_give_the_same_results(study):
     # seed 1's four runs again, two at a time, into a fresh folder: the same answers, adapters and metrics
     out2 = study["root"] / "jobs2"
-    _, _, err = sweep("--config", write_study(study["root"] / "seed1.yaml", study["data"], study["model"], [1]), "--out", out2, "--jobs", "2")
+    # each worker gets its own device (CUDA_VISIBLE_DEVICES; on this CPU-only machine nothing else changes)
+    _, out, err = sweep("--config", write_study(study["root"] / "seed1.yaml", study["data"], study["model"], [1]), "--out", out2, "--jobs", "2", "--devices", "0,1")
     assert "4 runs, 4 made now, 0 already finished" in err
+    done = [line for line in (out + err).splitlines() if " done: " in line]
+    assert len(done) == 4 and {line.rsplit("device ", 1)[1].rstrip(")") for line in done} == {"0", "1"}, done
     for m in METHODS:
         a, b = (o / "runs" / m / "seed1" for o in (study["out"], out2))
         for f in ("predictions_train.json", "predictions_val.json", "predictions_general.json", "adapter/adapter_model.safetensors"):
@@ -154,3 +158,18 @@ def test_dry_run_lists_the_runs(study):
     assert code == 0, err
     assert sorted(out.split()) == sorted(["finished"] * 8 + [f"{m}/seed{s}" for m in METHODS for s in SEEDS])
     assert "8 runs (4 cells x 2 seeds)" in err
+
+
+def test_workers_are_spread_over_the_devices():
+    from safeeraser.errors import UserError
+    from safeeraser.study.run import worker_devices
+
+    assert worker_devices(4, ["0", "1"]) == ["0", "1", "0", "1"]  # more workers than GPUs: two each
+    assert worker_devices(2, ["4", "5", "6"]) == ["4", "5"]
+    assert worker_devices(1, None) is None
+    with pytest.raises(UserError, match="pass --jobs N too"):
+        worker_devices(1, ["0"])
+    with pytest.raises(UserError, match="names no device"):
+        worker_devices(2, [])
+    if not torch.cuda.is_available():
+        assert worker_devices(2, None) is None  # no GPU and none named: the workers' environment is left alone

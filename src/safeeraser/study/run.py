@@ -7,12 +7,16 @@ last checkpoint, generation from its resume file). DIR/study-runs/<run folder>.j
 each run was asked to be (written before it starts, outside the run folder, which `unlearn`
 keeps as its own): a rerun with a changed study refuses to mix the two.
 With ``jobs`` > 1 the runs go to that many worker processes; each run is seeded on its own, so
-the results do not depend on the order or the process a run gets.
+the results do not depend on the order or the process a run gets. On a machine with several GPUs
+each worker is given one (``CUDA_VISIBLE_DEVICES``, set before it starts torch), in turn over
+``devices`` (default: every visible GPU), so runs at once do not share a GPU unless there are
+more workers than GPUs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from multiprocessing import get_context
@@ -176,13 +180,42 @@ def run_one(job: dict) -> dict:
         pred_train=run / "predictions_train.json", pred_val=run / "predictions_val.json",
         pred_general=run / "predictions_general.json", progress=False,
     )
-    return {"folder": str(run), "seconds": time.perf_counter() - began}
+    return {"folder": str(run), "seconds": time.perf_counter() - began, "device": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
-def run_study(study: Study, out: Path, *, jobs: int = 1, progress: bool = True, report: bool = True) -> dict:
-    """Run every unfinished run of ``study`` into ``out`` and write the report; returns counts and folders."""
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (their indices when unset)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    named = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if named:
+        return [d.strip() for d in named.split(",") if d.strip()][: torch.cuda.device_count()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_devices(jobs: int, devices: list[str] | None) -> list[str] | None:
+    """The device of each worker slot (``CUDA_VISIBLE_DEVICES`` values), or None to leave it alone:
+    one process, or no GPU and none named."""
+    if devices is not None and not devices:
+        raise UserError("--devices names no device (expected e.g. 0,1,2,3)")
+    if jobs == 1:
+        if devices is not None:
+            raise UserError("--devices spreads several workers over GPUs: pass --jobs N too (one run at a time uses the GPU CUDA_VISIBLE_DEVICES names)")
+        return None
+    devices = devices if devices is not None else visible_gpus()
+    if not devices:
+        return None
+    return [devices[k % len(devices)] for k in range(jobs)]
+
+
+def run_study(study: Study, out: Path, *, jobs: int = 1, devices: list[str] | None = None, progress: bool = True, report: bool = True) -> dict:
+    """Run every unfinished run of ``study`` into ``out`` and write the report; returns counts and folders.
+    ``devices``: the GPUs to spread the ``jobs`` workers over (default: every visible one)."""
     if jobs < 1:
         raise UserError(f"--jobs must be positive (got {jobs})")
+    slots = worker_devices(jobs, devices)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
@@ -207,7 +240,7 @@ def run_study(study: Study, out: Path, *, jobs: int = 1, progress: bool = True, 
             _log(f"run {k}/{len(jobs_list)}: {Path(job['folder']).relative_to(out / 'runs')}", quiet)
             run_one(job)
     else:
-        _parallel(jobs_list, jobs, out, quiet)
+        _parallel(jobs_list, jobs, out, quiet, slots)
     result = {"runs": [str(folder) for _, folder, _, _ in planned], "ran": len(todo), "skipped": skipped}
     if report:
         from safeeraser.study.summary import write_study_report
@@ -217,9 +250,19 @@ def run_study(study: Study, out: Path, *, jobs: int = 1, progress: bool = True, 
     return result
 
 
-def _parallel(jobs_list: list[dict], jobs: int, out: Path, quiet: bool) -> None:
+def _take_device(slots, taken) -> None:
+    """A worker's initializer: take the next slot's device before torch starts CUDA in this process."""
+    with taken.get_lock():
+        slot = taken.value
+        taken.value += 1
+    os.environ["CUDA_VISIBLE_DEVICES"] = slots[slot % len(slots)]
+
+
+def _parallel(jobs_list: list[dict], jobs: int, out: Path, quiet: bool, slots: list[str] | None = None) -> None:
     # spawn: a fresh interpreter per worker (forking a process that holds torch's threads is unsafe)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+    context = get_context("spawn")
+    pinned = {"initializer": _take_device, "initargs": (slots, context.Value("i", 0))} if slots else {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, **pinned) as pool:
         pending = {pool.submit(run_one, job): job for job in jobs_list}
         done_count = 0
         while pending:
@@ -232,7 +275,8 @@ def _parallel(jobs_list: list[dict], jobs: int, out: Path, quiet: bool) -> None:
                         other.cancel()
                     raise error
                 done_count += 1
-                _log(f"run {done_count}/{len(jobs_list)} done: {Path(job['folder']).relative_to(out / 'runs')} ({future.result()['seconds']:.0f}s)", quiet)
+                where = f", device {future.result()['device']}" if future.result().get("device") is not None else ""
+                _log(f"run {done_count}/{len(jobs_list)} done: {Path(job['folder']).relative_to(out / 'runs')} ({future.result()['seconds']:.0f}s{where})", quiet)
 
 
 def status(study: Study, out: Path) -> list[tuple[str, str]]:
