@@ -288,6 +288,7 @@ def evaluate_cmd(
     judge_retries: Optional[int] = typer.Option(None, "--judge-retries", help="Retries of a failed judge request (default 5)."),
     judge_protocol: Optional[str] = typer.Option(None, "--judge-protocol", help="LLM judges: published (default: the paper's separate one-word questions) or strict (one JSON answer per item)."),
     judge_prompts: Optional[Path] = typer.Option(None, "--judge-prompts", help="YAML replacing the published templates: unsafe, refusal, normal, score (and optionally system)."),
+    judge_images: bool = typer.Option(False, "--judge-images", help="openai judge: show it each item's image too (a data URL before the question), for judge models that read images; published: text only."),
     empty_answers: str = typer.Option("skip", "--empty-answers", help="skip (as released: empty answers are neither judged nor counted in ASR, RR, SARR) or judge (an empty harmless-image answer counts against SARR)."),
     out: Path = typer.Option(..., "--out", help="METRICS.json to write; verdicts go to <name>.judgments.jsonl."),
 ):
@@ -324,6 +325,8 @@ def evaluate_cmd(
         unused += [f for f, v in {"--judge-model": judge_model}.items() if v is not None]
     if not kinds & model_kinds:
         unused += [f for f, v in {"--judge-protocol": judge_protocol, "--judge-prompts": judge_prompts, "--cache": cache, "--no-cache": no_cache or None}.items() if v is not None]
+    if judge_images and "openai" not in kinds:
+        unused.append("--judge-images")
     if unused:
         raise UserError(f"{', '.join(unused)}: not used by --judge {judge}")
     if "hf" in unnamed and not judge_model:
@@ -332,7 +335,7 @@ def evaluate_cmd(
     cached = {"cache": None if no_cache else (cache or default_path())}
     api = {k: v for k, v in {"base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": judge_timeout, "max_retries": judge_retries}.items() if v is not None}
     model = {"model": judge_model} if judge_model is not None else {}
-    options = {"openai": model | api | llm | cached, "hf": model | llm | cached}
+    options = {"openai": model | api | llm | cached | ({"images": True} if judge_images else {}), "hf": model | llm | cached}
     # a classifier is served with --base-url, else local; the LLM prompt options are an LLM judge's,
     # so a classifier alone is told it takes none
     classifier = model | (api if "openai" not in kinds else {}) | (llm if not kinds & {"openai", "hf"} else {}) | cached

@@ -9,10 +9,14 @@ honouring ``Retry-After``, and counts every request it sends.
 
 from __future__ import annotations
 
+import base64
+import mimetypes
 import os
 import random
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, TypeVar
 
 from safeeraser.errors import UserError
@@ -163,3 +167,27 @@ def retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds is not None and seconds >= 0 else None
+
+
+class DataUrls:
+    """Image files as data URLs (``data:image/png;base64,...``), the way Chat Completions servers take
+    images; the last 256 are kept, as each image serves several requests. Thread-safe."""
+
+    def __init__(self, keep: int = 256):
+        self.keep = keep
+        self._urls: OrderedDict[Path, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, image: Path) -> str:
+        image = Path(image)
+        with self._lock:
+            if image in self._urls:
+                self._urls.move_to_end(image)
+                return self._urls[image]
+        mime = mimetypes.guess_type(image.name)[0] or "image/png"
+        url = f"data:{mime};base64," + base64.b64encode(image.read_bytes()).decode("ascii")
+        with self._lock:
+            self._urls[image] = url
+            if len(self._urls) > self.keep:
+                self._urls.popitem(last=False)
+        return url

@@ -16,13 +16,10 @@ are cut into jobs, so a resume file is only ever continued by the backend that b
 
 from __future__ import annotations
 
-import base64
 import gc
 import json
-import mimetypes
 import sys
 import threading
-from collections import OrderedDict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +28,7 @@ from typing import Callable, Iterator, Protocol
 from safeeraser.errors import UserError
 from safeeraser.formats import batch_key
 from safeeraser.generate.sampling import Prompt, Sampling, batch_seed
-from safeeraser.openai_api import FATAL_STATUS, Endpoint, GaveUp, Refused, Stopped, Transient
+from safeeraser.openai_api import FATAL_STATUS, DataUrls, Endpoint, GaveUp, Refused, Stopped, Transient
 
 BACKENDS = ("hf", "openai")
 
@@ -185,8 +182,7 @@ class OpenAIBackend:
         self.base_url = self.endpoint.base_url
         self.system = system
         self.concurrency = concurrency
-        self._lock = threading.Lock()
-        self._urls: OrderedDict[Path, str] = OrderedDict()
+        self.data_url = DataUrls()  # each image serves several prompts
 
     def identity(self) -> dict:
         return {"kind": "openai", "system": self.system}
@@ -212,20 +208,6 @@ class OpenAIBackend:
     def report(self) -> dict:
         stats = self.endpoint.stats
         return {"base_url": self.base_url, "concurrency": self.concurrency, "n_requests": stats.sent, "n_retries": stats.retried}
-
-    def data_url(self, image: Path) -> str:
-        """The image file's bytes as a data URL (cached: each image serves several prompts)."""
-        with self._lock:
-            if image in self._urls:
-                self._urls.move_to_end(image)
-                return self._urls[image]
-        mime = mimetypes.guess_type(image.name)[0] or "image/png"
-        url = f"data:{mime};base64," + base64.b64encode(Path(image).read_bytes()).decode("ascii")
-        with self._lock:
-            self._urls[image] = url
-            if len(self._urls) > 256:
-                self._urls.popitem(last=False)
-        return url
 
     def request(self, prompt: Prompt, sampling: Sampling, seed: int) -> dict:
         """The Chat Completions body for one prompt: its K samples, its seed, the protocol's decoding."""

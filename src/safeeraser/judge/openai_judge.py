@@ -10,10 +10,16 @@ identical ones are asked once per run, and every successful answer goes to the c
 so an interrupted run loses at most the requests in flight and a rerun asks only the rest.
 Problems that no retry can fix (bad key, wrong URL or model, endpoint unreachable) stop the
 run with a ``UserError``.
+
+With ``images=True`` (``evaluate --judge-images``) each question also shows the item's image, as
+a data URL before the question's text, to a judge model that reads images (GPT-4o, a served
+vision model): the image's hash is then part of the cache key, and an item without an image is a
+failed verdict. The published evaluation shows the judge text only, which stays the default.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import Counter
@@ -25,7 +31,7 @@ from safeeraser.errors import UserError
 from safeeraser.judge.base import VERDICTS, JudgeItem, Verdict
 from safeeraser.judge.cache import VerdictCache, cache_key
 from safeeraser.judge.protocols import LLM_LIMITS, Ask, make_protocol
-from safeeraser.openai_api import FATAL_STATUS, Endpoint, GaveUp, Refused, Stopped, Transient
+from safeeraser.openai_api import FATAL_STATUS, DataUrls, Endpoint, GaveUp, Refused, Stopped, Transient
 
 NAMES = {k: f"openai judge: {k}" for k in ("concurrency", "max_retries", "timeout", "backoff")} | {"base_url": "openai judge: --base-url"}
 
@@ -48,9 +54,13 @@ class OpenAIJudge:
         protocol: str = "published",
         prompts: str | Path | None = None,
         verdicts: tuple[str, ...] = VERDICTS,
+        images: bool = False,
     ):
         if not model:
             raise UserError("openai judge: empty --judge-model")
+        self.reads_images = images
+        self.data_url = DataUrls()
+        self._image_hashes: dict[Path, str] = {}
         self.endpoint = Endpoint(
             base_url=base_url,
             api_key=api_key,
@@ -67,6 +77,8 @@ class OpenAIJudge:
         # a judge serving some verdicts asks no others; a classifier protocol gives only its own
         self.verdicts = tuple(v for v in VERDICTS if v in verdicts and v in getattr(self.protocol, "verdicts", VERDICTS))
         self.limits = getattr(self.protocol, "limits", LLM_LIMITS)
+        if images:
+            self.limits = tuple(line for line in self.limits if not line.startswith("reads the text only"))
         self.model = model
         self.base_url = self.endpoint.base_url
         self.concurrency = concurrency
@@ -81,7 +93,7 @@ class OpenAIJudge:
             "protocol": self.protocol.name,
             "prompt_hash": self.protocol.prompt_hash,
             "decoding": {"temperature": 0, "max_tokens": self.protocol.max_tokens},
-        }
+        } | ({"reads_images": True} if self.reads_images else {})
 
     def _cache_identity(self) -> dict:
         """What besides the prompt decides a cached answer: the identity (less the templates' hash:
@@ -94,20 +106,24 @@ class OpenAIJudge:
 
         per_item = [self.protocol.asks(item, self.verdicts) for item in items]
         asks = [ask for group in per_item for ask in group]
+        images = [item.image if self.reads_images else None for item, group in zip(items, per_item) for _ in group]
         identity = self._cache_identity()
-        keys = [cache_key(identity, ask.messages) for ask in asks]
+        # one request = the prompt and, for a judge shown the image, the image's hash
+        keys = [cache_key(identity, ask.messages if image is None else [ask.messages, self.image_hash(image)]) for ask, image in zip(asks, images)]
         counts = Counter(keys)
         answers = self.cache.get_many(keys) if self.cache is not None else {}
         todo = {}  # prompt key -> the first question that asks it
         for i, key in enumerate(keys):
-            if key not in answers:
+            if self.reads_images and images[i] is None:
+                answers[key] = Verdict(error="no image to show a judge that reads images")
+            elif key not in answers:
                 todo.setdefault(key, i)
 
         stop = threading.Event()  # set when the run ends early, so that waiting workers give up
         bar = progress_bar(total=len(asks), initial=len(asks) - sum(counts[k] for k in todo), desc="judging (openai)", enabled=progress)
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
         try:
-            futures = {pool.submit(self._ask_and_keep, key, asks[i], stop): key for key, i in todo.items()}
+            futures = {pool.submit(self._ask_and_keep, key, asks[i], images[i], stop): key for key, i in todo.items()}
             for future in as_completed(futures):
                 key = futures[future]
                 answers[key] = future.result()
@@ -123,19 +139,26 @@ class OpenAIJudge:
             at += len(group)
         return out
 
-    def _ask_and_keep(self, key: str, ask: Ask, stop: threading.Event) -> Verdict:
+    def image_hash(self, image: Path) -> str:
+        if image not in self._image_hashes:
+            with open(image, "rb") as f:
+                self._image_hashes[image] = hashlib.file_digest(f, "sha256").hexdigest()
+        return self._image_hashes[image]
+
+    def _ask_and_keep(self, key: str, ask: Ask, image: Path | None, stop: threading.Event) -> Verdict:
         """``_ask``, with the answer cached by the worker itself before it takes the next prompt, so
         that a kill loses only the requests in flight."""
-        verdict = self._ask(ask, stop)
+        verdict = self._ask(ask, image, stop)
         if self.cache is not None:
             with self._lock:
                 self.cache.put(key, verdict)
         return verdict
 
-    def _ask(self, ask: Ask, stop: threading.Event) -> Verdict:
+    def _ask(self, ask: Ask, image: Path | None, stop: threading.Event) -> Verdict:
         """One prompt's (sub-)verdict, retrying transient failures."""
+        messages = ask.messages if image is None else self.with_image(ask.messages, image)
         try:
-            return self.endpoint.call(lambda: self._request(ask), stop)
+            return self.endpoint.call(lambda: self._request(ask, messages), stop)
         except Stopped:
             return Verdict(error="stopped before an answer came")
         except GaveUp as e:
@@ -143,10 +166,20 @@ class OpenAIJudge:
                 raise UserError(f"openai judge: cannot reach {self.base_url} ({e.failure}) after {e.tries} tries") from None
             return Verdict(error=f"no answer {e}")
 
-    def _request(self, ask: Ask) -> Verdict:
+    def with_image(self, messages: list[dict], image: Path) -> list[dict]:
+        """The chat with the image before the text of its first user message."""
+        out, shown = [], False
+        for message in messages:
+            if message["role"] == "user" and not shown:
+                message = {**message, "content": [{"type": "image_url", "image_url": {"url": self.data_url(image)}}, {"type": "text", "text": message["content"]}]}
+                shown = True
+            out.append(message)
+        return out
+
+    def _request(self, ask: Ask, messages: list[dict]) -> Verdict:
         """One request: a (sub-)verdict, possibly a failed one, or ``Transient`` when worth repeating."""
         try:
-            body = self.endpoint.post(model=self.model, messages=ask.messages, temperature=0, max_tokens=self.protocol.max_tokens)
+            body = self.endpoint.post(model=self.model, messages=messages, temperature=0, max_tokens=self.protocol.max_tokens)
         except Refused as e:
             if e.status in FATAL_STATUS:
                 raise UserError(f"openai judge: {self.base_url} answered HTTP {e.status}: {FATAL_STATUS[e.status]}") from None
