@@ -120,6 +120,37 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(tiny_model, demo_da
     assert weights and all(torch.isfinite(w).all() for w in weights.values())
 
 
+class _Crash(Exception):
+    pass
+
+
+def _crash(out, name):
+    raise _Crash  # on_finish runs after the adapter is written, before run.json: the checkpoint stays
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings_and_allows_the_free_ones(tiny_model, demo_data, tmp_path):
+    out = tmp_path / "po"
+    with pytest.raises(_Crash):
+        unlearn(str(tiny_model), demo_data, "po", out, config(max_steps=4, checkpoint_every=2), on_finish=_crash, progress=False)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2 and state["method"] == "po" and state["settings"]["micro_batches_per_step"] == config().grad_accum
+    refused = [
+        ("po", config(max_steps=4, checkpoint_every=2, optim={"lr": 3.21e-4}), "optim.lr"),
+        ("po", config(max_steps=8, checkpoint_every=2), "max_steps 4 -> 8"),
+        ("ga", config(max_steps=4, checkpoint_every=2), "method 'po' -> 'ga'"),
+        ("po", config(max_steps=4, checkpoint_every=2, grad_accum=config().grad_accum + 1), "micro_batches_per_step"),
+    ]
+    for method, cfg, message in refused:
+        with pytest.raises(UserError, match="written by a run with other settings") as e:
+            unlearn(str(tiny_model), demo_data, method, out, cfg, resume=True, progress=False)
+        assert message in str(e.value) and "--overwrite" in str(e.value)
+    assert json.loads((out / "checkpoint" / "state.json").read_text()) == state  # nothing was touched
+    # checkpoint_every, log_every and gradient_checkpointing may change: it resumes and finishes
+    free = config(max_steps=4, checkpoint_every=3, log_every=2, gradient_checkpointing=True)
+    result = unlearn(str(tiny_model), demo_data, "idk", out, free, resume=True, progress=False)  # (po's other name)
+    assert result.resumed_from == 2 and result.steps == 4 and not (out / "checkpoint").exists()
+
+
 def test_merge_writes_a_plain_transformers_model(tiny_model, demo_data, tmp_path):
     from transformers import LlavaForConditionalGeneration
 

@@ -43,6 +43,8 @@ from safeeraser.unlearn.methods.base import batch_views, is_paired
 CHECKPOINT = "checkpoint"
 KEPT = "kept"  # under select: the adapter of the best probed step so far (becomes adapter/ at the end)
 SELECTION = "selection.json"  # under select: the kept step and why
+# settings a resumed run may change: they decide what is written and how, not what is learnt
+RESUME_FREE = ("checkpoint_every", "log_every", "log_examples", "gradient_checkpointing")
 FULL_WEIGHTS = "trainable.safetensors"  # a sharded run's checkpoint: trainable weights by parameter name
 FULL_OPTIMIZER = "optimizer-full.pt"  # ... and their optimizer state, by parameter name
 ALREADY_COMPLETE = "already complete"  # RunResult.stopped of a --resume of a finished run
@@ -323,8 +325,40 @@ class UnlearnRun:
             shutil.rmtree(self.out)
         self.accelerator.wait_for_everyone()
 
+    def identity(self) -> dict:
+        """What a checkpoint must share with the run that resumes it: method, base model, revision and
+        every setting that shapes the trajectory. Settings free to change on resume are left out
+        (checkpoint_every, log_every, log_examples, gradient_checkpointing), and grad_accum enters as
+        micro_batches_per_step, grad_accum x processes, so that a run may resume on another number
+        of processes with grad_accum traded against it."""
+        settings = self.config.model_dump()
+        for free in RESUME_FREE:
+            settings.pop(free, None)
+        settings["micro_batches_per_step"] = settings.pop("grad_accum") * self.accelerator.num_processes
+        return {"method": self.name, "model": str(self.model), "revision": self.revision, "settings": settings}
+
+    def check_resumable(self) -> None:
+        """Under --resume, refuse a checkpoint written by another run (one line naming the difference)."""
+        folder = self.out / CHECKPOINT
+        if not (self.resume and (folder / "state.json").exists()):
+            return
+        try:
+            state = json.loads((folder / "state.json").read_text())
+        except (OSError, ValueError):
+            raise UserError(f"{folder}: unreadable checkpoint (state.json); remove it or pass --overwrite") from None
+        if "settings" not in state:  # written before checkpoints recorded their run
+            return
+        ours = self.identity()
+        theirs, mine = _flat(state["settings"]), _flat(json.loads(json.dumps(ours["settings"])))  # as state.json holds them
+        differ = [f"{k} {state.get(k)!r} -> {ours[k]!r}" for k in ("method", "model", "revision") if state.get(k) != ours[k]]
+        differ += [f"{k} {theirs.get(k)!r} -> {mine.get(k)!r}" for k in sorted(set(theirs) | set(mine)) if theirs.get(k) != mine.get(k)]
+        if differ:
+            more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+            raise UserError(f"{folder}: written by a run with other settings: {', '.join(differ[:3])}{more}; resume with the same ones, or pass --overwrite to start again")
+
     def load(self) -> None:
         """The forget split, the model and its codec, the views the method trains on and their batch plans."""
+        self.check_resumable()
         config, accelerator = self.config, self.accelerator
         self.train_split = load_split(self.data, "train", allow_outside_root=self.allow_outside_root)
         check_split_images(self.train_split)
@@ -579,7 +613,7 @@ v: BatchPlan(len(ds), config.batch_size, config.seed, v) for v, ds in self.views
                     save_file({k: v.contiguous() for k, v in trainable[0].items()}, str(tmp / FULL_WEIGHTS))
                     torch.save(trainable[1], tmp / FULL_OPTIMIZER)
                 torch.save({"scheduler": self.scheduler.state_dict(), "rng": rng[0], "rng_by_process": rng}, tmp / "trainer.pt")
-                atomic_write_json(tmp / "state.json", {"step": step, "processes": accelerator.num_processes})
+                atomic_write_json(tmp / "state.json", {"step": step, "processes": accelerator.num_processes, **self.identity()})
         accelerator.wait_for_everyone()
 
     def rng_states(self) -> list[dict]:
@@ -742,6 +776,17 @@ v: BatchPlan(len(ds), config.batch_size, config.seed, v) for v, ds in self.views
         selection["adapter"] = "adapter"
         atomic_write_json(out / SELECTION, selection)
         return selection
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _full_trainable_state(model, optimizer) -> tuple[dict, dict] | None:
