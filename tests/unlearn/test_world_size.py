@@ -18,7 +18,9 @@ from safeeraser.unlearn.trainer import unlearn
 from tests.small import small_demo, untrained_tiny  # noqa: F401 (fixtures)
 
 FSDP_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp.yaml"
+DEEPSPEED_CONFIG = str(FSDP_CONFIG.with_name("deepspeed_zero{stage}.yaml"))
 FSDP_ON_CPU = Path(__file__).with_name("fsdp_on_cpu.py")
+DEEPSPEED_ON_CPU = Path(__file__).with_name("deepspeed_on_cpu.py")
 METHOD = "kl+pd"  # three named batches: forget, retain (KL to the original), decouple; the projector is trained
 SETTINGS = {"batch_size": 2, "max_steps": 3, "log_examples": True, "eval_every": 0}
 
@@ -33,7 +35,7 @@ def launch_command(launcher: list[str], model, data, out: Path, *extra: str, por
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        *(["-m", "safeeraser"] if "--cpu" in launcher else [str(FSDP_ON_CPU)]),
+        *(["-m", "safeeraser"] if "--cpu" in launcher else [str(DEEPSPEED_ON_CPU if "deepspeed" in str(launcher) else FSDP_ON_CPU)]),
         "unlearn", "--model", str(model), "--data", str(data), "--method", METHOD, "--out", str(out), "--preset", "demo", *flags,
     ]
     for s in sets:
@@ -117,6 +119,46 @@ def test_fsdp_on_two_cpu_processes_saves_an_adapter_that_loads_on_one(one_proces
     assert json.loads((out / "run.json").read_text())["merged"] == str(out / "merged")
     merged = adapter_logits(out / "merged", small_demo, None)
     assert torch.allclose(merged, ours, atol=1e-4, rtol=1e-4), (merged - ours).abs().max()
+
+
+def _has_deepspeed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
+
+
+@pytest.mark.skipif(not _has_deepspeed(), reason="deepspeed is not installed (.ci/run installs it)")
+def test_deepspeed_zero2_on_two_cpu_processes_trains_as_one_process_and_saves_a_loadable_adapter(one_process, untrained_tiny, small_demo, tmp_path):  # noqa: F811
+    """configs/accelerate/deepspeed_zero2.yaml on 2 CPU processes (DeepSpeed's CPU accelerator,
+    gloo): the engine takes the run's micro-batch, its clipping and the loop's step boundaries;
+    same examples and loss trace as 1 process, and the adapter (gathered by accelerate) gives the
+    1-process adapter's logits on one process."""
+    out = tmp_path / "zero2"
+    done = launch(["--config_file", str(DEEPSPEED_CONFIG.format(stage=2))], untrained_tiny, small_demo, out, port=29546)
+    assert "train data-parallel" not in done.stderr  # DeepSpeed really ran (not accelerate's CPU fallback)
+    assert_same_trace(rows(one_process), rows(out))
+    ours, theirs = adapter_logits(untrained_tiny, small_demo, out / "adapter"), adapter_logits(untrained_tiny, small_demo, one_process / "adapter")
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
+
+
+@pytest.mark.skipif(not _has_deepspeed(), reason="deepspeed is not installed (.ci/run installs it)")
+def test_deepspeed_zero3_on_two_cpu_processes_runs_and_saves_a_whole_adapter(one_process, untrained_tiny, small_demo, tmp_path):  # noqa: F811
+    """ZeRO-3 (weights partitioned too) runs to the end and the adapter is gathered whole; its loss
+    trace, though, leaves the 1-process run's after the first update (README: unexplained, so
+    ZeRO-3 is not called verified): the agreement is checked as an expected failure."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "zero3"
+    launch(["--config_file", str(DEEPSPEED_CONFIG.format(stage=3))], untrained_tiny, small_demo, out, port=29547)
+    saved = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    reference = load_file(str(one_process / "adapter" / "adapter_model.safetensors"))
+    assert saved.keys() == reference.keys() and all(saved[k].shape == reference[k].shape for k in saved)
+    adapter_logits(untrained_tiny, small_demo, out / "adapter")  # loads with plain PEFT on one process
+    logged = rows(out)
+    assert [r["examples"] for r in logged] == [r["examples"] for r in rows(one_process)]
+    assert logged[0]["loss"] == pytest.approx(rows(one_process)[0]["loss"], rel=1e-4)  # before any update: the same
+    if all(b["loss"] == pytest.approx(a["loss"], rel=1e-4) for a, b in zip(rows(one_process), logged)):
+        pytest.fail("ZeRO-3 now traces the 1-process run: make this test assert it, and update the README")
 
 
 def _state(pid: int) -> str:
