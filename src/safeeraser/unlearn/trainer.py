@@ -378,11 +378,18 @@ v: BatchPlan(len(ds), config.batch_size, config.seed, v) for v, ds in self.views
 
     def build(self) -> None:
         """LoRA on the language model, AdamW over its trainable weights and the learning-rate schedule."""
+        from accelerate.utils import set_seed
+
         config = self.config
         if config.load_in_4bit:  # QLoRA: norms in float32, inputs that carry gradients into the 4-bit layers
             from peft import prepare_model_for_kbit_training
 
             prepare_model_for_kbit_training(self.loaded.model, use_gradient_checkpointing=False)
+        # LoRA's initial weights from the run's seed, whatever loading drew: a plain load draws
+        # nothing (so this changes no one-process run), but under DeepSpeed ZeRO-3 transformers
+        # loads the model through DeepSpeed, which draws random numbers, and the adapter would
+        # start elsewhere than on one process.
+        set_seed(config.seed)
         self.peft_model = _lora(self.loaded.model, self.loaded.family, config)
         if config.gradient_checkpointing:
             _checkpoint_activations(self.loaded.model)
