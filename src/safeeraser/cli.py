@@ -263,7 +263,7 @@ def generate_cmd(
         served = family_named(family or "llava")
         settings.validate()
         chosen = {"base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": request_timeout, "max_retries": retries}
-        system = served.system if settings.system_prompt else None
+        system = served.system_sentence("inference") if settings.system_prompt else None
         engine = OpenAIBackend(model, system=system, **{k: v for k, v in chosen.items() if v is not None})
     meta = generate_predictions(model, data, split, out, settings, adapter=adapter, backend=engine, revision=revision, allow_outside_root=allow_outside_root)
     speed = f", {meta['prompts_per_second']:.1f} prompts/s, {meta['tokens_per_second']:.0f} tokens/s" if meta["prompts_per_second"] else ""

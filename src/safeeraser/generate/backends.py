@@ -87,16 +87,22 @@ class HFBackend:
         return batches(tasks, settings)
 
     def run(self, jobs, seed):
-        from safeeraser.models.codec import Codec
         from safeeraser.models.loading import attach_adapter, load_model
 
         loaded = load_model(self.model, revision=self.revision)
         if self.adapter:
             attach_adapter(loaded, self.adapter)
-        codec = Codec(loaded.processor, family=loaded.family, system=loaded.family.system if self.system_prompt else None)
+        codec = self.codec(loaded)
         for job in jobs:
             answers, tokens = self._answer(loaded.model, codec, job, seed)
             yield job, answers, tokens
+
+    def codec(self, loaded):
+        """The prompts' codec: the family's inference sentence (LLaVA-1.5: vicuna_v1's, as the released
+        ckpt_infer.py prompts), not the one the released training uses."""
+        from safeeraser.models.codec import Codec
+
+        return Codec(loaded.processor, family=loaded.family, system=loaded.family.system_sentence("inference") if self.system_prompt else None)
 
     def _answer(self, model, codec, job: Job, seed: int) -> tuple[list[list[str]], int]:
         """The job in one call, or, after an out-of-memory, in calls of at most ``batch_size`` sequences.

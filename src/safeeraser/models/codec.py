@@ -37,7 +37,9 @@ class Codec:
         *,
         family: ModelFamily | None = None,
         system: str | None = None,
-        max_answer_tokens: int = 256,
+        max_answer_tokens: int | None = None,
+        max_length: int | None = None,
+        train_eos: bool = True,
         image_cache: int = 1024,
     ):
         self.family = family = family or FAMILIES[0]
@@ -52,7 +54,11 @@ class Codec:
         eot = family.end_of_turn
         self.eos_id = self.tokenizer.convert_tokens_to_ids(eot) if eot else self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
-        self.max_answer_tokens = max_answer_tokens
+        self.max_answer_tokens = max_answer_tokens  # answer tokens kept before the end token (None: all)
+        # training text tokens per example, the image placeholder counted as one, as the released
+        # code truncates the conversation before the model expands the image (None: no cap)
+        self.max_length = max_length
+        self.train_eos = train_eos  # the answer's end-of-turn token carries a label
         self._images: OrderedDict[Path, dict] = OrderedDict()
         self._image_cache = image_cache
         self.prompt_text = lru_cache(maxsize=65536)(self._prompt_text)
@@ -140,15 +146,30 @@ class Codec:
         item[self.token_types] = [int(t == self.token_type_id) for t in item["input_ids"]]
         return item
 
-    def _answer_ids(self, question: str, answer: str) -> list[int]:
-        """Answer tokens as they follow the prompt (tokenised in context, then split off)."""
-        prompt_ids = list(self.prompt_tokens(question))
+    def _answer_ids(self, example: Example) -> list[int]:
+        """Answer tokens as they follow the prompt (tokenised in context, then split off), cut to
+        ``max_answer_tokens``, then the end token (``train_eos``), then cut so that prompt and answer
+        fit ``max_length``."""
+        question, answer = example.question, example.answer
+        prompt_ids = list(self.prompt_tokens(question))  # the image placeholder still one token
         full = self._tokenize(self.prompt_text(question) + self.family.answer_prefix + answer)
         if full[: len(prompt_ids)] == prompt_ids:
             ids = full[len(prompt_ids) :]
         else:  # a merge across the boundary: fall back to the answer on its own
             ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
-        return ids[: self.max_answer_tokens] + [self.eos_id]
+        if self.max_answer_tokens is not None:
+            ids = ids[: self.max_answer_tokens]
+        if self.train_eos:
+            ids = ids + [self.eos_id]
+        if self.max_length is not None:
+            room = self.max_length - len(prompt_ids)
+            if room < 1:
+                raise UserError(
+                    f"{example.key}: the prompt alone takes {len(prompt_ids)} tokens, leaving none of max_length={self.max_length} "
+                    "for the answer; raise max_length (--set max_length=N) or shorten the question"
+                )
+            ids = ids[:room]
+        return ids
 
     def encode_prompt(self, image: Path, question: str) -> dict:
         px = self.pixels(image)
@@ -156,10 +177,10 @@ class Codec:
         return self._token_types({"input_ids": ids, "image": px})
 
     def encode_example(self, example: Example) -> dict:
-        """Prompt + answer, labels only on the answer (and its end-of-sequence token)."""
+        """Prompt + answer, labels only on the answer (and its end-of-turn token unless ``train_eos`` is off)."""
         px = self.pixels(example.image)
         prompt_ids = self._prompt_ids(example.question, px)
-        answer_ids = self._answer_ids(example.question, example.answer)
+        answer_ids = self._answer_ids(example)
         return self._token_types({
             "input_ids": prompt_ids + answer_ids,
             "labels": [IGNORE] * len(prompt_ids) + answer_ids,

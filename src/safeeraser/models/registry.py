@@ -25,9 +25,16 @@ LLAVA_15_TEMPLATE = (
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 
-# LLaVA-1.5's system sentence: the vicuna_v1 conversation of the LLaVA code base, which the
-# released SafeEraser code puts before every prompt in training and inference.
+# LLaVA-1.5's system sentence: the vicuna_v1 conversation of the LLaVA code base, which LLaVA-1.5
+# was instruction-tuned with and the released SafeEraser inference uses (ckpt_infer.py:68,
+# conversation.py:243-244).
 VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+# The sentence the released SafeEraser training puts before every prompt instead
+# (config/model_config.yaml:20, read by data_module.py:171): "human" where vicuna_v1 says "user".
+LLAVA_TRAINING_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
@@ -277,7 +284,9 @@ class ModelFamily:
     processor_class: str = "AutoProcessor"
     lora_target: str = LANGUAGE_LINEAR
     projector: str = "multi_modal_projector"
-    system: str | None = None  # the system sentence of the family's conversation format
+    system: str | None = None  # the system sentence of the family's conversation format (inference)
+    # the sentence the released SafeEraser training uses where it differs from ``system`` (None: the same)
+    training_system: str | None = None
     rmu_layer: int | None = 7  # RMU's default decoder layer (0-based; WMDP steers layer 7 of 32-layer 7B models)
     # The model inputs one image brings besides the token ids, as the image processor names
     # them; a batch carries exactly these, the ids, the attention mask (and labels in training).
@@ -301,6 +310,13 @@ class ModelFamily:
     # batch x tokens x images x tiles): 1 from the image token on, over that image's tiles
     cross_attention: str | None = None
     status: str = REGISTERED
+
+    def system_sentence(self, phase: str) -> str | None:
+        """The system sentence of a phase: ``inference`` (generation, the vanilla model's own) or
+        ``training`` (unlearning, as the released code trains)."""
+        if phase == "training" and self.training_system is not None:
+            return self.training_system
+        return self.system
 
     @property
     def encodable(self) -> bool:
@@ -345,6 +361,7 @@ FAMILIES = (
         model_class="LlavaForConditionalGeneration",
         chat_template=LLAVA_15_TEMPLATE,
         system=VICUNA_SYSTEM,
+        training_system=LLAVA_TRAINING_SYSTEM,
         hub_ids=("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-1.5-13b-hf"),
         status=TESTED,
     ),

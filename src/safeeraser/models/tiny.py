@@ -27,7 +27,7 @@ from safeeraser.formats import example_key
 from safeeraser.io import atomic_dir, refuse_foreign_folder
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import quiet_transformers
-from safeeraser.models.registry import LLAVA_15_TEMPLATE, VICUNA_SYSTEM
+from safeeraser.models.registry import LLAVA_15_TEMPLATE, LLAVA_TRAINING_SYSTEM, VICUNA_SYSTEM
 
 MARKER = "safeeraser.json"
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "image": "<image>"}
@@ -207,7 +207,7 @@ def corpus(groups: dict[str, list[Example]]) -> list[str]:
     texts.update(["USER: ASSISTANT: SYSTEM:", "Sure, I cannot can't won't sorry yes no"])
     # The system sentence opens every prompt: repeated, its words become whole tokens, which
     # keeps the tiny model's prompts short.
-    return sorted(texts) + [VICUNA_SYSTEM] * 500
+    return sorted(texts) + [VICUNA_SYSTEM, LLAVA_TRAINING_SYSTEM] * 500
 
 
 def make_tiny(
@@ -237,7 +237,8 @@ def make_tiny(
     tokenizer = train_tokenizer(corpus(groups), spec.vocab_size)
     processor = build_processor(tokenizer, spec)
     model = build_model(tokenizer, spec)
-    # Trained with LLaVA-1.5's system sentence, as the published protocol prompts it.
+    # Trained with LLaVA-1.5's own system sentence (vicuna_v1), as LLaVA-1.5 was instruction-tuned;
+    # unlearning then prompts it with the released training sentence, generation with this one.
     codec = Codec(processor, system=VICUNA_SYSTEM)
     return _train_and_save(out, model, processor, codec, groups, {"size": size}, spec, steps=steps, lr=lr, seed=seed, progress=progress)
 

@@ -34,8 +34,9 @@ class OptimSettings(_Strict):
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     warmup_ratio: float = Field(ge=0, le=1)
-    schedule: Literal["cosine", "linear", "constant"]
+    schedule: Literal["cosine", "linear", "constant", "released"]
     grad_clip: float | None = Field(gt=0)
+    released_processes: int = Field(gt=0)
 
 
 # Flat keys of earlier releases, each now a method's own setting: still read (in files, --set and
@@ -46,6 +47,11 @@ LEGACY_METHOD_KEYS = {
     "kl_positions": ("kl", "positions"),
     "po_batch": ("po", "batch"),
 }
+
+
+class TextSettings(_Strict):
+    capitalize: bool
+    train_eos: bool
 
 
 class _CommonMethodSettings(_Strict):
@@ -85,6 +91,8 @@ MethodSettings = _method_settings()
 class UnlearnConfig(_Strict):
     seed: int
     system_prompt: bool
+    system_sentence: Literal["training", "inference"]
+    dtype: Literal["auto", "bfloat16", "float32"]
     refusals: str | None
     lora: LoraSettings
     optim: OptimSettings
@@ -92,7 +100,10 @@ class UnlearnConfig(_Strict):
     max_steps: int | None = Field(gt=0)
     batch_size: int = Field(gt=0)
     grad_accum: int = Field(gt=0)
-    max_answer_tokens: int = Field(gt=0)
+    max_length: int | None = Field(gt=0)
+    max_answer_tokens: int | None = Field(gt=0)
+    order: Literal["shuffled", "file"]
+    text: TextSettings
     method: MethodSettings  # type: ignore[valid-type]
     checkpoint_every: int = Field(ge=0)
     eval_every: int = Field(ge=0)

@@ -19,7 +19,7 @@ import os
 import pickle
 import shutil
 import time
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -79,25 +79,43 @@ class BatchPlan:
     order the trainer has always used.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, view: str):
+    def __init__(self, n: int, batch_size: int, seed: int, view: str, *, shuffle: bool = True):
         self.n, self.batch_size = n, batch_size
         self.batches_per_epoch = math.ceil(n / batch_size)
         self._salt = int.from_bytes(hashlib.sha256(f"{seed}:{view}".encode()).digest()[:6], "little")
-        self._perm: tuple[int, torch.Tensor] | None = None
+        # shuffle=False: the file order every epoch, as the released loader reads (shuffle = False)
+        self._perm: tuple[int, torch.Tensor] | None = None if shuffle else (-1, torch.arange(n))
 
     def epoch(self, unit: int) -> int:
         return unit // self.batches_per_epoch
 
     def indices(self, unit: int) -> list[int]:
         epoch, b = divmod(unit, self.batches_per_epoch)
-        if self._perm is None or self._perm[0] != epoch:
+        if self._perm is None or self._perm[0] not in (epoch, -1):
             g = torch.Generator().manual_seed(self._salt + epoch)
             self._perm = (epoch, torch.randperm(self.n, generator=g))
         positions = (torch.arange(self.batch_size) + b * self.batch_size) % self.n  # the last batch wraps round
         return self._perm[1][positions].tolist()
 
 
-def _schedule(optimizer, name: str, warmup: int, total: int):
+def released_factor(step: int, *, warmup: int, total: int, processes: int) -> float:
+    """The learning-rate factor of optimizer step ``step`` (0-based) as the released run stepped it.
+
+    forget.py builds transformers' cosine-with-warmup schedule for ``total`` optimizer steps before
+    ``accelerator.prepare``; accelerate's ``AcceleratedScheduler`` then advances it ``processes``
+    times per optimizer step (2 in the released accelerate_config.yaml), and transformers' cosine is
+    not clamped past its end: warm-up ends at warmup/processes, the rate reaches 0 at
+    total/processes and climbs back towards the peak by the last step.
+    """
+    from transformers.optimization import _get_cosine_schedule_with_warmup_lr_lambda
+
+    return _get_cosine_schedule_with_warmup_lr_lambda(step * processes, num_warmup_steps=warmup, num_training_steps=total, num_cycles=0.5)
+
+
+def _schedule(optimizer, name: str, warmup: int, total: int, processes: int = 1):
+    if name == "released":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: released_factor(step, warmup=warmup, total=total, processes=processes))
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
@@ -109,6 +127,52 @@ def _schedule(optimizer, name: str, warmup: int, total: int):
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def trainable_in_float32(model) -> None:
+    """Every trainable weight held (and so updated by AdamW) in float32, the frozen ones left in
+    their load dtype: a bfloat16 weight rounds away updates below its 8-bit mantissa's step (the
+    released DeepSpeed bf16 run kept float32 master weights). PEFT already keeps LoRA's matrices in
+    float32; a fully trained module (the projector copy) is cast here, its inputs cast to float32 on
+    the way in and its output back to the dtype that came in, so the frozen model around it is
+    unchanged."""
+    for module in model.modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32]
+        if not own:
+            continue
+        for p in own:
+            p.data = p.data.float()
+        if not getattr(module, "_float32_hooks", False):
+            module.register_forward_pre_hook(_inputs_to_float32, with_kwargs=True)
+            module.register_forward_hook(_output_to_input_dtype, with_kwargs=True)
+            module._float32_hooks = True
+
+
+def _inputs_to_float32(module, args, kwargs):
+    floating = [a for a in args if torch.is_tensor(a) and a.is_floating_point()]
+    module._float32_came_in = floating[0].dtype if floating else None
+    return tuple(_float32(a) for a in args), {k: _float32(v) for k, v in kwargs.items()}
+
+
+def _float32(value):
+    return value.float() if torch.is_tensor(value) and value.is_floating_point() else value
+
+
+def _output_to_input_dtype(module, args, kwargs, output):
+    came_in = getattr(module, "_float32_came_in", None)
+    if came_in is None or came_in == torch.float32 or not torch.is_tensor(output):
+        return output
+    return output.to(came_in)
+
+
+def _capitalized(encode):
+    """``encode`` of the example with question and answer ``.capitalize()``d, as the released data
+    module reads them (a refusal is stripped of spaces first, as it is there)."""
+
+    def capitalized(example):
+        return encode(replace(example, question=example.question.capitalize(), answer=example.answer.strip(" ").capitalize()))
+
+    return capitalized
 
 
 def _lora(model, family, config: UnlearnConfig):
@@ -362,16 +426,28 @@ class UnlearnRun:
         config, accelerator = self.config, self.accelerator
         self.train_split = load_split(self.data, "train", allow_outside_root=self.allow_outside_root)
         check_split_images(self.train_split)
-        self.loaded = load_model(self.model, revision=self.revision, device=accelerator.device, load_in_4bit=config.load_in_4bit)
-        system = self.loaded.family.system if config.system_prompt else None
-        self.codec = Codec(self.loaded.processor, family=self.loaded.family, system=system, max_answer_tokens=config.max_answer_tokens)
+        dtype = None if config.dtype == "auto" else getattr(torch, config.dtype)
+        self.loaded = load_model(self.model, revision=self.revision, device=accelerator.device, dtype=dtype, load_in_4bit=config.load_in_4bit)
+        family = self.loaded.family
+        system = family.system_sentence(config.system_sentence) if config.system_prompt else None
+        self.codec = Codec(
+            self.loaded.processor, family=family, system=system,
+            max_answer_tokens=config.max_answer_tokens, max_length=config.max_length, train_eos=config.text.train_eos,
+        )
+        encode = self.codec.encode_example
+        if config.text.capitalize:  # as the released data module reads question, answer and refusal
+            encode = _capitalized(encode)
         self.views = {}
         for view in self.objective.views:
-            self.views[view] = view_data(self.train_split, view, self.codec.encode_example, seed=config.seed, refusals=self.refusals)
+            self.views[view] = view_data(self.train_split, view, encode, seed=config.seed, refusals=self.refusals)
             if not len(self.views[view]):
                 raise UserError(f"{self.train_split.name}: method {self.name} needs {view} examples but the split has none (no UnharmPair_* fields?)")
+        # order=file: the forget-side views in file order; the retain view stays shuffled, as the
+        # released code draws a random retain example at every access
         self.plans = {
-v: BatchPlan(len(ds), config.batch_size, config.seed, v) for v, ds in self.views.items()}
+            v: BatchPlan(len(ds), config.batch_size, config.seed, v, shuffle=config.order == "shuffled" or v == "retain")
+            for v, ds in self.views.items()
+        }
         primary = self.plans[self.objective.views[0]]
         steps_per_epoch = math.ceil(primary.batches_per_epoch / (config.grad_accum * accelerator.num_processes))
         self.total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
@@ -394,11 +470,22 @@ v: BatchPlan(len(ds), config.batch_size, config.seed, v) for v, ds in self.views
         if config.gradient_checkpointing:
             _checkpoint_activations(self.loaded.model)
         self.peft_model.train()
-        self.trainable = [p for p in self.peft_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.trainable, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        # DeepSpeed keeps float32 master weights itself; FSDP flattens weights of one dtype per unit
+        # (load in float32 there, with mixed_precision=bf16); 4-bit QLoRA has its own casts
+        if not (config.load_in_4bit or self.sharded):
+            trainable_in_float32(self.peft_model)
+        named = [(n, p) for n, p in self.peft_model.named_parameters() if p.requires_grad]
+        self.trainable = [p for _, p in named]
+        # weight decay on weights, none on biases, as the released optimizer groups them (forget.py:106-112)
+        groups = [
+            {"params": [p for n, p in named if not n.endswith("bias")], "weight_decay": config.optim.weight_decay},
+            {"params": [p for n, p in named if n.endswith("bias")], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.optim.lr)
         # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step
-        # it once per process.
-        self.scheduler = _schedule(optimizer, config.optim.schedule, round(config.optim.warmup_ratio * self.total), self.total)
+        # it once per process (schedule=released reproduces that on purpose).
+        optim = config.optim
+        self.scheduler = _schedule(optimizer, optim.schedule, round(optim.warmup_ratio * self.total), self.total, optim.released_processes)
         if self.deepspeed:
             _fill_deepspeed(self.accelerator, config)
         elif self.sharded:
@@ -425,7 +512,10 @@ v: BatchPlan(len(ds), config.batch_size, config.seed, v) for v, ds in self.views
             from safeeraser.unlearn.dynamics import DynamicsProbe
 
             val = load_split(self.data, "val", allow_outside_root=self.allow_outside_root)
-            self.probe = DynamicsProbe(self.codec, self.train_split, val, self.config.eval_samples)
+            # the probe generates as `generate` does: with the family's inference sentence
+            probe_system = self.loaded.family.system_sentence("inference") if self.config.system_prompt else None
+            probe_codec = self.codec if probe_system == self.codec.system else Codec(self.loaded.processor, family=self.loaded.family, system=probe_system)
+            self.probe = DynamicsProbe(probe_codec, self.train_split, val, self.config.eval_samples)
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "config.yaml", dump_config(self.config))
