@@ -8,14 +8,15 @@ from safeeraser.unlearn.methods.base import Forward, Method, Objective
 from safeeraser.unlearn.methods.pd import SUFFIX as PD_SUFFIX
 from safeeraser.unlearn.methods.pd import with_prompt_decouple
 
-# The five released methods first (in the published order), then those the unlearning literature
-# compares against. Each is one module; the config's method.<name> sections come from here.
+# The paper's methods first: the four in the released code (forget.py: ga, gd, kl, idk = po) and
+# NPO, added here after its own paper (not in the released code); then those the unlearning
+# literature compares against. Each is one module; the config's method.<name> sections come from here.
 PUBLISHED = (ga.METHOD, gd.METHOD, kl.METHOD, po.METHOD, npo.METHOD)
 ADDED = (simnpo.METHOD, dpo.METHOD, dpo.IDK_METHOD, rmu.METHOD, undial.METHOD, wga.METHOD)
 BASE_METHODS: dict[str, Method] = {m.name: m for m in PUBLISHED + ADDED}
 # Names used by the published code.
 ALIASES = {"gapd": "ga+pd", "gdpd": "gd+pd", "klpd": "kl+pd", "popd": "po+pd", "npopd": "npo+pd", "idk": "po", "idkpd": "po+pd", "idk+dpo": "idkdpo", "idk+dpo+pd": "idkdpo+pd"}
-# The released methods, each with and without PD: the paper's table and the demo's default list.
+# Those five, each with and without PD: the demo's default list.
 METHOD_NAMES = tuple(name for m in PUBLISHED for name in (m.name, m.name + PD_SUFFIX))
 # Every method this toolkit runs, each with and without PD.
 ALL_METHOD_NAMES = tuple(name for base in BASE_METHODS for name in (base, base + PD_SUFFIX))

@@ -187,8 +187,8 @@ class Method:
     ``settings`` is the schema of its own section ``method.<name>`` (None: it has none); ``batches``
     the named batches it trains on under default settings and ``logs`` the terms it logs besides
     ``loss`` (what plots and selection rules may read). ``paper`` is the definition it follows.
-    ``pd_weight`` is the lambda of the Prompt-Decouple term on top of the method (published for the
-    five released methods) and ``pd_retain_weight`` the retain term's weight under +PD (the released
+    ``pd_weight`` is the lambda of the Prompt-Decouple term on top of the method (released for
+    GA, GD, KL and PO; ours for the others) and ``pd_retain_weight`` the retain term's weight under +PD (the released
     GD+PD halves it).
     """
 

@@ -1,4 +1,7 @@
-"""Negative Preference Optimization: a bounded form of gradient ascent relative to the original model."""
+"""Negative Preference Optimization: a bounded form of gradient ascent relative to the original model.
+
+Not in the released SafeEraser code (no branch in forget.py): added after Zhang et al. 2024, with
+that paper's beta; its PD weight (1.0) is ours."""
 
 from pydantic import Field
 
@@ -7,7 +10,7 @@ from safeeraser.unlearn.methods.base import Method, Settings, nll_term
 
 
 class NpoSettings(Settings):
-    beta: float = Field(0.1, gt=0, description="inverse temperature of the log-ratio to the original model (published 0.1); also method.npo_beta")
+    beta: float = Field(0.1, gt=0, description="inverse temperature of the log-ratio to the original model (0.1, the NPO paper's value); also method.npo_beta")
 
 
 def forget_npo(f, forget, settings):
