@@ -26,3 +26,25 @@ def test_a_bar_is_on_unless_switched_off():
 def test_tqdm_disable_in_the_environment_switches_bars_off():
     assert _probe(TQDM_DISABLE="1") == "True True"
     assert _probe(TQDM_DISABLE="") == "False True"
+
+
+LOOP = (
+    "import time\n"
+    "from safeeraser.progress import bar\n"
+    "for _ in bar(range(300), desc='work'):\n"
+    "    time.sleep(0.005)\n"
+)
+
+
+def test_a_bar_in_a_pipe_writes_a_few_lines_not_a_redraw_per_step():
+    """300 steps over about 1.5 s into a pipe: the first and the last state, each a line of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    done = subprocess.run([sys.executable, "-c", LOOP], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert "\r" not in done.stderr
+    assert 1 <= len(lines) <= 3, lines
+    assert lines[-1].startswith("work: 100%") and "300/300" in lines[-1]
+    # the user's own TQDM_MININTERVAL still decides how often
+    frequent = subprocess.run([sys.executable, "-c", LOOP], capture_output=True, text=True, env=env | {"TQDM_MININTERVAL": "0"}, timeout=60)
+    assert len(frequent.stderr.splitlines()) > 10
