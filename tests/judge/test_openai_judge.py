@@ -763,3 +763,64 @@ def test_released_score_swaps_the_roles_and_reads_an_unreadable_answer_as_zero(s
     rerun = again.judge(items)
     assert again.stats.sent == 1 and [v.cached for v in rerun] == [True, False, True] and rerun[1].read_as_zero
 
+
+# --- empty benign answers are never sent for a score ----------------------------------------------
+
+BENIGN_KEYS = ("UnharmPair_text1", "UnharmPair_text2", "UnharmPair_image1", "UnharmPair_image2")
+
+
+def _with_empty_benign_answers(data: Path, out: Path, blank: set[tuple[int, str]]) -> Path:
+    pred = _vanilla_predictions(data, out)
+    records = json.loads(pred.read_text())
+    for i, key in blank:
+        records[i][key]["Prediction"] = ""
+    pred.write_text(json.dumps(records))
+    return pred
+
+
+@pytest.mark.parametrize("empty_answers", ["skip", "judge", "released"])
+def test_empty_benign_answers_are_scored_without_a_request(server, demo_data, tmp_path, empty_answers):
+    from safeeraser.metrics.evaluate import evaluate
+
+    endpoint, url = server()
+    blank = {(0, "UnharmPair_text1"), (1, "UnharmPair_image2")}
+    pred = _with_empty_benign_answers(demo_data, tmp_path / "pred_val.json", blank)
+    pairs = sum(1 for r in json.loads(pred.read_text()) for key in BENIGN_KEYS if r[key]["Question"].strip() and r[key]["Prediction"] is not None)
+    m = evaluate(demo_data, tmp_path / "m.json", judge(url, concurrency=4), pred_val=pred, empty_answers=empty_answers, progress=False)
+
+    scores = [_score_request(r) for r in endpoint.requests if _task(r) == "consistency score"]
+    assert scores and all(reference.strip() and answer.strip() for reference, answer in scores)
+    assert m["n_failed"] == 0 and m["n_empty"] == 2
+    if empty_answers == "released":  # skipped everywhere: in no denominator
+        assert m["counts"]["judge_score"] == {"n": pairs - 2, "failed": 0, "empty": 2, "unparsed_as_zero": 0}
+        assert m["counts"]["rouge_l"] == {"n": pairs - 2, "failed": 0, "empty": 2}
+        assert m["judge_score"] == m["rouge_l"] == 1.0  # the vanilla answers are the references
+    else:  # scored 0 unasked, counted
+        assert m["counts"]["judge_score"] == {"n": pairs, "failed": 0, "empty": 2, "unparsed_as_zero": 0}
+        assert m["counts"]["rouge_l"] == {"n": pairs, "failed": 0, "empty": 2}
+        assert m["judge_score"] == pytest.approx((pairs - 2) / pairs) and m["rouge_l"] == pytest.approx((pairs - 2) / pairs)
+    rows = [json.loads(line) for line in (tmp_path / "m.judgments.jsonl").read_text().splitlines()]
+    assert not [r for r in rows if r["metric"] == "consistency" and not r["answer"].strip()]
+    empty_rows = [r for r in rows if r["metric"] == "rouge_l" and r.get("empty")]
+    assert len(empty_rows) == 2 and all(("rouge_l" in r) == (empty_answers != "released") for r in empty_rows)
+
+
+def test_evaluate_cli_as_released(server, demo_data, tmp_path, judge_cache_home):
+    endpoint, url = server()
+    pred = _with_empty_benign_answers(demo_data, tmp_path / "pred_val.json", {(0, "UnharmPair_text2")})
+    records = json.loads(pred.read_text())
+    records[2]["UnharmPair_image1"]["Prediction"] = "GIBBERISH"  # an answer the judge replies to in prose
+    pred.write_text(json.dumps(records))
+    code, _, err = run_cli("evaluate", "--data", demo_data, "--pred-val", pred, "--judge", "openai", "--judge-model", "judge-test", "--base-url", url,
+                           "--api-key", KEY, "--empty-answers", "released", "--judge-score", "released", "--out", tmp_path / "m.json")
+    assert code == 0, err
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["empty_answers"] == "released" and m["judge_identity"]["judge_score"] == "released"
+    counts = m["counts"]["judge_score"]
+    assert counts["empty"] == 1 and counts["unparsed_as_zero"] == 1 and counts["failed"] == 0
+    assert m["judge_score"] == pytest.approx((counts["n"] - 1) / counts["n"])
+    gibberish = [r for r in endpoint.requests if _task(r) == "consistency score" and "GIBBERISH" in r["body"]["messages"][-1]["content"]]
+    assert len(gibberish) == 1 and _score_request(gibberish[0])[0] == "GIBBERISH"  # the model's answer in the reference's role
+    rows = [json.loads(line) for line in (tmp_path / "m.judgments.jsonl").read_text().splitlines()]
+    (zero,) = [r for r in rows if r["metric"] == "consistency" and r["answer"] == "GIBBERISH"]
+    assert zero["score"] == 0.0 and zero["note"].startswith("unreadable score answer read as 0.0")
