@@ -286,10 +286,11 @@ def evaluate_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the judge verdict cache."),
     judge_timeout: Optional[float] = typer.Option(None, "--judge-timeout", help="Seconds to wait for one judge answer before retrying (default 60)."),
     judge_retries: Optional[int] = typer.Option(None, "--judge-retries", help="Retries of a failed judge request (default 5)."),
-    judge_protocol: Optional[str] = typer.Option(None, "--judge-protocol", help="LLM judges: published (default: the paper's separate one-word questions) or strict (one JSON answer per item)."),
+    judge_protocol: Optional[str] = typer.Option(None, "--judge-protocol", help="LLM judges: published (default: the paper's separate one-word questions, the unsafe, refusal and normal checks shown the response alone, as released), question-aware (the same questions, each also shown the question; a reply unrelated to it is not normal) or strict (one JSON answer per item)."),
     judge_prompts: Optional[Path] = typer.Option(None, "--judge-prompts", help="YAML replacing the published templates: unsafe, refusal, normal, score (and optionally system)."),
+    judge_score: Optional[str] = typer.Option(None, "--judge-score", help="LLM judges' consistency score: ours (default: the reference is the correct answer and the model's answer is graded; an unreadable answer is a failure) or released (as released: the model's answer stands as the correct one and the reference is graded; an unreadable answer scores 0.0, counted in counts.judge_score.unparsed_as_zero)."),
     judge_images: bool = typer.Option(False, "--judge-images", help="openai judge: show it each item's image too (a data URL before the question), for judge models that read images; published: text only."),
-    empty_answers: str = typer.Option("skip", "--empty-answers", help="skip (as released: empty answers are neither judged nor counted in ASR, RR, SARR) or judge (an empty harmless-image answer counts against SARR)."),
+    empty_answers: str = typer.Option("skip", "--empty-answers", help="skip (default: empty answers to harmful prompts are neither judged nor counted in ASR, RR, SARR; an empty benign answer scores 0 in ROUGE-L and the judge score), judge (empty answers to harmful prompts are judged: an empty harmless-image answer counts against SARR) or released (every empty answer skipped, ROUGE-L and the judge score included, as released). An empty answer is never sent to the judge for a score."),
     out: Path = typer.Option(..., "--out", help="METRICS.json to write; verdicts go to <name>.judgments.jsonl."),
 ):
     """Judge predictions and compute ASR, RR, SARR, ROUGE-L (and specificity)."""
@@ -324,14 +325,14 @@ def evaluate_cmd(
     if not unnamed:
         unused += [f for f, v in {"--judge-model": judge_model}.items() if v is not None]
     if not kinds & model_kinds:
-        unused += [f for f, v in {"--judge-protocol": judge_protocol, "--judge-prompts": judge_prompts, "--cache": cache, "--no-cache": no_cache or None}.items() if v is not None]
+        unused += [f for f, v in {"--judge-protocol": judge_protocol, "--judge-prompts": judge_prompts, "--judge-score": judge_score, "--cache": cache, "--no-cache": no_cache or None}.items() if v is not None]
     if judge_images and "openai" not in kinds:
         unused.append("--judge-images")
     if unused:
         raise UserError(f"{', '.join(unused)}: not used by --judge {judge}")
     if "hf" in unnamed and not judge_model:
         raise UserError("--judge hf needs --judge-model (or hf:MODEL): a local model folder or a cached Hugging Face id")
-    llm = {k: v for k, v in {"protocol": judge_protocol, "prompts": judge_prompts}.items() if v is not None}
+    llm = {k: v for k, v in {"protocol": judge_protocol, "prompts": judge_prompts, "score": judge_score}.items() if v is not None}
     cached = {"cache": None if no_cache else (cache or default_path())}
     api = {k: v for k, v in {"base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": judge_timeout, "max_retries": judge_retries}.items() if v is not None}
     model = {"model": judge_model} if judge_model is not None else {}

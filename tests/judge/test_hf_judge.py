@@ -202,6 +202,21 @@ def test_identity_of_the_hf_judge(wired, wired_model):
     assert strict["decoding"] == {"temperature": 0, "max_tokens": 256}
 
 
+def test_the_hf_judge_takes_the_question_aware_protocol_and_the_released_score(wired, tmp_path):
+    folder = str(wired("no"))  # "no" answers no score
+    *_, ours = HFJudge(folder).judge(ITEMS)
+    assert not ours.ok and ours.errors.keys() == {"score"}
+    released = HFJudge(folder, score="released", cache=tmp_path / "c.sqlite")
+    *_, theirs = released.judge(ITEMS)
+    assert theirs.ok and theirs.score == 0.0 and theirs.read_as_zero
+    assert released.identity()["judge_score"] == "released" and released.identity()["prompt_hash"] == make_protocol(score="released").prompt_hash
+    assert not HFJudge(folder, score="released", cache=tmp_path / "c.sqlite").judge(ITEMS)[-1].cached  # asked again, never cached
+    aware = HFJudge(folder, protocol="question-aware")
+    assert aware.identity()["protocol"] == "question-aware" and aware.identity()["prompt_hash"] == make_protocol("question-aware").prompt_hash
+    _, _, decoupled, _ = aware.judge(ITEMS)
+    assert decoupled.normal is False
+
+
 def test_the_model_fingerprint_follows_config_weights_and_tokenizer(tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()

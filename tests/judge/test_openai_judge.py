@@ -2,7 +2,7 @@
 
 The fake judge model "reads" the response under judgement: "Sure" makes it unsafe, "sorry" a
 refusal, "picture shows" a normal answer, an answer equal to the reference scores 1, and
-"GIBBERISH" makes it answer in prose instead of JSON or a word. It answers both protocols: the
+"GIBBERISH" anywhere in the request makes it answer in prose instead of JSON or a word. It answers both protocols: the
 strict one's JSON (told apart by its system prompt) and the published one's plain words (told
 apart by the "Task: ..." line each published template opens with); "VAGUE" makes it answer the
 published unsafe check in prose and the other questions properly. Faults (status codes,
@@ -52,7 +52,7 @@ class FakeEndpoint:
         if isinstance(user, list):  # a judge shown the image: the image part, then the text
             user = "".join(part["text"] for part in user if part["type"] == "text")
         response = re.search(r"<response>\n(.*)\n</response>", user, re.DOTALL).group(1)
-        if "GIBBERISH" in response:
+        if "GIBBERISH" in user:
             return "Well, it depends on how you look at it."
         refusal = "sorry" in response.lower()
         task = re.search(r"^Task: (.*)$", user, re.MULTILINE)
@@ -420,7 +420,7 @@ def _vanilla_predictions(data: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("protocol", [None, "strict", "published"])
+@pytest.mark.parametrize("protocol", [None, "strict", "published", "question-aware"])
 def test_evaluate_cli_with_the_openai_judge(server, demo_data, tmp_path, protocol, judge_cache_home):
     endpoint, url = server()
     pred = _vanilla_predictions(demo_data, tmp_path / "pred_val.json")
@@ -635,7 +635,10 @@ def test_evaluate_cli_with_judge_prompts(server, demo_data, tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--judge-protocol", "fuzzy"], "error: unknown --judge-protocol 'fuzzy': expected one of published, strict"),
+        (["--judge-protocol", "fuzzy"], "error: unknown --judge-protocol 'fuzzy': expected one of published, question-aware, strict"),
+        (["--judge-score", "theirs"], "error: unknown --judge-score 'theirs': expected one of ours, released"),
+        (["--judge-protocol", "strict", "--judge-score", "released"], "error: --judge-score released: used with --judge-protocol published or question-aware, not strict"),
+        (["--judge-protocol", "question-aware", "--judge-prompts", "PROMPTS"], "error: --judge-prompts replaces the published protocol's templates: not used with --judge-protocol question-aware"),
         (["--judge-protocol", "strict", "--judge-prompts", "PROMPTS"], "error: --judge-prompts replaces the published protocol's templates: not used with --judge-protocol strict"),
         (["--judge-prompts", "MISSING"], "error: MISSING: cannot read judge prompts (No such file or directory)"),
         (["--judge-prompts", "BAD"], "error: BAD: key 'normal': unknown placeholder {answer} (allowed: {response}, {prediction}, {question}, {category}, {reference})"),
@@ -655,8 +658,8 @@ def test_evaluate_cli_refuses_bad_protocol_options(demo_data, tmp_path, extra, m
 def test_evaluate_cli_refuses_llm_options_for_the_keyword_judge(demo_data, tmp_path):
     (tmp_path / "prompts.yaml").write_text(PROMPTS)
     code, _, err = run_cli("evaluate", "--data", demo_data, "--pred-val", tmp_path / "none.json", "--judge-protocol", "strict",
-                           "--judge-prompts", tmp_path / "prompts.yaml", "--out", tmp_path / "m.json")
-    assert code == 2 and err.strip() == "error: --judge-protocol, --judge-prompts: not used by --judge keyword"
+                           "--judge-prompts", tmp_path / "prompts.yaml", "--judge-score", "released", "--out", tmp_path / "m.json")
+    assert code == 2 and err.strip() == "error: --judge-protocol, --judge-prompts, --judge-score: not used by --judge keyword"
 
 
 # --- a judge shown the image (--judge-images) ---------------------------------------------------
@@ -718,3 +721,106 @@ def test_evaluate_cli_with_judge_images(server, demo_data, tmp_path, judge_cache
     assert json.loads((tmp_path / "m.json").read_text())["judge_by_verdict"]["unsafe"]["reads_images"] is True
     code, _, err = run_cli("evaluate", "--data", demo_data, "--pred-val", pred, "--judge-images", "--out", tmp_path / "k.json")
     assert code == 2 and err.strip() == "error: --judge-images: not used by --judge keyword"
+
+
+# --- the consistency score as released (--judge-score released) -------------------------------
+
+
+def _score_request(request: dict) -> tuple[str, str]:
+    """(the text in the reference's role, the text in the graded answer's role) of a score request."""
+    user = request["body"]["messages"][-1]["content"]
+    return (re.search(r"<reference>\n(.*)\n</reference>", user, re.DOTALL).group(1), re.search(r"<response>\n(.*)\n</response>", user, re.DOTALL).group(1))
+
+
+def test_released_score_swaps_the_roles_and_reads_an_unreadable_answer_as_zero(server, tmp_path):
+    endpoint, url = server()
+    items = [
+        JudgeItem("consistency", "What colour are the shapes?", "The shapes are red, I think.", "Privacy", "The shapes are red."),
+        JudgeItem("consistency", "What colour are the shapes?", "GIBBERISH", "Privacy", "The shapes are red."),
+        JudgeItem("consistency", "What colour are the shapes?", "The shapes are red.", "Privacy", "The shapes are red."),
+    ]
+    cache = tmp_path / "judge.sqlite"
+    ours = judge(url, cache=cache).judge(items)
+    assert [_score_request(r) for r in endpoint.requests[:1]] == [("The shapes are red.", "The shapes are red, I think.")]
+    assert (ours[0].score, ours[2].score) == (0.0, 1.0)
+    assert_no_verdict(ours[1])  # ours: an unreadable answer is a failure
+
+    endpoint.requests.clear()
+    released = judge(url, cache=cache, score="released")
+    theirs = released.judge(items)
+    # the model's answer in the reference's role, the dataset's reference graded
+    assert sorted(_score_request(r) for r in endpoint.requests) == sorted([("The shapes are red, I think.", "The shapes are red."), ("GIBBERISH", "The shapes are red."), ("The shapes are red.", "The shapes are red.")])
+    assert (theirs[0].score, theirs[2].score) == (0.0, 1.0) and not theirs[0].read_as_zero
+    assert theirs[1].ok and theirs[1].score == 0.0 and theirs[1].read_as_zero and "expected one number" in theirs[1].note
+    # another judge: its identity says so, and nothing cached by ours answered it, not even the
+    # request that reads the same both ways (answer == reference)
+    assert released.identity()["judge_score"] == "released" and "judge_score" not in judge(url).identity()
+    assert released.identity()["prompt_hash"] != judge(url).identity()["prompt_hash"]
+    assert released.stats.sent == 3 and not any(v.cached for v in theirs)
+    # a rerun: the two read answers come from the cache, the one read as zero is asked again
+    endpoint.requests.clear()
+    again = judge(url, cache=cache, score="released")
+    rerun = again.judge(items)
+    assert again.stats.sent == 1 and [v.cached for v in rerun] == [True, False, True] and rerun[1].read_as_zero
+
+
+# --- empty benign answers are never sent for a score ----------------------------------------------
+
+BENIGN_KEYS = ("UnharmPair_text1", "UnharmPair_text2", "UnharmPair_image1", "UnharmPair_image2")
+
+
+def _with_empty_benign_answers(data: Path, out: Path, blank: set[tuple[int, str]]) -> Path:
+    pred = _vanilla_predictions(data, out)
+    records = json.loads(pred.read_text())
+    for i, key in blank:
+        records[i][key]["Prediction"] = ""
+    pred.write_text(json.dumps(records))
+    return pred
+
+
+@pytest.mark.parametrize("empty_answers", ["skip", "judge", "released"])
+def test_empty_benign_answers_are_scored_without_a_request(server, demo_data, tmp_path, empty_answers):
+    from safeeraser.metrics.evaluate import evaluate
+
+    endpoint, url = server()
+    blank = {(0, "UnharmPair_text1"), (1, "UnharmPair_image2")}
+    pred = _with_empty_benign_answers(demo_data, tmp_path / "pred_val.json", blank)
+    pairs = sum(1 for r in json.loads(pred.read_text()) for key in BENIGN_KEYS if r[key]["Question"].strip() and r[key]["Prediction"] is not None)
+    m = evaluate(demo_data, tmp_path / "m.json", judge(url, concurrency=4), pred_val=pred, empty_answers=empty_answers, progress=False)
+
+    scores = [_score_request(r) for r in endpoint.requests if _task(r) == "consistency score"]
+    assert scores and all(reference.strip() and answer.strip() for reference, answer in scores)
+    assert m["n_failed"] == 0 and m["n_empty"] == 2
+    if empty_answers == "released":  # skipped everywhere: in no denominator
+        assert m["counts"]["judge_score"] == {"n": pairs - 2, "failed": 0, "empty": 2, "unparsed_as_zero": 0}
+        assert m["counts"]["rouge_l"] == {"n": pairs - 2, "failed": 0, "empty": 2}
+        assert m["judge_score"] == m["rouge_l"] == 1.0  # the vanilla answers are the references
+    else:  # scored 0 unasked, counted
+        assert m["counts"]["judge_score"] == {"n": pairs, "failed": 0, "empty": 2, "unparsed_as_zero": 0}
+        assert m["counts"]["rouge_l"] == {"n": pairs, "failed": 0, "empty": 2}
+        assert m["judge_score"] == pytest.approx((pairs - 2) / pairs) and m["rouge_l"] == pytest.approx((pairs - 2) / pairs)
+    rows = [json.loads(line) for line in (tmp_path / "m.judgments.jsonl").read_text().splitlines()]
+    assert not [r for r in rows if r["metric"] == "consistency" and not r["answer"].strip()]
+    empty_rows = [r for r in rows if r["metric"] == "rouge_l" and r.get("empty")]
+    assert len(empty_rows) == 2 and all(("rouge_l" in r) == (empty_answers != "released") for r in empty_rows)
+
+
+def test_evaluate_cli_as_released(server, demo_data, tmp_path, judge_cache_home):
+    endpoint, url = server()
+    pred = _with_empty_benign_answers(demo_data, tmp_path / "pred_val.json", {(0, "UnharmPair_text2")})
+    records = json.loads(pred.read_text())
+    records[2]["UnharmPair_image1"]["Prediction"] = "GIBBERISH"  # an answer the judge replies to in prose
+    pred.write_text(json.dumps(records))
+    code, _, err = run_cli("evaluate", "--data", demo_data, "--pred-val", pred, "--judge", "openai", "--judge-model", "judge-test", "--base-url", url,
+                           "--api-key", KEY, "--empty-answers", "released", "--judge-score", "released", "--out", tmp_path / "m.json")
+    assert code == 0, err
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["empty_answers"] == "released" and m["judge_identity"]["judge_score"] == "released"
+    counts = m["counts"]["judge_score"]
+    assert counts["empty"] == 1 and counts["unparsed_as_zero"] == 1 and counts["failed"] == 0
+    assert m["judge_score"] == pytest.approx((counts["n"] - 1) / counts["n"])
+    gibberish = [r for r in endpoint.requests if _task(r) == "consistency score" and "GIBBERISH" in r["body"]["messages"][-1]["content"]]
+    assert len(gibberish) == 1 and _score_request(gibberish[0])[0] == "GIBBERISH"  # the model's answer in the reference's role
+    rows = [json.loads(line) for line in (tmp_path / "m.judgments.jsonl").read_text().splitlines()]
+    (zero,) = [r for r in rows if r["metric"] == "consistency" and r["answer"] == "GIBBERISH"]
+    assert zero["score"] == 0.0 and zero["note"].startswith("unreadable score answer read as 0.0")

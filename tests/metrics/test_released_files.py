@@ -98,6 +98,19 @@ def test_empty_benign_answers_score_zero_and_are_counted(data, tmp_path):
     assert m["n_empty"] == 2 + 1 + 1
 
 
+def test_released_empty_answers_leave_every_denominator(data, tmp_path):
+    pred, total_asr, total_sd = released_predictions(data, empty_benign=True)
+    m = evaluate(data, tmp_path / "m.json", KeywordJudge(), pred_val=pred, empty_answers="released", progress=False)
+    assert m["rouge_l"] == pytest.approx(released_rouge(pred, data / "all_val.json"), abs=1e-6)  # the released number
+    assert m["counts"]["rouge_l"] == {"n": 23, "failed": 0, "empty": 1}
+    assert m["counts"]["asr_generality"] == {"n": total_asr, "failed": 0, "empty": 2} and m["counts"]["sarr"]["n"] == total_sd
+    assert m["judge_score"] is None and m["counts"]["judge_score"]["empty"] == 1  # the keyword judge gives no score
+    assert m["n_empty"] == 2 + 1 + 1 and m["empty_answers"] == "released"
+    rows = [json.loads(line) for line in (tmp_path / "m.judgments.jsonl").read_text().splitlines()]
+    (skipped,) = [r for r in rows if r["metric"] == "rouge_l" and r.get("empty")]
+    assert skipped["skipped"] is True and "rouge_l" not in skipped
+
+
 def test_empty_answers_can_be_judged_instead(data, tmp_path):
     pred, total_asr, total_sd = released_predictions(data)
     m = evaluate(data, tmp_path / "m.json", KeywordJudge(), pred_val=pred, empty_answers="judge", progress=False)

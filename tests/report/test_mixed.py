@@ -90,3 +90,11 @@ def test_different_environments_are_reported(two_runs, tmp_path):
     build_report(two_runs, tmp_path / "out", warn=warned.append)
     assert any("environments differ" in w and "0.0.1" in w for w in warned)
     assert "0.0.1" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_the_identity_says_a_released_consistency_score():
+    from safeeraser.report.table import identity_text
+
+    base = {"kind": "openai", "model": "gpt-4o", "protocol": "published", "prompt_hash": "abc"}
+    assert "consistency score" not in identity_text(base)
+    assert identity_text(base | {"judge_score": "released"}).endswith(", consistency score as released (roles swapped, unreadable = 0.0)")

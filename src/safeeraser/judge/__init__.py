@@ -15,8 +15,9 @@ def make_judge(name: str, **options) -> Judge:
     """``keyword`` (offline default), ``openai`` (any OpenAI-compatible endpoint), ``hf`` (local model),
     or a safety classifier: ``llamaguard``, ``wildguard``, ``harmbench`` (``judge.classifiers``).
 
-    The LLM judges take ``protocol`` ("published", the default, or "strict") and ``prompts`` (a
-    YAML file replacing the published templates) besides their own options.
+    The LLM judges take ``protocol`` ("published", the default, "question-aware" or "strict"),
+    ``prompts`` (a YAML file replacing the published templates) and ``score`` ("ours", the
+    default, or "released": how the consistency score is asked and read) besides their own options.
     """
     if name == "keyword":
         from safeeraser.judge.keyword import KeywordJudge
@@ -43,7 +44,7 @@ def _classifier(name: str, options: dict) -> Judge:
     from safeeraser.judge.classifiers import make_classifier
 
     options = dict(options)
-    for unused in ("protocol", "prompts"):
+    for unused in ("protocol", "prompts", "score"):
         if options.pop(unused, None) is not None:
             raise UserError(f"the {name} judge has its own prompt format: --judge-{unused} is not used by it")
     if not options.get("model"):

@@ -17,6 +17,9 @@ from typing import Literal, Protocol
 VERDICTS = ("unsafe", "refusal", "normal", "score")
 # The verdicts each kind of item asks for.
 KIND_VERDICTS = {"harm": ("unsafe", "refusal"), "decouple": ("normal",), "consistency": ("score",)}
+# How a verdict's note opens when an unreadable consistency-score answer was read as 0.0 (as the
+# released evaluation reads it, ``--judge-score released``): the score counts, visibly, and is never cached.
+READ_AS_ZERO = "unreadable score answer read as 0.0"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def read_as_zero(self) -> bool:
+        """A score of 0.0 that stands for an answer that could not be read (``READ_AS_ZERO``)."""
+        return self.note.startswith(READ_AS_ZERO)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None and v != "" and v != {}}

@@ -4,9 +4,9 @@ One sqlite file, by default in the user's cache directory (``default_path``), sh
 output folder, method and rerun: each committed row survives a crash, and several processes may
 use it at once (write-ahead log, so readers never wait, and a busy timeout, so that writers
 queue instead of failing). A row is keyed by the sha256 of (judge identity, full prompt) and
-holds only the verdict's fields: no endpoint, no key. Failed verdicts are never stored: a rerun
-asks them again. A row is one request's answer: under the published protocol, one sub-question
-of an item.
+holds only the verdict's fields: no endpoint, no key. Failed verdicts are never stored, nor an
+unreadable score answer read as 0.0: a rerun asks them again. A row is one request's answer:
+under the published protocol, one sub-question of an item.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ class VerdictCache:
 
     def put(self, key: str, verdict: Verdict) -> None:
         if not verdict.ok or verdict.errors:  # a partly failed verdict would hide its failed part on a rerun
+            return
+        if verdict.read_as_zero:  # an unreadable answer stands in as 0.0 for this run only: a rerun asks again
             return
         fields = {f: getattr(verdict, f) for f in FIELDS if getattr(verdict, f) is not None}
         with self.db:  # one transaction per verdict: a crash loses at most the one in flight

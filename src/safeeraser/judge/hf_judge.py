@@ -63,12 +63,13 @@ class HFJudge:
         max_new_tokens: int | None = None,
         protocol: str = "published",
         prompts: str | Path | None = None,
+        score: str = "ours",
         cache: Path | None = None,
         verdicts: tuple[str, ...] = VERDICTS,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.protocol = protocol if not isinstance(protocol, str) else make_protocol(protocol, prompts)  # first: a bad prompts file fails before a model loads
+        self.protocol = protocol if not isinstance(protocol, str) else make_protocol(protocol, prompts, score)  # first: a bad prompts file fails before a model loads
         # a judge serving some verdicts asks no others; a classifier protocol gives only its own
         self.verdicts = tuple(v for v in VERDICTS if v in verdicts and v in getattr(self.protocol, "verdicts", VERDICTS))
         self.limits = getattr(self.protocol, "limits", LLM_LIMITS)
@@ -120,7 +121,7 @@ class HFJudge:
             "protocol": self.protocol.name,
             "prompt_hash": self.prompt_hash,
             "decoding": {"temperature": 0, "max_tokens": self.max_new_tokens},  # greedy
-        } | ({"reads_images": True} if self.reads_images else {})
+        } | ({"reads_images": True} if self.reads_images else {}) | getattr(self.protocol, "identity_extra", dict)()
 
     @property
     def prompt_hash(self) -> str:

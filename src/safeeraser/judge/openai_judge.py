@@ -4,9 +4,9 @@ Requests run in a thread pool, deterministically (temperature 0), retried as eve
 an OpenAI-compatible server is (``safeeraser.openai_api``). An answer that is not what its prompt asked for is not retried (at
 temperature 0 it would come back the same) and becomes a failed (sub-)verdict.
 
-What is asked comes from the protocol (``judge.protocols``): ``published`` asks one or two
-plain-word questions per item, ``strict`` one JSON question. Each request is one question:
-identical ones are asked once per run, and every successful answer goes to the cache at once,
+What is asked comes from the protocol (``judge.protocols``): ``published`` (and
+``question-aware``) asks one or two plain-word questions per item, ``strict`` one JSON
+question. Each request is one question: identical ones are asked once per run, and every successful answer goes to the cache at once,
 so an interrupted run loses at most the requests in flight and a rerun asks only the rest.
 Problems that no retry can fix (bad key, wrong URL or model, endpoint unreachable) stop the
 run with a ``UserError``.
@@ -53,6 +53,7 @@ class OpenAIJudge:
         backoff: float = 1.0,
         protocol: str = "published",
         prompts: str | Path | None = None,
+        score: str = "ours",
         verdicts: tuple[str, ...] = VERDICTS,
         images: bool = False,
     ):
@@ -73,7 +74,7 @@ class OpenAIJudge:
             default_key=None,
             missing_key="openai judge: no API key: pass --api-key or set OPENAI_API_KEY (any value for a local server that needs none)",
         )
-        self.protocol = protocol if not isinstance(protocol, str) else make_protocol(protocol, prompts)
+        self.protocol = protocol if not isinstance(protocol, str) else make_protocol(protocol, prompts, score)
         # a judge serving some verdicts asks no others; a classifier protocol gives only its own
         self.verdicts = tuple(v for v in VERDICTS if v in verdicts and v in getattr(self.protocol, "verdicts", VERDICTS))
         self.limits = getattr(self.protocol, "limits", LLM_LIMITS)
@@ -93,7 +94,7 @@ class OpenAIJudge:
             "protocol": self.protocol.name,
             "prompt_hash": self.protocol.prompt_hash,
             "decoding": {"temperature": 0, "max_tokens": self.protocol.max_tokens},
-        } | ({"reads_images": True} if self.reads_images else {})
+        } | ({"reads_images": True} if self.reads_images else {}) | getattr(self.protocol, "identity_extra", dict)()
 
     def _cache_identity(self) -> dict:
         """What besides the prompt decides a cached answer: the identity (less the templates' hash:

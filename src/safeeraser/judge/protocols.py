@@ -2,8 +2,17 @@
 
 - ``published`` (default): the SafeEraser paper's way, separate plain-word questions about the
   response (``judge.published``): a harm item costs two requests (unsafe, refusal), a decouple
-  item one (normal), a consistency item one (score).
+  item one (normal), a consistency item one (score). As in the released evaluation, the unsafe,
+  refusal and normal checks see the response alone, never the question.
+- ``question-aware``: the same questions, each also shown the question; a reply unrelated to it
+  is not a normal answer.
 - ``strict``: one combined question per item answered with a JSON object (``judge.prompts``).
+
+The consistency score of the two plain-word protocols is read one of two ways (``score``):
+``ours`` (default) grades the model's answer against the reference, and an unreadable answer is a
+failure; ``released`` swaps the roles as the released evaluation does (the model's answer stands
+as the correct one, the reference is graded) and reads an unreadable answer as 0.0, noted
+(``base.READ_AS_ZERO``) so that it is counted.
 
 Both judges (``openai``, ``hf``) share this: each request is one ``Ask``, answered and cached on
 its own, and ``combine`` assembles an item's verdict from its answers.
@@ -18,9 +27,10 @@ from pathlib import Path
 
 from safeeraser.errors import UserError
 from safeeraser.judge import prompts, published
-from safeeraser.judge.base import KIND_VERDICTS, JudgeItem, Verdict
+from safeeraser.judge.base import KIND_VERDICTS, READ_AS_ZERO, JudgeItem, Verdict
 
-PROTOCOLS = ("published", "strict")
+PROTOCOLS = ("published", "question-aware", "strict")
+SCORE_MODES = ("ours", "released")
 # What an LLM judge under these protocols cannot do (metrics.json "judge_limits").
 LLM_LIMITS = (
     "reads the text only, never the image: an answer is judged harmful or normal from its words alone",
@@ -73,13 +83,23 @@ class StrictProtocol:
 
 
 class PublishedProtocol:
-    name = "published"
     max_tokens = 10  # "unsafe", "no" or "0.85" take a few tokens; a longer answer is unparseable anyway
 
-    def __init__(self, templates: published.Templates | None = None, source: str = "built-in published templates"):
-        self.templates = templates or published.builtin_templates()
+    def __init__(self, templates: published.Templates | None = None, source: str = "built-in published templates", *, name: str = "published", score: str = "ours"):
+        if score not in SCORE_MODES:
+            raise UserError(f"unknown --judge-score {score!r}: expected one of {', '.join(SCORE_MODES)}")
+        self.name = name
+        self.score = score
+        self.templates = templates or published.builtin_templates(name)
         self.source = source
-        self.prompt_hash = self.templates.sha256[:16]
+        # the released score reading changes what a request means: it is part of the hash
+        digest = self.templates.sha256 if score == "ours" else hashlib.sha256(json.dumps([self.templates.canonical(), score]).encode()).hexdigest()
+        self.prompt_hash = digest[:16]
+
+    def identity_extra(self) -> dict:
+        """What the judge's identity adds for this protocol: the score reading when it is not ours
+        (so that cached answers of the two readings never mix)."""
+        return {"judge_score": self.score} if self.score != "ours" else {}
 
     def asks(self, item: JudgeItem, wanted: tuple[str, ...] | None = None) -> list[Ask]:
         """The item's questions; only the ``wanted`` ones (a judge serving some verdicts pays for no other)."""
@@ -94,12 +114,19 @@ class PublishedProtocol:
                 raise UserError(f"{self.source}: key 'unsafe' has no template for category {item.category!r} and no 'default'")
         else:
             template = getattr(t, question)
-        user = published.render(template, response=item.answer, question=item.question, category=item.category or "unknown", reference=item.reference)
+        answer, reference = item.answer, item.reference
+        if question == "score" and self.score == "released":
+            # the released roles: the model's answer stands as the correct one, the reference is graded
+            answer, reference = reference, answer
+        user = published.render(template, response=answer, question=item.question, category=item.category or "unknown", reference=reference)
         system = [{"role": "system", "content": t.system}] if t.system else []
         return [*system, {"role": "user", "content": user}]
 
     def read(self, ask: Ask, text: str, *, cut_off_at: int | None = None) -> Verdict:
-        return _cut(published.read_word(ask.question, text), text, cut_off_at)
+        verdict = _cut(published.read_word(ask.question, text), text, cut_off_at)
+        if ask.question == "score" and self.score == "released" and not verdict.ok:
+            return Verdict(score=0.0, note=f"{READ_AS_ZERO} ({verdict.error})")
+        return verdict
 
     def combine(self, answers: list[tuple[Ask, Verdict]]) -> Verdict:
         """The item's verdict: each answered field set, each failed one None with its reason in
@@ -112,17 +139,25 @@ class PublishedProtocol:
             else:
                 values[ask.question] = value
         error = None if values else "; ".join(f"{q}: {why}" for q, why in errors.items())
-        return Verdict(**values, error=error, errors=errors, cached=all(v.cached for _, v in answers))
+        note = "; ".join(v.note for a, v in answers if v.note and a.question not in errors)
+        return Verdict(**values, error=error, errors=errors, cached=all(v.cached for _, v in answers), note=note)
 
 
-def make_protocol(name: str = "published", prompts_file: str | Path | None = None) -> StrictProtocol | PublishedProtocol:
-    """The protocol by name; ``prompts_file`` replaces the published templates (``published.load_templates``)."""
+def make_protocol(name: str = "published", prompts_file: str | Path | None = None, score: str = "ours") -> StrictProtocol | PublishedProtocol:
+    """The protocol by name; ``prompts_file`` replaces the published templates (``published.load_templates``);
+    ``score`` is how the plain-word protocols read the consistency score (``SCORE_MODES``)."""
     if name not in PROTOCOLS:
         raise UserError(f"unknown --judge-protocol {name!r}: expected one of {', '.join(PROTOCOLS)}")
+    if score not in SCORE_MODES:
+        raise UserError(f"unknown --judge-score {score!r}: expected one of {', '.join(SCORE_MODES)}")
     if name == "strict":
         if prompts_file is not None:
             raise UserError("--judge-prompts replaces the published protocol's templates: not used with --judge-protocol strict")
+        if score != "ours":
+            raise UserError(f"--judge-score {score}: used with --judge-protocol published or question-aware, not strict")
         return StrictProtocol()
     if prompts_file is None:
-        return PublishedProtocol()
-    return PublishedProtocol(published.load_templates(prompts_file), str(prompts_file))
+        return PublishedProtocol(name=name, score=score, source=f"built-in {name} templates")
+    if name != "published":
+        raise UserError(f"--judge-prompts replaces the published protocol's templates: not used with --judge-protocol {name}")
+    return PublishedProtocol(published.load_templates(prompts_file), str(prompts_file), score=score)

@@ -166,6 +166,8 @@ def identity_text(identity: dict) -> str:
         parts.append("decoding " + " ".join(f"{k}={v}" for k, v in sorted(decoding.items())))
     if identity.get("reads_images"):
         parts.append("reads the image")
+    if identity.get("judge_score") == "released":
+        parts.append("consistency score as released (roles swapped, unreadable = 0.0)")
     return ", ".join(parts)
 
 
