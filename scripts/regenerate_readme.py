@@ -1,12 +1,12 @@
-"""Regenerate the README's demo numbers from real runs, or check that a fresh run still gives them.
+"""Regenerate the demo numbers of the README and docs/demo.md from real runs, or check that a fresh run still gives them.
 
-    python scripts/regenerate_readme.py            # seeds 0-4 (about 45 min on 2 cores), rewrite the README
+    python scripts/regenerate_readme.py            # seeds 0-4 (about 45 min on 2 cores), rewrite the README and docs/demo.md
     python scripts/regenerate_readme.py --check    # seed 0 only (about 9 min): fail if the README's table differs
     python scripts/regenerate_readme.py --from-runs DIR   # rewrite the README from finished runs in DIR
     python scripts/regenerate_readme.py --seeds none --no-zoo   # only the other families' demos (Qwen2.5-VL, seed 0)
     python scripts/regenerate_readme.py --seeds none --families none   # only the other methods (seed 0)
 
-Every number in the README's "What the demo shows" section is written here, from
+Every number of docs/demo.md ("What the demo shows") and the README's seed-0 table is written here, from
 ``safeeraser demo --out demo-out --seed S`` run at the locked versions (constraints.txt):
 the seed-0 table, the five-seed table (mean ± std and min-max of each metric) and the per-seed
 Prompt-Decouple reduction of SARR. The seed-0 ``results.json`` is kept in
@@ -38,12 +38,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DEMO_PAGE = ROOT / "docs" / "demo.md"  # the seeds, families and other-methods tables, and the seed-0 table again
 KEPT = ROOT / "docs" / "demo"
 OUT = "demo-out"  # the README's command writes here, relative to the repository root
 SEEDS = (0, 1, 2, 3, 4)
 TABLE = ("<!-- demo-table:start -->", "<!-- demo-table:end -->")
 SEEDS_BLOCK = ("<!-- demo-seeds:start -->", "<!-- demo-seeds:end -->")
-FAMILIES = ("qwen2_5_vl",)  # the other families whose seed-0 demo the README shows
+FAMILIES = ("qwen2_5_vl",)  # the other families whose seed-0 demo docs/demo.md shows
 ZOO_OUT = f"{OUT}-zoo"  # the methods beyond the demo's ten (simnpo, dpo, ..., each with +pd), seed 0
 ZOO_BLOCK = ("<!-- demo-zoo:start -->", "<!-- demo-zoo:end -->")
 TIMING = "timing.json"  # a measured run's Timing, kept in its folder
@@ -145,10 +146,14 @@ def across_seeds(by_seed: dict[int, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, markers: tuple[str, str], body: str) -> str:
+def rewrite(page: Path, markers: tuple[str, str], body: str) -> None:
+    page.write_text(replace_block(page.read_text(encoding="utf-8"), markers, body, page.name), encoding="utf-8")
+
+
+def replace_block(text: str, markers: tuple[str, str], body: str, name: str = "README.md") -> str:
     start, end = markers
     if start not in text or end not in text:
-        raise SystemExit(f"README.md: markers {start} / {end} not found")
+        raise SystemExit(f"{name}: markers {start} / {end} not found")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{body}\n{end}{tail}"
@@ -207,11 +212,11 @@ def regenerate_families(families: tuple[str, ...], runs_from: Path | None = None
             f"Time: {timing.describe()}. Regenerate with `{REGENERATE} --seeds none --no-zoo --families {family}`."
         )
         blocks[family] = seed_table(rows) + "\n\n" + note
-    text = README.read_text(encoding="utf-8")  # read after the runs: the README may change while they run
+    text = DEMO_PAGE.read_text(encoding="utf-8")  # read after the runs: the page may change while they run
     for family, body in blocks.items():
-        text = replace_block(text, family_markers(family), body)
-    README.write_text(text, encoding="utf-8")
-    print(f"wrote README.md ({', '.join(families)})", file=sys.stderr)
+        text = replace_block(text, family_markers(family), body, DEMO_PAGE.name)
+    DEMO_PAGE.write_text(text, encoding="utf-8")
+    print(f"wrote docs/demo.md ({', '.join(families)})", file=sys.stderr)
 
 
 def zoo_methods() -> list[str]:
@@ -260,9 +265,8 @@ def regenerate_zoo(runs_from: Path | None = None) -> None:
         f"`safeeraser demo --out {ZOO_OUT} --seed 0 --methods {','.join(zoo_methods())}`, in the environment of the LLaVA table above. "
         f"Time: {timing.describe()}. Regenerate with `{REGENERATE} --seeds none --families none`."
     )
-    text = README.read_text(encoding="utf-8")
-    README.write_text(replace_block(text, ZOO_BLOCK, seed_table(rows) + "\n\n" + note), encoding="utf-8")
-    print("wrote README.md (other methods)", file=sys.stderr)
+    rewrite(DEMO_PAGE, ZOO_BLOCK, seed_table(rows) + "\n\n" + note)
+    print("wrote docs/demo.md (other methods)", file=sys.stderr)
 
 
 def regenerate(seeds: tuple[int, ...], runs_from: Path | None = None) -> None:
@@ -286,12 +290,12 @@ def regenerate(seeds: tuple[int, ...], runs_from: Path | None = None) -> None:
     KEPT.mkdir(parents=True, exist_ok=True)
     (KEPT / "results.json").write_bytes(seed0.read_bytes())
     (KEPT / "environment.json").write_text(json.dumps(numeric_identity(env), indent=1) + "\n", encoding="utf-8")
-    text = README.read_text(encoding="utf-8")
-    text = replace_block(text, TABLE, seed_table(by_seed[0]) + "\n\n" + environment_note(env, timings))
+    table = seed_table(by_seed[0]) + "\n\n" + environment_note(env, timings)
+    rewrite(README, TABLE, table)
+    rewrite(DEMO_PAGE, TABLE, table)
     if len(by_seed) > 1:
-        text = replace_block(text, SEEDS_BLOCK, across_seeds(by_seed))
-    README.write_text(text, encoding="utf-8")
-    print(f"wrote README.md and {KEPT.relative_to(ROOT)}/", file=sys.stderr)
+        rewrite(DEMO_PAGE, SEEDS_BLOCK, across_seeds(by_seed))
+    print(f"wrote README.md, docs/demo.md and {KEPT.relative_to(ROOT)}/", file=sys.stderr)
 
 
 def check() -> int:
@@ -303,15 +307,14 @@ def check() -> int:
     rows, timing = run_demo(OUT, 0)
     fresh = (ROOT / OUT / "results.json").read_bytes()
     kept = (KEPT / "results.json").read_bytes()
-    readme = README.read_text(encoding="utf-8")
-    in_readme = seed_table(json.loads(kept)) in readme
+    in_readme = all(seed_table(json.loads(kept)) in page.read_text(encoding="utf-8") for page in (README, DEMO_PAGE))
     recorded = json.loads((KEPT / "environment.json").read_text(encoding="utf-8"))
     here = numeric_identity(manifest())
     print(f"demo (seed 0) took {timing.describe()}", file=sys.stderr)
     if fresh == kept and in_readme:
         print("README demo table: reproduced byte for byte", file=sys.stderr)
         return 0
-    what = "the README's table is not the kept results.json" if not in_readme else "a fresh demo run differs from docs/demo/results.json"
+    what = "the seed-0 table of README.md or docs/demo.md is not the kept results.json" if not in_readme else "a fresh demo run differs from docs/demo/results.json"
     if here == recorded:
         print(f"error: {what}, in the environment the README's numbers were recorded in; regenerate them: {REGENERATE}", file=sys.stderr)
         return 1
@@ -323,7 +326,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="run seed 0 and compare with the README instead of rewriting it")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0-4; the first must be 0), or none")
-    parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated families whose seed-0 demo the README shows (default {','.join(FAMILIES)}), or none")
+    parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated families whose seed-0 demo docs/demo.md shows (default {','.join(FAMILIES)}), or none")
     parser.add_argument("--zoo", action=argparse.BooleanOptionalAction, default=True, help=f"the other methods' seed-0 demo ({ZOO_OUT}; default: on)")
     parser.add_argument("--from-runs", type=Path, help="read finished demo runs (demo-out, demo-out-seedN, demo-out-FAMILY, demo-out-zoo) under this folder instead of running them")
     args = parser.parse_args()
@@ -335,7 +338,7 @@ def main() -> int:
         raise SystemExit("--seeds: the first seed must be 0 (the README's table)")
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
-        raise SystemExit(f"--families: no README table for {', '.join(unknown)} (tables: {', '.join(FAMILIES)})")
+        raise SystemExit(f"--families: no docs/demo.md table for {', '.join(unknown)} (tables: {', '.join(FAMILIES)})")
     if seeds:
         regenerate(seeds, args.from_runs)
     if families:

@@ -135,8 +135,8 @@ def unlearn_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset folder (all_train.json is the forget split)."),
     method: str = typer.Option(..., "--method", help="ga, gd, kl, po, npo, simnpo, dpo, idkdpo, rmu, undial, wga, each optionally +pd (aliases: gapd, gdpd, klpd, popd, idk, idkpd)."),
     out: Path = typer.Option(..., "--out", help="Run folder: adapter, config, log, plot, checkpoints."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding the published defaults."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="A packaged config applied before --config: 'demo' suits the tiny model."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding the defaults (the released values: src/safeeraser/configs/default.yaml)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A packaged config applied before --config: 'demo' suits the tiny model; 'paper' is the released run as its code executed it (docs/fidelity.md)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (optim.lr)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
@@ -397,7 +397,7 @@ def demo_cmd(
 
 @app.command("sweep")
 def sweep_cmd(
-    config: Path = typer.Option(..., "--config", help="Study YAML: data, model, methods, seeds, grid of settings, generation, judge (see the README's Studies)."),
+    config: Path = typer.Option(..., "--config", help="Study YAML: data, model, methods, seeds, grid of settings, generation, judge (docs/studies.md)."),
     out: Path = typer.Option(..., "--out", help="Folder for data/, model/, runs/<cell>/seed<N>/, results.*, study.{json,md}, pareto.png, index.html."),
     jobs: int = typer.Option(1, "--jobs", help="Runs at once, each in its own process (set OMP_NUM_THREADS to cores / jobs)."),
     devices: Optional[str] = typer.Option(None, "--devices", help="GPUs to spread the --jobs workers over, one each in turn, e.g. 0,1,2,3 (default: every visible GPU)."),

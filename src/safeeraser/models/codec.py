@@ -44,7 +44,7 @@ class Codec:
     ):
         self.family = family = family or FAMILIES[0]
         if not family.encodable:
-            raise UserError(f"model family {family.name!r} is registered but has no encoding path in this version (README, \"Model families\")")
+            raise UserError(f"model family {family.name!r} is registered but has no encoding path in this version (docs/families.md)")
         self.processor = processor
         self.system = system
         self.tokenizer = processor.tokenizer

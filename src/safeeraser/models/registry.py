@@ -6,7 +6,7 @@ prompt is built (the processor's own chat template; ``chat_template`` is only th
 checkpoints saved without one), how the answer joins the prompt and which token ends the
 assistant's turn, how many placeholder tokens one image needs, which image inputs the model
 takes, the LoRA targets, the projector and the system sentence. The codec, trainer, methods and
-generation read these and nothing else. Adding a family: README, "Adding a family".
+generation read these and nothing else. Adding a family: docs/families.md, "Adding a family".
 """
 
 from __future__ import annotations
@@ -512,7 +512,7 @@ FAMILIES = (
     ),
 )
 
-ADDING_A_FAMILY = 'README, section "Adding a family"'
+ADDING_A_FAMILY = 'docs/families.md, "Adding a family"'
 
 
 def registered() -> str:
