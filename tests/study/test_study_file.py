@@ -43,6 +43,8 @@ def _fail(tmp_path: Path, study, *extra) -> str:
         ({"generation": {"max_new_tokens": 0}}, ["'generation.max_new_tokens'"]),
         ({"preset": "nope"}, ["'preset'", "'nope'"]),
         ({"data": {"demo": {"images_per_categry": 3}}}, ["'data.demo.images_per_categry'"]),
+        ({"evaluation": {"empty_answers": "maybe"}}, ["'evaluation.empty_answers'"]),
+        ({"evaluation": {"judge_score": "released"}}, ["'evaluation.judge_score'", "LLM judge"]),
         ({"run_folder": "{method}"}, ["'run_folder'", "one folder"]),
         ({"run_folder": "{cel}"}, ["'run_folder'", "template"]),
         ({"run_folder": "../{cell}/{seed}"}, ["'run_folder'", "not a folder name"]),
@@ -117,3 +119,42 @@ def test_data_or_model_built_otherwise_is_not_reused(tmp_path):
     code, _, err = run_cli("sweep", "--config", study, "--out", out)
     assert code == 2 and "built with family 'qwen2_vl'" in err and "'model'" in err
     assert sorted(p.name for p in out.iterdir()) == ["data", "model"]  # nothing else started
+
+
+@pytest.mark.parametrize("size", ["7b", "13b"])
+def test_the_paper_studies_list_their_runs_offline(tmp_path, size, monkeypatch):
+    """The packaged paper study: the released recipe on LLaVA-1.5, 11 cells x 3 seeds, listed without weights or data."""
+    from importlib import resources
+
+    from safeeraser.study.spec import load_study
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = Path(str(resources.files("safeeraser").joinpath("configs", "studies", f"paper-llava15-{size}.yaml")))
+    study = load_study(path)
+    assert study.file.model == f"llava-hf/llava-1.5-{size}-hf" and study.file.preset == "paper"
+    assert study.file.evaluation.changed() == {"empty_answers": "released", "judge_score": "released"}
+    assert {r.config["optim"]["schedule"] for r in study.runs if r.method != "vanilla"} == {"released"}
+    code, out, err = run_cli("sweep", "--config", path, "--out", tmp_path / "out", "--dry-run")
+    assert code == 0, err
+    assert "33 runs (11 cells x 3 seeds)" in err and out.count("to do") == 33
+
+
+def test_the_evaluation_section_reaches_the_llm_judge_and_the_record(monkeypatch):
+    from safeeraser.study.run import make_judge
+
+    monkeypatch.setenv("OPENAI_API_KEY", "not-sent")  # the judge is built, never asked
+
+    judge = make_judge("openai", "gpt-4o", {"empty_answers": "released", "judge_protocol": "question-aware", "judge_score": "released"})
+    identity = judge.identity()
+    assert identity["protocol"] == "question-aware" and identity.get("judge_score") == "released", identity
+    assert make_judge("openai", "gpt-4o", {"empty_answers": "skip"}).identity()["protocol"] == "published"
+
+
+def test_the_evaluation_section_is_recorded_only_when_set(tmp_path):
+    from safeeraser.study.run import run_record
+    from safeeraser.study.spec import parse_study
+
+    plain = parse_study(GOOD, "study.yaml", tmp_path)
+    assert "evaluation" not in run_record(plain, plain.runs[0], tmp_path, "model")  # earlier studies' records still match
+    released = parse_study({**GOOD, "evaluation": {"empty_answers": "released"}}, "study.yaml", tmp_path)
+    assert run_record(released, released.runs[0], tmp_path, "model")["evaluation"] == {"empty_answers": "released"}

@@ -34,6 +34,7 @@ def write_study(path: Path, data: Path, model: Path, seeds: list[int]) -> Path:
         "settings": {"max_steps": 2, "eval_every": 0, "batch_size": 4, "optim.lr": 1.0e-3},
         "methods": METHODS, "seeds": seeds,
         "generation": {"protocol": "published", "max_new_tokens": 3, "num_samples": 2, "batch_size": 64},
+        "evaluation": {"empty_answers": "released"},
     }
     path.write_text(yaml.safe_dump(study))
     return path
@@ -68,6 +69,7 @@ def test_every_run_finishes_with_its_files(study):
                 assert (run / f).is_file(), run / f
             assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
             assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == s
+            assert json.loads((run / "metrics.json").read_text())["empty_answers"] == "released"  # the study's evaluation section
     for f in ("results.json", "results.md", "study.json", "study.md", "pareto.png", "index.html"):
         assert (out / f).is_file(), f
 

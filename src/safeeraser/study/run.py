@@ -95,6 +95,8 @@ def run_record(study: Study, run: RunSpec, data: Path, model: str) -> dict:
         "generation": f"{generation.label()}, seed {generation.seed}",
         "judge": spec.judge + (f" ({spec.judge_model})" if spec.judge_model else ""),
     }
+    if spec.evaluation.changed():  # recorded only when set, so that earlier studies' records still match
+        record["evaluation"] = spec.evaluation.changed()
     return json.loads(json.dumps(record))  # as it reads back from the file (tuples become lists)
 
 
@@ -133,15 +135,16 @@ def plan(study: Study, out: Path, data: Path, model: str) -> list[tuple[RunSpec,
     return planned
 
 
-def make_judge(spec: str, model: str | None):
+def make_judge(spec: str, model: str | None, evaluation: dict | None = None):
+    """The study's judge; ``evaluation``'s judge_protocol and judge_score go to the LLM judges (openai, hf)."""
     from safeeraser.judge import make_judges
     from safeeraser.judge.cache import default_path
 
-    options: dict = {}
-    if model is not None:
-        named = {"model": model, "cache": default_path()}
-        options = {name: named for name in ("openai", "hf", "llamaguard", "wildguard", "harmbench")}
-    return make_judges(spec, options)
+    evaluation = evaluation or {}
+    llm = {k: evaluation[f"judge_{k}"] for k in ("protocol", "score") if evaluation.get(f"judge_{k}") is not None}
+    named = {"model": model, "cache": default_path()} if model is not None else {}
+    options = {name: named | (llm if name in ("openai", "hf") else {}) for name in ("openai", "hf", "llamaguard", "wildguard", "harmbench")}
+    return make_judges(spec, {k: v for k, v in options.items() if v})
 
 
 def run_one(job: dict) -> dict:
@@ -176,9 +179,9 @@ def run_one(job: dict) -> dict:
         if not pred.exists():
             generate_predictions(model, data, split, pred, job["generation"], adapter=adapter, progress=progress)
     evaluate(
-        data, run / METRICS, make_judge(job["judge"], job["judge_model"]),
+        data, run / METRICS, make_judge(job["judge"], job["judge_model"], job["evaluation"]),
         pred_train=run / "predictions_train.json", pred_val=run / "predictions_val.json",
-        pred_general=run / "predictions_general.json", progress=False,
+        pred_general=run / "predictions_general.json", empty_answers=job["evaluation"]["empty_answers"], progress=False,
     )
     return {"folder": str(run), "seconds": time.perf_counter() - began, "device": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
@@ -231,6 +234,7 @@ def run_study(study: Study, out: Path, *, jobs: int = 1, devices: list[str] | No
         {
             "folder": str(folder), "data": str(data), "model": model, "method": run.method, "config": run.config,
             "generation": study.generation(run.seed), "judge": study.file.judge, "judge_model": study.file.judge_model,
+            "evaluation": study.file.evaluation.model_dump(),
             "record": record, "record_path": str(record_path(out, run)), "progress": progress and jobs == 1,
         }
         for run, folder, record in todo

@@ -13,6 +13,7 @@ mistake is one line naming the file and the key.
     grid: {pd_weight: [0.5, 1.0]}             # any setting: every combination is a cell
     generation: {protocol: published, max_new_tokens: 48}   # as `generate`; seed null = the run's seed
     judge: keyword                            # as `evaluate --judge`
+    evaluation: {empty_answers: released, judge_score: released}   # as `evaluate --empty-answers`, --judge-protocol, --judge-score
     run_folder: "{cell}/seed{seed}"           # under DIR/runs/; fields {cell}, {method}, {seed}
 """
 
@@ -22,7 +23,7 @@ import itertools
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -72,6 +73,16 @@ class GenerationSpec(_Strict):
     seed: int | None = None  # None: each run generates with its own seed
 
 
+class EvaluationSpec(_Strict):
+    empty_answers: Literal["skip", "judge", "released"] = "skip"
+    judge_protocol: Literal["published", "question-aware", "strict"] | None = None  # LLM judges (openai, hf)
+    judge_score: Literal["ours", "released"] | None = None  # LLM judges' consistency score
+
+    def changed(self) -> dict:
+        """The settings given other than their defaults (a study that leaves them out records none)."""
+        return self.model_dump(exclude_defaults=True)
+
+
 class StudyFile(_Strict):
     data: Any  # a dataset folder, or DemoDataSpec (checked in parse_study, so that errors name the key inside)
     model: Any  # a model folder or hub id, or TinyModelSpec
@@ -84,6 +95,7 @@ class StudyFile(_Strict):
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     judge: str = "keyword"
     judge_model: str | None = None
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     run_folder: str = DEFAULT_RUN_FOLDER
 
 
@@ -177,6 +189,9 @@ def parse_study(data: Any, source: str, base: Path) -> Study:
         if method in methods:
             raise UserError(f"{source}: 'methods[{i}]': {method} is listed twice")
         methods.append(method)
+    llm_options = [k for k in ("judge_protocol", "judge_score") if getattr(spec.evaluation, k) is not None]
+    if llm_options and not any(kind in spec.judge for kind in ("openai", "hf")):
+        raise UserError(f"{source}: 'evaluation.{llm_options[0]}': only an LLM judge (openai, hf) takes it, not judge {spec.judge!r}")
     if len(set(spec.seeds)) != len(spec.seeds):
         raise UserError(f"{source}: 'seeds': a seed is listed twice ({spec.seeds})")
     for key, values in spec.grid.items():
