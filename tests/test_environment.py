@@ -14,7 +14,7 @@ from safeeraser.environment import config_hash, differences, git_commit, manifes
 
 def test_manifest_fields_and_types():
     m = manifest()
-    assert set(m) == {"safeeraser", "python", "platform", "packages", "device", "threads", "cpu", "git_commit"}
+    assert set(m) == {"safeeraser", "python", "platform", "packages", "device", "threads", "cpu", "cpu_isa_pin", "git_commit"}
     assert m["safeeraser"] == safeeraser.__version__
     assert m["python"].count(".") == 2 and m["python"][0].isdigit()
     assert "-" in m["platform"]
@@ -26,6 +26,7 @@ def test_manifest_fields_and_types():
     assert isinstance(m["device"], str) and m["device"]
     assert isinstance(m["threads"], int) and m["threads"] >= 1
     assert set(m["cpu"]) == {"model", "isa", "flags"}
+    assert m["cpu_isa_pin"] is None or set(m["cpu_isa_pin"]) <= {"ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"}
     assert m["cpu"]["model"] is None or isinstance(m["cpu"]["model"], str)
     assert m["cpu"]["isa"] is None or isinstance(m["cpu"]["isa"], str)
     assert set(m["cpu"]["flags"]) <= set(environment.CPU_FLAGS)

@@ -27,6 +27,18 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Make, validate and count SafeEraser-format datasets.")
 model_app = typer.Typer(no_args_is_help=True, help="List the model families; build a tiny stand-in of one.")
 judges_app = typer.Typer(no_args_is_help=True, help="Compare judges.")
+
+
+@app.callback()
+def root(
+    reproducible: bool = typer.Option(
+        False, "--reproducible",
+        help="Pin the CPU kernels' instruction set at AVX2 (torch, MKL, oneDNN) so that an x86-64 CPU with AVX2 or AVX-512 gives the same numbers; the demo does by default (SAFEERASER_REPRODUCIBLE=0 switches that off). Before the command: safeeraser --reproducible unlearn ...",
+    ),
+) -> None:
+    """Safety unlearning for multimodal LLMs."""  # the pin itself is set in main(), before torch loads
+
+
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 app.add_typer(judges_app, name="judges")
@@ -422,6 +434,19 @@ def sweep_cmd(
     _say(f"wrote {out}: {len(result['runs'])} runs, {result['ran']} made now, {result['skipped']} already finished; open {out / 'index.html'}")
 
 
+def _pin_cpu_isa(argv: list[str]) -> None:
+    """The demo, and any command after --reproducible, pin the kernels' instruction set (numerics.py),
+    before torch loads; SAFEERASER_REPRODUCIBLE=1/0 decides for every command."""
+    from safeeraser.numerics import pin_cpu_isa, wanted
+
+    command = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    asked = "--reproducible" in argv[:command]
+    if wanted(default=asked or argv[command : command + 1] == ["demo"]):
+        done = pin_cpu_isa()
+        if asked and "not pinned" in done:
+            print(f"note: --reproducible: {done}", file=sys.stderr)
+
+
 INTERRUPTED = 130  # the shell's exit code for a process stopped by Ctrl-C (128 + SIGINT)
 
 
@@ -432,6 +457,8 @@ def _interrupted() -> NoReturn:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; turn user errors into one line and an exit code."""
+    if argv is None:  # the process's own command line (called with argv, e.g. in tests, the caller's environment stays)
+        _pin_cpu_isa(sys.argv[1:])
     try:
         result = app(args=argv, standalone_mode=False, prog_name="safeeraser")
     except UserError as e:

@@ -162,6 +162,7 @@ def threads() -> int | None:
 def manifest() -> dict:
     """The environment of this process: versions, device, threads, CPU and the project's commit."""
     from safeeraser import __version__
+    from safeeraser.numerics import pinned
 
     return {
         "safeeraser": __version__,
@@ -171,6 +172,7 @@ def manifest() -> dict:
         "device": device(),
         "threads": threads(),
         "cpu": cpu(),
+        "cpu_isa_pin": pinned(),
         "git_commit": project_commit(),
     }
 
@@ -182,13 +184,23 @@ def numeric_identity(m: dict) -> dict:
     outputs; anything else (the commit, the CPU's other flags, the platform string) is left out.
     """
     cpu_part = m.get("cpu") or {}
+    # with the kernels' instruction set pinned (numerics.py) the CPU model no longer moves the numbers
+    cpu_fields = {"isa": cpu_part.get("isa"), "pinned": True} if _pinned_everywhere(m) else {"model": cpu_part.get("model"), "isa": cpu_part.get("isa")}
     return {
         "packages": dict(m.get("packages") or {}),
         "python": m.get("python"),
         "device": m.get("device"),
         "threads": m.get("threads"),
-        "cpu": {"model": cpu_part.get("model"), "isa": cpu_part.get("isa")},
+        "cpu": cpu_fields,
     }
+
+
+def _pinned_everywhere(m: dict) -> bool:
+    """Every library of a CPU run capped at the same level (a GPU run's numbers are the GPU's)."""
+    from safeeraser.numerics import SWITCHES
+
+    pin = m.get("cpu_isa_pin") or {}
+    return m.get("device") == "cpu" and all(str(pin.get(name, "")).lower() == value.lower() for name, value in SWITCHES.items())
 
 
 def config_hash(obj: Any) -> str:
