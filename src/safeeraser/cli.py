@@ -414,6 +414,7 @@ def sweep_cmd(
     jobs: int = typer.Option(1, "--jobs", help="Runs at once, each in its own process (set OMP_NUM_THREADS to cores / jobs)."),
     devices: Optional[str] = typer.Option(None, "--devices", help="GPUs to spread the --jobs workers over, one each in turn, e.g. 0,1,2,3 (default: every visible GPU)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the study and list its runs (finished ones marked); run nothing."),
+    launcher: str = typer.Option("local", "--launcher", help="local (processes on this machine), slurm (each run a Slurm job through submitit, with the study file's slurm: settings) or submitit-local (the same submission, run as local processes, --jobs at a time)."),
 ):
     """Run a study: every (method, settings, seed) through unlearn, generate and evaluate; report mean ± std and 95% intervals across seeds."""
     from safeeraser.study.run import run_study, status
@@ -429,7 +430,7 @@ def sweep_cmd(
     chosen = [d.strip() for d in devices.split(",") if d.strip()] if devices is not None else None
     if chosen and not __import__("torch").cuda.is_available():
         _say("note: no CUDA GPU here: --devices only sets each worker's CUDA_VISIBLE_DEVICES")
-    result = run_study(study, out, jobs=jobs, devices=chosen)
+    result = run_study(study, out, jobs=jobs, devices=chosen, launcher=launcher)
     typer.echo((out / "study.md").read_text())
     _say(f"wrote {out}: {len(result['runs'])} runs, {result['ran']} made now, {result['skipped']} already finished; open {out / 'index.html'}")
 

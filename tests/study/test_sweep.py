@@ -112,11 +112,18 @@ def test_the_report_shows_the_spread(study):
     assert sorted(r["label"] for r in json.loads((out / "results.json").read_text())) == sorted(f"{m}/seed{s}" for m in METHODS for s in SEEDS)
 
 
-def test_two_jobs_give_the_same_results(study):
-    # seed 1's four runs again, two at a time, into a fresh folder: the same answers, adapters and metrics
+@pytest.fixture(scope="module")
+def jobs2(study):
+    """seed 1's four runs again, two at a time, into a fresh folder."""
     out2 = study["root"] / "jobs2"
     # each worker gets its own device (CUDA_VISIBLE_DEVICES; on this CPU-only machine nothing else changes)
     _, out, err = sweep("--config", write_study(study["root"] / "seed1.yaml", study["data"], study["model"], [1]), "--out", out2, "--jobs", "2", "--devices", "0,1")
+    return {"out": out2, "stdout": out, "err": err}
+
+
+def test_two_jobs_give_the_same_results(study, jobs2):
+    # the same answers, adapters and metrics as the --jobs 1 runs of seed 1
+    out2, out, err = jobs2["out"], jobs2["stdout"], jobs2["err"]
     assert "4 runs, 4 made now, 0 already finished" in err
     done = [line for line in (out + err).splitlines() if " done: " in line]
     assert len(done) == 4 and {line.rsplit("device ", 1)[1].rstrip(")") for line in done} == {"0", "1"}, done
@@ -175,3 +182,50 @@ def test_workers_are_spread_over_the_devices():
         worker_devices(2, [])
     if not torch.cuda.is_available():
         assert worker_devices(2, None) is None  # no GPU and none named: the workers' environment is left alone
+
+
+def test_a_killed_submitit_sweep_resumes_to_the_study_local_processes_make(study, jobs2, tmp_path):
+    """seed 1's study sent as submitit jobs (the path Slurm takes, run as local processes), killed
+    with its running job once a run has finished, then run again: the finished runs are kept and
+    never sent again, the others are sent again, and every run's answers, adapter and metrics, and
+    study.md, equal those of the same study run as local processes."""
+    pytest.importorskip("submitit")
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    config = study["root"] / "seed1.yaml"
+    cmd = [sys.executable, "-m", "safeeraser", "sweep", "--config", str(config), "--out", str(out), "--launcher", "submitit-local"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, start_new_session=True)
+    first = out / "runs" / METHODS[0] / "seed1" / "metrics.json"
+    deadline = time.monotonic() + 600
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert first.exists(), proc.stderr.read() if proc.poll() is not None else "no run finished in time"
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and the job it runs, as a lost login session would
+    proc.wait()
+    kept = {m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns for m in METHODS if (out / "runs" / m / "seed1" / "metrics.json").exists()}
+    assert 1 <= len(kept) < len(METHODS)
+    _, _, err = sweep("--config", config, "--out", out, "--launcher", "submitit-local", "--jobs", "2")
+    assert f"4 runs, {4 - len(kept)} made now, {len(kept)} already finished" in err
+    assert len([line for line in err.splitlines() if "sent job " in line]) == 4 - len(kept)
+    assert {m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns for m in kept} == kept  # never sent again
+    ledger = json.loads((out / "submitit" / "jobs.json").read_text())
+    assert len(ledger) == 4 and all((out / "submitit" / job_id).is_dir() for job_id in ledger.values())
+    for m in METHODS:
+        a, b = (o / "runs" / m / "seed1" for o in (study["out"], out))
+        for f in ("predictions_train.json", "predictions_val.json", "predictions_general.json", "adapter/adapter_model.safetensors"):
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f"{m}/seed1/{f}"
+        x, y = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
+        assert {k: x[k] for k in METRIC_KEYS} == {k: y[k] for k in METRIC_KEYS}, m
+    assert (jobs2["out"] / "study.md").read_bytes() == (out / "study.md").read_bytes()
+
+
+def test_launcher_mistakes_are_one_line(study, tmp_path):
+    code, _, err = run_cli("sweep", "--config", study["root"] / "study.yaml", "--out", tmp_path / "o", "--launcher", "pbs")
+    assert code == 2 and "unknown --launcher 'pbs'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("sweep", "--config", study["root"] / "study.yaml", "--out", tmp_path / "o", "--launcher", "submitit-local", "--jobs", "2", "--devices", "0,1")
+    assert code == 2 and "--devices" in err and len(err.strip().splitlines()) == 1

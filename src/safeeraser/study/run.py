@@ -213,12 +213,25 @@ def worker_devices(jobs: int, devices: list[str] | None) -> list[str] | None:
     return [devices[k % len(devices)] for k in range(jobs)]
 
 
-def run_study(study: Study, out: Path, *, jobs: int = 1, devices: list[str] | None = None, progress: bool = True, report: bool = True) -> dict:
+def run_study(
+    study: Study, out: Path, *, jobs: int = 1, devices: list[str] | None = None, progress: bool = True, report: bool = True, launcher: str = "local"
+) -> dict:
     """Run every unfinished run of ``study`` into ``out`` and write the report; returns counts and folders.
-    ``devices``: the GPUs to spread the ``jobs`` workers over (default: every visible one)."""
+    ``devices``: the GPUs to spread the ``jobs`` workers over (default: every visible one).
+    ``launcher``: local (processes here), slurm or submitit-local (each run a submitit job, ``study.cluster``)."""
+    from safeeraser.study.cluster import LAUNCHERS
+
     if jobs < 1:
         raise UserError(f"--jobs must be positive (got {jobs})")
-    slots = worker_devices(jobs, devices)
+    if launcher not in LAUNCHERS:
+        raise UserError(f"unknown --launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
+    if launcher != "local" and devices:
+        raise UserError(f"--devices spreads local workers over GPUs: with --launcher {launcher} the scheduler places each job (slurm.gpus_per_run)")
+    if launcher != "local":
+        from safeeraser.study.cluster import _submitit
+
+        _submitit()  # a missing launcher is said before anything is built
+    slots = worker_devices(jobs, devices) if launcher == "local" else None
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
@@ -235,11 +248,15 @@ def run_study(study: Study, out: Path, *, jobs: int = 1, devices: list[str] | No
             "folder": str(folder), "data": str(data), "model": model, "method": run.method, "config": run.config,
             "generation": study.generation(run.seed), "judge": study.file.judge, "judge_model": study.file.judge_model,
             "evaluation": study.file.evaluation.model_dump(),
-            "record": record, "record_path": str(record_path(out, run)), "progress": progress and jobs == 1,
+            "record": record, "record_path": str(record_path(out, run)), "progress": progress and jobs == 1 and launcher == "local",
         }
         for run, folder, record in todo
     ]
-    if jobs == 1 or len(jobs_list) <= 1:
+    if launcher != "local":
+        from safeeraser.study.cluster import run_jobs
+
+        run_jobs(launcher, jobs_list, out, study.file.slurm, parallel=jobs, task=run_one, log=lambda m: _log(m, quiet))
+    elif jobs == 1 or len(jobs_list) <= 1:
         for k, job in enumerate(jobs_list, start=1):
             _log(f"run {k}/{len(jobs_list)}: {Path(job['folder']).relative_to(out / 'runs')}", quiet)
             run_one(job)

@@ -14,6 +14,7 @@ mistake is one line naming the file and the key.
     generation: {protocol: published, max_new_tokens: 48}   # as `generate`; seed null = the run's seed
     judge: keyword                            # as `evaluate --judge`
     evaluation: {empty_answers: released, judge_score: released}   # as `evaluate --empty-answers`, --judge-protocol, --judge-score
+    slurm: {partition: gpu, time_min: 720, gpus_per_run: 1}   # sweep --launcher slurm: each run a job (docs/studies.md)
     run_folder: "{cell}/seed{seed}"           # under DIR/runs/; fields {cell}, {method}, {seed}
 """
 
@@ -83,6 +84,23 @@ class EvaluationSpec(_Strict):
         return self.model_dump(exclude_defaults=True)
 
 
+class SlurmSpec(_Strict):
+    """What each run's job asks of the cluster (sweep --launcher slurm); submitit turns it into sbatch options."""
+
+    partition: str | None = None
+    time_min: int = Field(24 * 60, gt=0)  # the job's time limit, minutes
+    gpus_per_run: int = Field(1, ge=0)
+    cpus_per_run: int | None = Field(None, gt=0)
+    mem_gb: int | None = Field(None, gt=0)
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int | None = Field(None, gt=0)  # runs at once (default: Slurm's)
+    job_name: str = "safeeraser"
+    setup: list[str] = Field(default_factory=list)  # shell lines before each run, e.g. module load, source venv/bin/activate
+    sbatch: dict[str, Any] = Field(default_factory=dict)  # any other #SBATCH option, e.g. {exclude: "node07"}
+
+
 class StudyFile(_Strict):
     data: Any  # a dataset folder, or DemoDataSpec (checked in parse_study, so that errors name the key inside)
     model: Any  # a model folder or hub id, or TinyModelSpec
@@ -96,6 +114,7 @@ class StudyFile(_Strict):
     judge: str = "keyword"
     judge_model: str | None = None
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec)  # only for sweep --launcher slurm / submitit-local
     run_folder: str = DEFAULT_RUN_FOLDER
 
 
