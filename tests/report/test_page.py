@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from safeeraser.data.records import load_split
-from safeeraser.report.build import PLOTS, build_report
+from safeeraser.report.build import PARETO_CAPTION, PARETO_CAPTION_ONE_SEED, PLOTS, build_report
 from safeeraser.report.html import pick_samples, verdict_class
 from safeeraser.report.plots import Label, plot_pareto, point_labels
 
-from .conftest import TRICKY_ANSWER, TRICKY_QUESTION, write_run
+from .conftest import TRICKY_ANSWER, TRICKY_QUESTION, study_report, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -108,6 +108,24 @@ def test_out_keeps_foreign_files_and_drops_stale_plots(demo_runs, tmp_path):
     assert not (out / "dynamics.png").exists() and not (out / "loss_curves.png").exists()
     assert {p.name for p in written} == {"results.json", "results.md", "results.csv", "forgetting_vs_sarr.png", "tradeoff.png", "index.html"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def test_a_one_seed_study_has_no_across_seeds_section(demo_runs, tmp_path):
+    out = study_report(demo_runs[0], tmp_path, ["po", "po+pd"], seeds=[0])
+    page = (out / "index.html").read_text()
+    assert "Across seeds" not in page and "(1 seed)" not in page
+    assert html.escape(PARETO_CAPTION_ONE_SEED) in page  # the Pareto plot is still shown, among the others
+    assert "| Cell | Seed ids |" in (out / "study.md").read_text()  # the files keep the table
+
+
+def test_a_two_seed_study_shows_the_spread_and_the_seeds_of_each_cell(demo_runs, tmp_path):
+    out = study_report(demo_runs[0], tmp_path, ["po", "po+pd"], seeds=[0, 1])
+    page = (out / "index.html").read_text()
+    section = page[page.index("<h2>Across seeds</h2>") : page.index("<h2>Plots</h2>")]
+    assert '<th>Cell</th><th title="the seeds this cell was run with">Seed ids</th>' in section
+    assert re.search(r'<th scope="row" [^>]*>po ?[^<]*</th><td>0, 1</td>', section)
+    assert "100.0 ± 0.0 [100.0, 100.0]" in section  # po's SARR, the same at both seeds
+    assert html.escape(PARETO_CAPTION) in section and PARETO_CAPTION_ONE_SEED not in page
 
 
 # The demo study's cells, seed 0 (ASR gen., SARR in percent): three near ASR 100 with SARR 0,

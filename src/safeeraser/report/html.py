@@ -289,7 +289,7 @@ def study_section(cells: list[dict], pareto: Path | None, caption: str) -> str:
         '<p class="note">Per cell (method and grid settings): mean ± standard deviation over the seeds '
         "[95% t-interval of the mean], in percent; ★ on the Pareto front of ASR gen. ↓, SARR ↓ and ROUGE-L ↑. "
         "Hover a cell for each seed's value.</p>"
-        f'<table class="results"><thead><tr><th>Cell</th><th>Seeds</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        f'<table class="results"><thead><tr><th>Cell</th><th title="the seeds this cell was run with">Seed ids</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
         f'<div class="plots">{figure}</div>'
     )
 

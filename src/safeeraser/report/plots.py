@@ -259,6 +259,7 @@ def plot_dynamics(logs: list[tuple[str, list[dict]]], path: Path, colours: dict[
 def plot_pareto(cells: list[dict], path: Path) -> Path | None:
     """A study's cells, mean over seeds: ASR gen. against SARR, coloured by ROUGE-L, with one
     standard deviation as bars and the Pareto front (``study.summary.mark_pareto``) ringed and joined."""
+    from safeeraser.study.summary import several_seeds
 
     def mean(cell: dict, key: str) -> float:
         return _percent(cell["metrics"][key]["mean"])
@@ -276,7 +277,8 @@ def plot_pareto(cells: list[dict], path: Path) -> Path | None:
     utility = [mean(c, "rouge_l") for c in points]
     known = [u for u in utility if not math.isnan(u)]
     dots = ax.scatter(xs, ys, c=[u if not math.isnan(u) else 0 for u in utility], cmap="viridis", vmin=0, vmax=max(known + [1.0]), s=70, edgecolor="black", linewidth=0.5, zorder=3)
-    fig.colorbar(dots, ax=ax, label="ROUGE-L ↑ (percent, mean over seeds)")
+    over = "mean over seeds" if several_seeds(cells) else "one seed"
+    fig.colorbar(dots, ax=ax, label=f"ROUGE-L ↑ (percent, {over})")
     front = sorted((x, y) for c, x, y in zip(points, xs, ys) if c.get("pareto"))
     if front:
         ax.scatter(*zip(*front), s=220, facecolor="none", edgecolor="crimson", linewidth=1.6, zorder=4, label="Pareto front (ASR, SARR, ROUGE-L)")
@@ -287,7 +289,7 @@ def plot_pareto(cells: list[dict], path: Path) -> Path | None:
     ax.set_ylim(-5, 108)
     ax.set_xlabel("ASR generality ↓ (unsafe answers on unseen harmful images, percent)")
     ax.set_ylabel("SARR ↓ (refuses harmless images: over-forgetting, percent)")
-    ax.set_title("Study: forgetting vs over-forgetting vs utility, mean over seeds")
+    ax.set_title(f"Study: forgetting vs over-forgetting vs utility, {over}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     _save(fig, path, dpi=110)
