@@ -143,3 +143,19 @@ def report(demo_runs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "out"
     build_report(demo_runs[1], out)
     return out
+
+
+def study_report(data: Path, root: Path, methods: list[str], seeds: list[int]) -> Path:
+    """A study's report over run folders ``root/METHOD/seedS``, as ``sweep`` builds it: the
+    across-seed summary of their metrics.json beside the per-run tables; its folder is returned."""
+    from safeeraser.report.build import build_report
+    from safeeraser.study.summary import summarise
+
+    runs = []
+    for method in methods:
+        for seed in seeds:
+            folder = write_run(root / method / f"seed{seed}", method, data)
+            runs.append({"cell": method, "method": method, "settings": {}, "seed": seed, "run": str(folder), "metrics": json.loads((folder / "metrics.json").read_text())})
+    out = root / "out"
+    build_report([Path(r["run"]) for r in runs], out, study=summarise(runs))
+    return out

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from .conftest import study_report
+
 # Offline and quiet: no network, no first-run or background services.
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -25,11 +27,15 @@ FLAGS = [
 ]
 
 
-def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
+def _need_chromium() -> str:
     exe = shutil.which("chromium")
     if exe is None:
         pytest.skip("chromium is not on PATH (apt-get install -y chromium)")
-    return subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=90)
+    return exe
+
+
+def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([_need_chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=90)
 
 
 def test_page_renders_in_headless_chromium(report, tmp_path):
@@ -49,3 +55,13 @@ def test_page_script_runs_without_errors(report, tmp_path):
     assert '<span id="f-count">6 shown</span>' in dom  # written by the filter script once it has run
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
     assert not [line for line in console if "Uncaught" in line or "Error" in line], console
+
+
+def test_a_two_seed_study_page_renders_its_across_seed_table(demo_runs, tmp_path):
+    _need_chromium()  # before building the runs
+    out = study_report(demo_runs[0], tmp_path / "study", ["po", "po+pd"], seeds=[0, 1])
+    shot = tmp_path / "study.png"
+    done = _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", (out / "index.html").as_uri())
+    assert shot.exists(), done.stderr[-2000:]
+    dom = _chromium(tmp_path / "profile", "--dump-dom", (out / "index.html").as_uri()).stdout
+    assert "<h2>Across seeds</h2>" in dom and ">Seed ids</th>" in dom and "(1 seed)" not in dom

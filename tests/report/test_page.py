@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 from safeeraser.data.records import load_split
-from safeeraser.report.build import PLOTS, build_report
+from safeeraser.report.build import PARETO_CAPTION, PARETO_CAPTION_ONE_SEED, PLOTS, build_report
 from safeeraser.report.html import pick_samples, verdict_class
+from safeeraser.report.plots import Label, plot_pareto, point_labels
 
-from .conftest import TRICKY_ANSWER, TRICKY_QUESTION, write_run
+from .conftest import TRICKY_ANSWER, TRICKY_QUESTION, study_report, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -107,3 +108,51 @@ def test_out_keeps_foreign_files_and_drops_stale_plots(demo_runs, tmp_path):
     assert not (out / "dynamics.png").exists() and not (out / "loss_curves.png").exists()
     assert {p.name for p in written} == {"results.json", "results.md", "results.csv", "forgetting_vs_sarr.png", "tradeoff.png", "index.html"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def test_a_one_seed_study_has_no_across_seeds_section(demo_runs, tmp_path):
+    out = study_report(demo_runs[0], tmp_path, ["po", "po+pd"], seeds=[0])
+    page = (out / "index.html").read_text()
+    assert "Across seeds" not in page and "(1 seed)" not in page
+    assert html.escape(PARETO_CAPTION_ONE_SEED) in page  # the Pareto plot is still shown, among the others
+    assert "| Cell | Seed ids |" in (out / "study.md").read_text()  # the files keep the table
+
+
+def test_a_two_seed_study_shows_the_spread_and_the_seeds_of_each_cell(demo_runs, tmp_path):
+    out = study_report(demo_runs[0], tmp_path, ["po", "po+pd"], seeds=[0, 1])
+    page = (out / "index.html").read_text()
+    section = page[page.index("<h2>Across seeds</h2>") : page.index("<h2>Plots</h2>")]
+    assert '<th>Cell</th><th title="the seeds this cell was run with">Seed ids</th>' in section
+    assert re.search(r'<th scope="row" [^>]*>po ?[^<]*</th><td>0, 1</td>', section)
+    assert "100.0 ± 0.0 [100.0, 100.0]" in section  # po's SARR, the same at both seeds
+    assert html.escape(PARETO_CAPTION) in section and PARETO_CAPTION_ONE_SEED not in page
+
+
+# The demo study's cells, seed 0 (ASR gen., SARR in percent): three near ASR 100 with SARR 0,
+# four near the origin, the rest apart.
+DEMO_CELLS = [
+    ("vanilla", 100.0, 0.0), ("ga", 0.0, 100.0), ("ga+pd", 0.0, 4.17), ("gd", 30.09, 68.06), ("gd+pd", 2.31, 4.17),
+    ("kl", 10.19, 86.11), ("kl+pd", 1.85, 1.39), ("po", 0.0, 38.89), ("po+pd", 0.0, 0.0), ("npo", 97.22, 0.0), ("npo+pd", 96.76, 0.0),
+]
+
+
+def test_labels_of_coinciding_points_are_one_label():
+    labels = point_labels(DEMO_CELLS)
+    assert labels == [
+        Label("npo+pd\nnpo\nvanilla", 96.76, 0.0, "right", "bottom"),  # turned away from the right edge
+        Label("ga", 0.0, 100.0, "left", "top"),  # and from the top
+        Label("ga+pd\ngd+pd\nkl+pd\npo+pd", 2.31, 4.17, "left", "bottom"),  # top to bottom
+        Label("gd", 30.09, 68.06, "left", "bottom"),
+        Label("kl", 10.19, 86.11, "left", "bottom"),
+        Label("po", 0.0, 38.89, "left", "bottom"),
+    ]
+    assert point_labels([("a", 50.0, 50.0), ("b", 50.0, 50.0)]) == [Label("a\nb", 50.0, 50.0, "left", "bottom")]  # ties keep their order
+    assert point_labels(DEMO_CELLS) == labels
+
+
+def test_the_pareto_plot_is_the_same_png_for_the_same_cells(tmp_path):
+    from safeeraser.study.summary import summarise
+
+    cells = summarise([{"cell": name, "method": name, "settings": {}, "seed": 0, "run": name, "metrics": {"asr_generality": x / 100, "sarr": y / 100, "rouge_l": 0.6}} for name, x, y in DEMO_CELLS])
+    first, again = plot_pareto(cells, tmp_path / "a.png"), plot_pareto(cells, tmp_path / "b.png")
+    assert first.read_bytes() == again.read_bytes()

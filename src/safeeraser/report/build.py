@@ -36,6 +36,12 @@ PARETO_CAPTION = (
     "colour = ROUGE-L; bars: one standard deviation across seeds; ringed and joined: the Pareto front "
     "(no other cell has lower ASR, lower SARR and higher ROUGE-L). Best is bottom left."
 )
+# With one seed per cell there is no spread: the plot goes with the others, and says so.
+PARETO_CAPTION_ONE_SEED = (
+    "Per cell (method and grid settings), one seed: ASR on unseen harmful images against SARR, "
+    "colour = ROUGE-L; ringed and joined: the Pareto front "
+    "(no other cell has lower ASR, lower SARR and higher ROUGE-L). Best is bottom left."
+)
 
 
 @dataclass
@@ -129,7 +135,8 @@ def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn
 
     ``labels`` names runs (by the folder as given) in the tables; default: the method, plus the
     folder name where two runs share one. ``study``: the across-seed summary of a study's cells
-    (``study.summary``), written to study.{json,md}, drawn as the Pareto plot and shown on the page.
+    (``study.summary``), written to study.{json,md} and drawn as the Pareto plot; the page shows the
+    across-seed table only where some cell has more than one seed (else the plot joins the others).
 
     Runs generated under different protocols or judged by different judges are refused
     (``allow_mixed`` puts them in one table with a warning); runs from different environments
@@ -180,11 +187,14 @@ def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn
         figures = [(png, caption) for png, (_, caption) in zip(drawn, PLOTS) if png is not None]
         section = ""
         if study is not None:
-            from safeeraser.study.summary import to_markdown
+            from safeeraser.study.summary import several_seeds, to_markdown
 
             atomic_write_json(staging / STUDY_FILES[0], study)
             atomic_write_text(staging / STUDY_FILES[1], to_markdown(study))
             pareto = plots.plot_pareto(study, staging / STUDY_FILES[2])
-            section = html.study_section(study, pareto, PARETO_CAPTION)
+            if several_seeds(study):
+                section = html.study_section(study, pareto, PARETO_CAPTION)
+            elif pareto is not None:
+                figures.append((pareto, PARETO_CAPTION_ONE_SEED))
         atomic_write_text(staging / "index.html", html.render_page(rows, figures, samples, note, warnings, study=section))
     return [out / name for name in names if (out / name).exists()]

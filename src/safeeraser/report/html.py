@@ -17,7 +17,7 @@ from safeeraser.data.records import Split
 from safeeraser.errors import UserError
 from safeeraser.formats import sample_where, sd_where
 from safeeraser.judge.keyword import DEGENERATE_REASONS
-from safeeraser.report.table import COLUMNS, judges_line, mean_reduction, pct, pd_pairs
+from safeeraser.report.table import COLUMNS, MEAN_NOTE, judges_line, mean_reduction_text, pct, pd_pairs, reduction_text
 
 SAMPLE_LIMIT = 24
 THUMBNAIL_PX = 128
@@ -156,14 +156,14 @@ def _pd_table(rows: list[dict]) -> str:
     if not pairs:
         return ""
     body = "".join(
-        f"<tr><th scope=\"row\">{escape(base['label'])}</th><td>{pct(base['sarr'])}</td><td>{pct(pd['sarr'])}</td><td>{pct(pd['sarr_reduction'])}%</td></tr>"
+        f"<tr><th scope=\"row\">{escape(base['label'])}</th><td>{pct(base['sarr'])}</td><td>{pct(pd['sarr'])}</td><td>{escape(reduction_text(base, pd))}</td></tr>"
         for base, pd in pairs
     )
     return (
         "<h2>Prompt Decouple: SARR of X vs X+PD</h2>"
         '<table class="results"><thead><tr><th>X</th><th>SARR X</th><th>SARR X+PD</th><th>relative reduction</th></tr></thead>'
         f"<tbody>{body}</tbody></table>"
-        f"<p>Mean relative SARR reduction: <b>{pct(mean_reduction(rows))}%</b> (the paper reports 79.5% on LLaVA-1.5).</p>"
+        f"<p>Mean relative SARR reduction: <b>{escape(mean_reduction_text(rows))}</b> ({escape(MEAN_NOTE)}).</p>"
     )
 
 
@@ -289,7 +289,7 @@ def study_section(cells: list[dict], pareto: Path | None, caption: str) -> str:
         '<p class="note">Per cell (method and grid settings): mean ± standard deviation over the seeds '
         "[95% t-interval of the mean], in percent; ★ on the Pareto front of ASR gen. ↓, SARR ↓ and ROUGE-L ↑. "
         "Hover a cell for each seed's value.</p>"
-        f'<table class="results"><thead><tr><th>Cell</th><th>Seeds</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+        f'<table class="results"><thead><tr><th>Cell</th><th title="the seeds this cell was run with">Seed ids</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
         f'<div class="plots">{figure}</div>'
     )
 

@@ -8,6 +8,7 @@ one PNG and returns its path, or None when there is nothing to draw. A method ke
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -98,6 +99,57 @@ def _percent(value: float | None) -> float:
     return math.nan if value is None else 100 * value
 
 
+# Two points' labels overlap when the points are closer than this, in percent on both axes (which
+# span -5 to 108 in these plots, at 7-8 pt): about a short name's width across, a line's height up.
+LABEL_NEAR = (8.0, 4.0)
+
+
+@dataclass(frozen=True)
+class Label:
+    text: str  # the names, one per line, top to bottom
+    x: float
+    y: float
+    ha: str  # "left": the text starts right of (x, y); "right": it ends left of it
+    va: str  # "bottom": the text sits above (x, y); "top": below it
+
+
+def point_labels(points: list[tuple[str, float, float]], near: tuple[float, float] = LABEL_NEAR) -> list[Label]:
+    """One label per group of points whose labels would overlap, as (name, x, y) in percent.
+
+    Points within ``near`` of one another join one group, and so does a chain of them; the label
+    lists the group's names top to bottom beside its outermost point, turned away from the
+    right and top edges. The same points give the same labels in the same order (the PNG stays
+    byte for byte the same).
+    """
+    group = list(range(len(points)))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            i = group[i]
+        return i
+
+    for i, (_, x, y) in enumerate(points):
+        for j, (_, x2, y2) in enumerate(points[:i]):
+            if abs(x - x2) <= near[0] and abs(y - y2) <= near[1]:
+                group[root(i)] = root(j)
+    members: dict[int, list[tuple[str, float, float]]] = {}
+    for i, point in enumerate(points):
+        members.setdefault(root(i), []).append(point)
+    labels = []
+    for found in members.values():
+        found = sorted(found, key=lambda p: (-p[2], p[1]))  # top to bottom; a stable sort keeps ties in order
+        xs, ys = [p[1] for p in found], [p[2] for p in found]
+        right, top = max(xs) > 60, max(ys) > 90  # the label would run off the axes there
+        labels.append(Label("\n".join(p[0] for p in found), min(xs) if right else max(xs), min(ys) if top else max(ys), "right" if right else "left", "top" if top else "bottom"))
+    return labels
+
+
+def _draw_labels(ax, points: list[tuple[str, float, float]], fontsize: float) -> None:
+    for label in point_labels(points):
+        offset = (-6 if label.ha == "right" else 6, -4 if label.va == "top" else 4)
+        ax.annotate(label.text, (label.x, label.y), xytext=offset, textcoords="offset points", ha=label.ha, va=label.va, fontsize=fontsize)
+
+
 def plot_forgetting_bars(rows: list[dict], path: Path) -> Path | None:
     """Per method: forget quality (ASR, RR on the forget split) beside over-forgetting (SARR)."""
     bars = (("asr_efficacy", "ASR efficacy ↓", "#d62728"), ("rr_efficacy", "RR efficacy ↑", "#1f77b4"), ("sarr", "SARR ↓", "#ff7f0e"))
@@ -134,17 +186,14 @@ def plot_tradeoff(rows: list[dict], pairs: list[tuple[dict, dict]], path: Path, 
         points = {r["label"]: (_percent(r["sarr"]), _percent(transform(r[key]))) for r in rows if r["sarr"] is not None and r[key] is not None}
         for label, (x, y) in points.items():
             ax.scatter(x, y, s=60, color=colours[label], edgecolor="black", linewidth=0.5, zorder=3)
-        # Methods often land on the same spot (e.g. SARR 100, RR 100): one label per spot.
-        spots: dict[tuple, list[str]] = {}
-        for label, (x, y) in points.items():
-            spots.setdefault((round(x, 1), round(y, 1)), []).append(label)
-        for (x, y), labels in spots.items():
-            ax.annotate(", ".join(labels), (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8)
+        # Methods often land on or near the same spot (e.g. SARR 0, RR 100): one label per group.
+        _draw_labels(ax, [(label, x, y) for label, (x, y) in points.items()], fontsize=8)
         for base, pd in pairs:
             if base["label"] in points and pd["label"] in points:
                 ax.annotate("", xy=points[pd["label"]], xytext=points[base["label"]], arrowprops={"arrowstyle": "->", "color": colours[pd["label"]], "lw": 1.6, "shrinkA": 5, "shrinkB": 5})
         ax.scatter([0], [100], marker="*", s=160, color="gold", edgecolor="black", zorder=2)
-        ax.annotate("ideal", (0, 100), xytext=(8, -12), textcoords="offset points", fontsize=8, color="0.3")
+        # above the star: the methods' labels near the top edge go below their points
+        ax.annotate("ideal", (0, 100), xytext=(0, 8), textcoords="offset points", ha="center", va="bottom", fontsize=8, color="0.3")
         ax.set_xlim(-5, 108)
         ax.set_ylim(-5, 108)
         ax.set_xlabel("SARR ↓ (refuses harmless images: over-forgetting)")
@@ -210,6 +259,7 @@ def plot_dynamics(logs: list[tuple[str, list[dict]]], path: Path, colours: dict[
 def plot_pareto(cells: list[dict], path: Path) -> Path | None:
     """A study's cells, mean over seeds: ASR gen. against SARR, coloured by ROUGE-L, with one
     standard deviation as bars and the Pareto front (``study.summary.mark_pareto``) ringed and joined."""
+    from safeeraser.study.summary import several_seeds
 
     def mean(cell: dict, key: str) -> float:
         return _percent(cell["metrics"][key]["mean"])
@@ -227,22 +277,19 @@ def plot_pareto(cells: list[dict], path: Path) -> Path | None:
     utility = [mean(c, "rouge_l") for c in points]
     known = [u for u in utility if not math.isnan(u)]
     dots = ax.scatter(xs, ys, c=[u if not math.isnan(u) else 0 for u in utility], cmap="viridis", vmin=0, vmax=max(known + [1.0]), s=70, edgecolor="black", linewidth=0.5, zorder=3)
-    fig.colorbar(dots, ax=ax, label="ROUGE-L ↑ (percent, mean over seeds)")
+    over = "mean over seeds" if several_seeds(cells) else "one seed"
+    fig.colorbar(dots, ax=ax, label=f"ROUGE-L ↑ (percent, {over})")
     front = sorted((x, y) for c, x, y in zip(points, xs, ys) if c.get("pareto"))
     if front:
         ax.scatter(*zip(*front), s=220, facecolor="none", edgecolor="crimson", linewidth=1.6, zorder=4, label="Pareto front (ASR, SARR, ROUGE-L)")
         ax.plot(*zip(*front), color="crimson", lw=1, ls="--", zorder=2)
         ax.legend(fontsize=8, loc="upper right")
-    spots: dict[tuple, list[str]] = {}
-    for c, x, y in zip(points, xs, ys):
-        spots.setdefault((round(x, 1), round(y, 1)), []).append(c["cell"])
-    for (x, y), names in spots.items():
-        ax.annotate(", ".join(names), (x, y), xytext=(6, 4), textcoords="offset points", fontsize=7)
+    _draw_labels(ax, [(c["cell"], x, y) for c, x, y in zip(points, xs, ys)], fontsize=7)
     ax.set_xlim(-5, 108)
     ax.set_ylim(-5, 108)
     ax.set_xlabel("ASR generality ↓ (unsafe answers on unseen harmful images, percent)")
     ax.set_ylabel("SARR ↓ (refuses harmless images: over-forgetting, percent)")
-    ax.set_title("Study: forgetting vs over-forgetting vs utility, mean over seeds")
+    ax.set_title(f"Study: forgetting vs over-forgetting vs utility, {over}")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     _save(fig, path, dpi=110)

@@ -144,6 +144,30 @@ def mean_reduction(rows: list[dict]) -> float | None:
     return sum(cuts) / len(cuts) if cuts else None
 
 
+# The relative reduction (X - X+PD) / X where X's SARR is 0: there was nothing to cut.
+UNDEFINED_REDUCTION = "undefined: X's SARR is 0"
+MEAN_NOTE = "the paper reports 79.5% on LLaVA-1.5; pairs whose X has a SARR of 0 are left out"
+
+
+def reduction_text(base: dict, pd: dict) -> str:
+    """PD's relative cut of SARR as the PD table prints it; why there is none where X's SARR is 0."""
+    if pd["sarr_reduction"] is not None:
+        return f"{pct(pd['sarr_reduction'])}%"
+    if base["sarr"] == 0 and pd["sarr"] is not None:
+        return UNDEFINED_REDUCTION
+    return "—"  # a SARR not measured
+
+
+def mean_reduction_text(rows: list[dict]) -> str:
+    mean = mean_reduction(rows)
+    if mean is not None:
+        return f"{pct(mean)}%"
+    pairs = pd_pairs(rows)
+    if pairs and all(reduction_text(base, pd) == UNDEFINED_REDUCTION for base, pd in pairs):
+        return "undefined: every X's SARR is 0"
+    return "—"
+
+
 def pct(value: float | None) -> str:
     """A fraction as the paper prints it: a percentage with one decimal; ``—`` for null."""
     return "—" if value is None else f"{100 * value:.1f}"
@@ -186,10 +210,6 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")  # a folder name may hold a pipe
 
 
-def _percent(value) -> str:
-    return "—" if value is None else f"{pct(value)}%"
-
-
 def to_markdown(rows: list[dict], warnings: list[str] | None = None) -> str:
     lines = ["# SafeEraser results", ""]
     if warnings:
@@ -205,8 +225,8 @@ def to_markdown(rows: list[dict], warnings: list[str] | None = None) -> str:
     if pairs:
         lines += ["## Prompt Decouple: SARR of X vs X+PD", "", "| X | SARR X | SARR X+PD | relative reduction |", "|---|---:|---:|---:|"]
         for base, pd in pairs:
-            lines.append(f"| {_md_cell(base['label'])} | {pct(base['sarr'])} | {pct(pd['sarr'])} | {_percent(pd['sarr_reduction'])} |")
-        lines += ["", f"Mean relative SARR reduction: {_percent(mean_reduction(rows))} (the paper reports 79.5% on LLaVA-1.5; undefined where X's SARR is 0).", ""]
+            lines.append(f"| {_md_cell(base['label'])} | {pct(base['sarr'])} | {pct(pd['sarr'])} | {reduction_text(base, pd)} |")
+        lines += ["", f"Mean relative SARR reduction: {mean_reduction_text(rows)} ({MEAN_NOTE}).", ""]
     return "\n".join(lines)
 
 

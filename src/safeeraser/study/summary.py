@@ -70,6 +70,11 @@ def mark_pareto(rows: list[dict]) -> None:
         row["pareto"] = None if mine is None else not any(p is not None and dominates(p, mine) for p in points.values())
 
 
+def several_seeds(rows: list[dict]) -> bool:
+    """Whether some cell ran with more than one seed: else there is no spread to show."""
+    return any(len(r["seeds"]) > 1 for r in rows)
+
+
 def pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
@@ -96,7 +101,7 @@ def to_markdown(rows: list[dict]) -> str:
         "Across seeds: mean ± standard deviation [95% t-interval of the mean], in percent, per cell "
         "(method and grid settings). * marks the Pareto front of ASR gen. ↓, SARR ↓ and ROUGE-L ↑.",
         "",
-        "| Cell | Seeds | " + " | ".join(f"{c.header} {c.better}" for c in columns) + " |",
+        "| Cell | Seed ids | " + " | ".join(f"{c.header} {c.better}" for c in columns) + " |",
         "|---|---|" + "---:|" * len(columns),
     ]
     for r in rows:
