@@ -148,6 +148,7 @@ def unlearn_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     merge: bool = typer.Option(False, "--merge", help="Also save the merged full model to RUN_DIR/merged."),
+    report_to: list[str] = typer.Option([], "--report-to", help="Experiment tracker(s), through accelerate: tensorboard, wandb, mlflow or trackio (repeatable or comma-separated; report_to). They log every step's loss terms, lr and probe values under RUN_DIR/trackers/."),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
 ):
     """Unlearn the forget split with a LoRA adapter."""
@@ -166,6 +167,8 @@ def unlearn_cmd(
         flags["optim"] = {"lr": lr}
     if pd_weight is not None:
         flags["method"] = {"pd_weight": pd_weight}
+    if report_to:
+        flags["report_to"] = [name.strip() for given in report_to for name in given.split(",") if name.strip()]
     if refusals is not None:
         from safeeraser.data.views import read_refusals
 
