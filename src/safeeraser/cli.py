@@ -186,7 +186,7 @@ def unlearn_cmd(
         get_method(method, cfg.method)
         _say(f"starting {ranks} processes on CPU (gloo)")
         raise typer.Exit(run_ranks(ranks))
-    result = unlearn(model, data, method, out, cfg, resume=resume, overwrite=overwrite, merge=merge, allow_outside_root=allow_outside_root, on_finish=plot_run, revision=revision)
+    result = unlearn(model, data, method, out, cfg, resume=resume, overwrite=overwrite, merge=merge, allow_outside_root=allow_outside_root, on_finish=plot_run, revision=revision, preset=preset)
     if not result.main_process:
         return
     if result.already_complete:

@@ -41,6 +41,7 @@ def test_tensorboard_gets_every_logged_number_and_the_run_is_unchanged(untrained
     # the tracker changes no number the run writes
     assert (plain / "log.jsonl").read_bytes() == (tracked / "log.jsonl").read_bytes()
     assert sha256(plain / "adapter" / "adapter_model.safetensors") == sha256(tracked / "adapter" / "adapter_model.safetensors")
+    assert (plain / "adapter" / "README.md").read_bytes() == (tracked / "adapter" / "README.md").read_bytes()  # the model card too
     assert not (plain / "trackers").exists()
     assert json.loads((plain / "run.json").read_text())["config_hash"] == json.loads((tracked / "run.json").read_text())["config_hash"]
 

@@ -23,11 +23,12 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from safeeraser.errors import UserError
+from safeeraser.formats import RUN_METRICS
 from safeeraser.io import atomic_write_json, read_json
 from safeeraser.study.spec import DemoDataSpec, RunSpec, Study, TinyModelSpec
 
 RECORDS = "study-runs"  # DIR/study-runs/<run folder>.json: what each run was asked to be
-METRICS = "metrics.json"
+METRICS = RUN_METRICS
 SPLITS = ("train", "val", "general")
 
 

@@ -33,6 +33,7 @@ from safeeraser.environment import config_hash, manifest
 from safeeraser.errors import TrainingStopped, UserError
 from safeeraser.formats import RUN_LOG, RUN_SUMMARY
 from safeeraser.io import JsonlLog, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
+from safeeraser.models.card import refresh_cards
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import default_dtype, load_model
 from safeeraser.unlearn import trackers
@@ -292,7 +293,7 @@ def unlearn(*args, **kwargs) -> RunResult:
     """Unlearn the forget split of ``data`` from ``model`` with ``method``; write RUN_DIR ``out``.
 
     The arguments are ``UnlearnRun``'s: ``unlearn(model, data, method, out, config, *, resume,
-    overwrite, merge, progress, allow_outside_root, on_finish, revision)``.
+    overwrite, merge, progress, allow_outside_root, on_finish, revision, preset)``.
     """
     return UnlearnRun(*args, **kwargs).run()
 
@@ -324,6 +325,7 @@ class UnlearnRun:
     # finished: the CLI and the demo draw loss.png there
     on_finish: Callable[[Path, str], object] | None = None
     revision: str | None = None  # of a hub id: branch, tag or commit (None: its default branch)
+    preset: str | None = None  # the packaged config the settings started from, recorded in run.json (and the model card)
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -823,6 +825,7 @@ class UnlearnRun:
             "method": self.name,
             "model": str(self.model),
             **({"revision": self.revision} if self.revision else {}),
+            **({"preset": self.preset} if self.preset else {}),
             "data": str(self.data),
             "steps": self.steps,
             "total_steps": self.total,
@@ -856,6 +859,7 @@ class UnlearnRun:
                 atomic_write_json(tmp / MERGE_RECORD, {"base": str(self.model), **({"revision": self.revision} if self.revision else {}), "adapter": str((out / "adapter").resolve())})
             summary["merged"] = str(out / "merged")
         atomic_write_json(out / RUN_SUMMARY, summary)
+        refresh_cards(out)  # README.md of adapter/ (and merged/), from run.json and config.yaml
         if (out / CHECKPOINT).exists():
             shutil.rmtree(out / CHECKPOINT)
 
