@@ -217,6 +217,20 @@ def merge_cmd(
     _say(f"wrote {written}: the base model with {run}'s adapter merged in")
 
 
+@app.command("push")
+def push_cmd(
+    run: Path = typer.Option(..., "--run", help="Run folder from `unlearn`."),
+    repo_id: str = typer.Option(..., "--repo-id", help="Hugging Face model repository, OWNER/NAME (created if missing)."),
+    private: bool = typer.Option(False, "--private", help="Create the repository private (an existing one keeps its visibility)."),
+    merged: bool = typer.Option(False, "--merged", help="Push RUN_DIR/merged (from --merge or `safeeraser merge`) instead of the adapter."),
+):
+    """Upload a run's adapter (or merged model) with its model card to the Hugging Face Hub (token: HF_TOKEN or `hf auth login`)."""
+    from safeeraser.models.push import push_run
+
+    url = push_run(run, repo_id, private=private, merged=merged)
+    _say(f"pushed {run / ('merged' if merged else 'adapter')} to {repo_id}: {url}")
+
+
 @app.command("generate")
 def generate_cmd(
     model: str = typer.Option(..., "--model", help="Model folder or Hugging Face id."),
