@@ -308,7 +308,7 @@ def evaluate_cmd(
     judge_score: Optional[str] = typer.Option(None, "--judge-score", help="LLM judges' consistency score: ours (default: the reference is the correct answer and the model's answer is graded; an unreadable answer is a failure) or released (as released: the model's answer stands as the correct one and the reference is graded; an unreadable answer scores 0.0, counted in counts.judge_score.unparsed_as_zero)."),
     judge_images: bool = typer.Option(False, "--judge-images", help="openai judge: show it each item's image too (a data URL before the question), for judge models that read images; published: text only."),
     empty_answers: str = typer.Option("skip", "--empty-answers", help="skip (default: empty answers to harmful prompts are neither judged nor counted in ASR, RR, SARR; an empty benign answer scores 0 in ROUGE-L and the judge score), judge (empty answers to harmful prompts are judged: an empty harmless-image answer counts against SARR) or released (every empty answer skipped, ROUGE-L and the judge score included, as released). An empty answer is never sent to the judge for a score."),
-    out: Path = typer.Option(..., "--out", help="METRICS.json to write; verdicts go to <name>.judgments.jsonl."),
+    out: Path = typer.Option(..., "--out", help="METRICS.json to write; verdicts go to <name>.judgments.jsonl. RUN_DIR/metrics.json also puts the metrics in the run's model card."),
 ):
     """Judge predictions and compute ASR, RR, SARR, ROUGE-L (and specificity)."""
     from safeeraser.judge import JUDGES, make_judges
