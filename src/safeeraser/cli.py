@@ -160,6 +160,7 @@ def unlearn_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     merge: bool = typer.Option(False, "--merge", help="Also save the merged full model to RUN_DIR/merged."),
+    report_to: list[str] = typer.Option([], "--report-to", help="Experiment tracker(s), through accelerate: tensorboard, wandb, mlflow or trackio (repeatable or comma-separated; report_to). They log every step's loss terms, lr and probe values under RUN_DIR/trackers/."),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
 ):
     """Unlearn the forget split with a LoRA adapter."""
@@ -178,6 +179,8 @@ def unlearn_cmd(
         flags["optim"] = {"lr": lr}
     if pd_weight is not None:
         flags["method"] = {"pd_weight": pd_weight}
+    if report_to:
+        flags["report_to"] = [name.strip() for given in report_to for name in given.split(",") if name.strip()]
     if refusals is not None:
         from safeeraser.data.views import read_refusals
 
@@ -195,7 +198,7 @@ def unlearn_cmd(
         get_method(method, cfg.method)
         _say(f"starting {ranks} processes on CPU (gloo)")
         raise typer.Exit(run_ranks(ranks))
-    result = unlearn(model, data, method, out, cfg, resume=resume, overwrite=overwrite, merge=merge, allow_outside_root=allow_outside_root, on_finish=plot_run, revision=revision)
+    result = unlearn(model, data, method, out, cfg, resume=resume, overwrite=overwrite, merge=merge, allow_outside_root=allow_outside_root, on_finish=plot_run, revision=revision, preset=preset)
     if not result.main_process:
         return
     if result.already_complete:
@@ -224,6 +227,20 @@ def merge_cmd(
         raise UserError("--device cuda: no CUDA GPU here; use --device cpu")
     written = merge_run(run, out, model=model, revision=revision, dtype=dtype, device=device, overwrite=overwrite)
     _say(f"wrote {written}: the base model with {run}'s adapter merged in")
+
+
+@app.command("push")
+def push_cmd(
+    run: Path = typer.Option(..., "--run", help="Run folder from `unlearn`."),
+    repo_id: str = typer.Option(..., "--repo-id", help="Hugging Face model repository, OWNER/NAME (created if missing)."),
+    private: bool = typer.Option(False, "--private", help="Create the repository private (an existing one keeps its visibility)."),
+    merged: bool = typer.Option(False, "--merged", help="Push RUN_DIR/merged (from --merge or `safeeraser merge`) instead of the adapter."),
+):
+    """Upload a run's adapter (or merged model) with its model card to the Hugging Face Hub (token: HF_TOKEN or `hf auth login`)."""
+    from safeeraser.models.push import push_run
+
+    url = push_run(run, repo_id, private=private, merged=merged)
+    _say(f"pushed {run / ('merged' if merged else 'adapter')} to {repo_id}: {url}")
 
 
 @app.command("generate")
@@ -303,7 +320,7 @@ def evaluate_cmd(
     judge_score: Optional[str] = typer.Option(None, "--judge-score", help="LLM judges' consistency score: ours (default: the reference is the correct answer and the model's answer is graded; an unreadable answer is a failure) or released (as released: the model's answer stands as the correct one and the reference is graded; an unreadable answer scores 0.0, counted in counts.judge_score.unparsed_as_zero)."),
     judge_images: bool = typer.Option(False, "--judge-images", help="openai judge: show it each item's image too (a data URL before the question), for judge models that read images; published: text only."),
     empty_answers: str = typer.Option("skip", "--empty-answers", help="skip (default: empty answers to harmful prompts are neither judged nor counted in ASR, RR, SARR; an empty benign answer scores 0 in ROUGE-L and the judge score), judge (empty answers to harmful prompts are judged: an empty harmless-image answer counts against SARR) or released (every empty answer skipped, ROUGE-L and the judge score included, as released). An empty answer is never sent to the judge for a score."),
-    out: Path = typer.Option(..., "--out", help="METRICS.json to write; verdicts go to <name>.judgments.jsonl."),
+    out: Path = typer.Option(..., "--out", help="METRICS.json to write; verdicts go to <name>.judgments.jsonl. RUN_DIR/metrics.json also puts the metrics in the run's model card."),
 ):
     """Judge predictions and compute ASR, RR, SARR, ROUGE-L (and specificity)."""
     from safeeraser.judge import JUDGES, make_judges

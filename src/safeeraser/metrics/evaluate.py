@@ -40,7 +40,7 @@ from pathlib import Path
 from safeeraser.data.records import Split, load_split, load_split_file, read_json_records
 from safeeraser.environment import manifest
 from safeeraser.errors import UserError
-from safeeraser.formats import question_of, sample_where, sd_where
+from safeeraser.formats import RUN_METRICS, RUN_SUMMARY, question_of, sample_where, sd_where
 from safeeraser.io import atomic_write_json, atomic_write_text, check_output_file
 from safeeraser.judge.base import KIND_VERDICTS, VERDICTS, Judge, JudgeItem, Verdict, judge_for, produces
 from safeeraser.metrics.stats import exact_match, rate_with_ci, rouge_l
@@ -266,7 +266,17 @@ def evaluate(
         lines += [json.dumps(r, ensure_ascii=False) for r in specificity["rows"]]
     atomic_write_text(judgments_path(out), "".join(line + "\n" for line in lines))
     atomic_write_json(out, metrics)
+    _refresh_run_cards(Path(out))
     return metrics
+
+
+def _refresh_run_cards(out: Path) -> None:
+    """Metrics written as a run folder's metrics.json go into its model cards (adapter/, merged/)."""
+    run = out.parent
+    if out.name == RUN_METRICS and (run / RUN_SUMMARY).is_file() and (run / "adapter").is_dir():
+        from safeeraser.models.card import refresh_cards
+
+        refresh_cards(run)
 
 
 def _show_images(scored: list[Scored], splits: dict[str, Split | None]) -> None:

@@ -67,4 +67,8 @@ def merge_run(
         merged.save_pretrained(tmp, safe_serialization=True)
         loaded.processor.save_pretrained(tmp)
         atomic_write_json(tmp / MERGE_RECORD, {"base": model, **({"revision": revision} if revision else {}), "adapter": str(adapter.resolve())})
+    if (run_dir / RUN_SUMMARY).is_file():  # a run folder (not a bare adapter folder): the merged model's card
+        from safeeraser.models.card import refresh_card
+
+        refresh_card(run_dir, out, merged=True)
     return out

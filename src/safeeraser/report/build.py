@@ -17,12 +17,12 @@ from pathlib import Path
 
 from safeeraser.data.records import Split, load_split
 from safeeraser.errors import UserError
-from safeeraser.formats import RUN_LOG, RUN_SUMMARY
+from safeeraser.formats import RUN_LOG, RUN_METRICS, RUN_SUMMARY
 from safeeraser.io import atomic_write_json, atomic_write_text, read_json, read_jsonl, replace_files
 from safeeraser.metrics.evaluate import METRIC_KEYS, judgments_path
 from safeeraser.report import html, plots, table
 
-METRICS = "metrics.json"
+METRICS = RUN_METRICS
 PLOTS = (
     ("forgetting_vs_sarr.png", "Per method: forgetting on the forget split (ASR ↓, RR ↑) beside over-forgetting (SARR ↓)."),
     ("tradeoff.png", "Over-forgetting trade-off: SARR against forgetting on unseen harmful images; arrows lead from X to X+PD. Best is top left."),

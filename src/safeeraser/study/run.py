@@ -23,11 +23,12 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from safeeraser.errors import UserError
+from safeeraser.formats import RUN_METRICS
 from safeeraser.io import atomic_write_json, read_json
 from safeeraser.study.spec import DemoDataSpec, RunSpec, Study, TinyModelSpec
 
 RECORDS = "study-runs"  # DIR/study-runs/<run folder>.json: what each run was asked to be
-METRICS = "metrics.json"
+METRICS = RUN_METRICS
 SPLITS = ("train", "val", "general")
 
 
@@ -83,6 +84,8 @@ def _refuse_other_build(marker: Path, wanted: dict, source: str, key: str, defau
 
 def run_record(study: Study, run: RunSpec, data: Path, model: str) -> dict:
     """What a run was asked to be: equal records, interchangeable runs."""
+    from safeeraser.unlearn.config import TRACKING_KEYS
+
     spec = study.file
     generation = study.generation(run.seed)
     record = {
@@ -91,7 +94,8 @@ def run_record(study: Study, run: RunSpec, data: Path, model: str) -> dict:
         "grid": {k: v for k, v in run.settings},
         "data": str(Path(data).resolve()),
         "model": str(Path(model).resolve()) if Path(model).exists() else model,
-        "unlearn": run.config if run.method != "vanilla" else None,
+        # without the trackers (TRACKING_KEYS): watching a run is no reason to train it again
+        "unlearn": {k: v for k, v in run.config.items() if k not in TRACKING_KEYS} if run.method != "vanilla" else None,
         "generation": f"{generation.label()}, seed {generation.seed}",
         "judge": spec.judge + (f" ({spec.judge_model})" if spec.judge_model else ""),
     }

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from safeeraser.errors import UserError, field_problem
 
@@ -88,6 +88,13 @@ def _method_settings() -> type[BaseModel]:
 MethodSettings = _method_settings()
 
 
+# the experiment trackers `--report-to` may name: those of accelerate's that log scalars per step
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
+# settings that say where a run is watched, not what it learns: left out of config_hash and a
+# study's run record, so that turning a tracker on makes no run look like another
+TRACKING_KEYS = {"report_to"}
+
+
 class UnlearnConfig(_Strict):
     seed: int
     system_prompt: bool
@@ -115,6 +122,13 @@ class UnlearnConfig(_Strict):
     mixed_precision: Literal["no", "bf16", "fp16"] | None = None  # None: as accelerate is launched ('no' plainly)
     load_in_4bit: bool = False  # QLoRA: 4-bit NF4 base weights through bitsandbytes (CUDA only)
     log_examples: bool = False  # each log row lists the example indices of its step, by view
+    report_to: list[Literal[TRACKERS]] = []  # type: ignore[valid-type]  # experiment trackers, through accelerate
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        """``--set report_to=tensorboard,wandb`` reads as a string: a comma-separated list."""
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
 
 def packaged_config(name: str) -> dict:
@@ -218,6 +232,9 @@ def _sets(layer: dict, loc: tuple) -> bool:
     """Whether a layer of settings gives the setting at ``loc`` (a path of keys)."""
     node: Any = layer
     for part in loc:
+        if isinstance(node, list) and isinstance(part, int) and part < len(node):  # an item of a list (report_to)
+            node = node[part]
+            continue
         if not isinstance(node, dict) or part not in node:
             return False
         node = node[part]

@@ -33,9 +33,11 @@ from safeeraser.environment import config_hash, manifest
 from safeeraser.errors import TrainingStopped, UserError
 from safeeraser.formats import RUN_LOG, RUN_SUMMARY
 from safeeraser.io import JsonlLog, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
+from safeeraser.models.card import refresh_cards
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import default_dtype, load_model
-from safeeraser.unlearn.config import UnlearnConfig, dump_config
+from safeeraser.unlearn import trackers
+from safeeraser.unlearn.config import TRACKING_KEYS, UnlearnConfig, dump_config
 from safeeraser.unlearn.launch import lone_cpu_launch
 from safeeraser.unlearn.methods import Forward, canonical_name, get_method
 from safeeraser.unlearn.methods.base import batch_views, is_paired
@@ -44,7 +46,7 @@ CHECKPOINT = "checkpoint"
 KEPT = "kept"  # under select: the adapter of the best probed step so far (becomes adapter/ at the end)
 SELECTION = "selection.json"  # under select: the kept step and why
 # settings a resumed run may change: they decide what is written and how, not what is learnt
-RESUME_FREE = ("checkpoint_every", "log_every", "log_examples", "gradient_checkpointing")
+RESUME_FREE = ("checkpoint_every", "log_every", "log_examples", "gradient_checkpointing", "report_to")
 FULL_WEIGHTS = "trainable.safetensors"  # a sharded run's checkpoint: trainable weights by parameter name
 FULL_OPTIMIZER = "optimizer-full.pt"  # ... and their optimizer state, by parameter name
 ALREADY_COMPLETE = "already complete"  # RunResult.stopped of a --resume of a finished run
@@ -192,9 +194,10 @@ def _lora(model, family, config: UnlearnConfig):
         raise UserError(f"LoRA target {lora.target_modules!r} matches no module of this model ({e})") from None
 
 
-def _accelerator(config: UnlearnConfig):
+def _accelerator(config: UnlearnConfig, out: Path):
     """The accelerator as ``accelerate launch`` (or its config file) set it up, with the run's
-    mixed precision when the config names one (null: the launcher's, 'no' when launched plainly)."""
+    mixed precision when the config names one (null: the launcher's, 'no' when launched plainly)
+    and its experiment trackers (``report_to``), which write under ``out``."""
     from accelerate import Accelerator
 
     precision = config.mixed_precision
@@ -204,6 +207,7 @@ def _accelerator(config: UnlearnConfig):
         raise UserError("load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes; set load_in_4bit=false on CPU")
     # cpu=True lets a multi-process launch without GPUs (torchrun, accelerate --multi_gpu) use gloo
     kwargs = {"mixed_precision": precision} if precision is not None else {}
+    kwargs |= trackers.accelerator_kwargs(config.report_to, out)
     try:
         return Accelerator(cpu=not torch.cuda.is_available(), **kwargs)
     except (ImportError, ValueError) as e:  # e.g. a DeepSpeed config without deepspeed installed
@@ -289,7 +293,7 @@ def unlearn(*args, **kwargs) -> RunResult:
     """Unlearn the forget split of ``data`` from ``model`` with ``method``; write RUN_DIR ``out``.
 
     The arguments are ``UnlearnRun``'s: ``unlearn(model, data, method, out, config, *, resume,
-    overwrite, merge, progress, allow_outside_root, on_finish, revision)``.
+    overwrite, merge, progress, allow_outside_root, on_finish, revision, preset)``.
     """
     return UnlearnRun(*args, **kwargs).run()
 
@@ -321,6 +325,7 @@ class UnlearnRun:
     # finished: the CLI and the demo draw loss.png there
     on_finish: Callable[[Path, str], object] | None = None
     revision: str | None = None  # of a hub id: branch, tag or commit (None: its default branch)
+    preset: str | None = None  # the packaged config the settings started from, recorded in run.json (and the model card)
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -336,8 +341,12 @@ class UnlearnRun:
         self.build()
         self.restore()
         self.open()
-        self.train()
-        return self.finish()
+        try:
+            self.train()
+            return self.finish()
+        finally:
+            if self.accelerator.trackers:  # trackers flushed and closed (also when training failed)
+                self.accelerator.end_training()
 
     def finished_before(self) -> RunResult | None:
         """Under --resume, the result of a run that already finished (run.json and no checkpoint)."""
@@ -367,7 +376,8 @@ class UnlearnRun:
                 raise UserError("--select reads the dynamics probe: set eval_every (e.g. --set eval_every=25)")
             self.rule = parse_rule(self.config.select, self.objective.logs)
         self.refusals = read_refusals(Path(self.config.refusals)) if self.config.refusals else REFUSALS
-        self.accelerator = _accelerator(self.config)
+        trackers.check_installed(self.config.report_to)
+        self.accelerator = _accelerator(self.config, self.out)
         self.main = self.accelerator.is_main_process
         self.sharded, self.deepspeed = _sharding(self.accelerator)
         if self.sharded:
@@ -519,6 +529,7 @@ class UnlearnRun:
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "config.yaml", dump_config(self.config))
+        trackers.start(self.accelerator, self.out, self.config.model_dump())
 
     def train(self) -> None:
         """Optimizer steps up to the total, each logged, probed and checkpointed as the config says.
@@ -555,6 +566,8 @@ class UnlearnRun:
                         row["eval"] = answer
                 if main and ((step + 1) % config.log_every == 0 or "eval" in row or step + 1 == total):
                     log.append(row)
+                if self.accelerator.trackers:  # every step, whatever log_every keeps in log.jsonl
+                    self.accelerator.log(trackers.step_values(row), step=step + 1)
                 if self.rule is not None and self.probed(step + 1, row):
                     step += 1
                     break
@@ -812,13 +825,14 @@ class UnlearnRun:
             "method": self.name,
             "model": str(self.model),
             **({"revision": self.revision} if self.revision else {}),
+            **({"preset": self.preset} if self.preset else {}),
             "data": str(self.data),
             "steps": self.steps,
             "total_steps": self.total,
             "seconds": round(self.seconds, 2),
             "stopped": self.stopped,
             "processes": self.accelerator.num_processes,
-            "config_hash": config_hash(self.config.model_dump()),
+            "config_hash": config_hash(self.config.model_dump(exclude=TRACKING_KEYS)),
             "environment": manifest(),
         }
         if selection is not None:
@@ -845,6 +859,7 @@ class UnlearnRun:
                 atomic_write_json(tmp / MERGE_RECORD, {"base": str(self.model), **({"revision": self.revision} if self.revision else {}), "adapter": str((out / "adapter").resolve())})
             summary["merged"] = str(out / "merged")
         atomic_write_json(out / RUN_SUMMARY, summary)
+        refresh_cards(out)  # README.md of adapter/ (and merged/), from run.json and config.yaml
         if (out / CHECKPOINT).exists():
             shutil.rmtree(out / CHECKPOINT)
 
