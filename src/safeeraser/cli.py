@@ -445,6 +445,8 @@ def sweep_cmd(
         _say(f"{config}: {len(study.runs)} runs ({len({r.cell for r in study.runs})} cells x {len(study.seeds)} seeds)")
         return
     chosen = [d.strip() for d in devices.split(",") if d.strip()] if devices is not None else None
+    if chosen and launcher != "local":
+        raise UserError(f"--devices spreads local workers over GPUs: with --launcher {launcher} the scheduler places each job (slurm.gpus_per_run)")
     if chosen and not __import__("torch").cuda.is_available():
         _say("note: no CUDA GPU here: --devices only sets each worker's CUDA_VISIBLE_DEVICES")
     result = run_study(study, out, jobs=jobs, devices=chosen, launcher=launcher)

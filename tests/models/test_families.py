@@ -57,7 +57,7 @@ def test_an_unregistered_family_is_a_one_line_error_naming_the_registered_ones(t
     code, out, err = run_cli("model", "make-tiny", "--data", tmp_path, "--out", tmp_path / "m", "--family", "blip2")
     assert code != 0 and out == ""
     assert len(err.strip().splitlines()) == 1
-    assert "'blip2'" in err and "qwen2_5_vl, qwen3_vl, mllama" in err and 'section "Adding a family"' in err
+    assert "'blip2'" in err and "qwen2_5_vl, qwen3_vl, mllama" in err and 'docs/families.md, "Adding a family"' in err
 
 
 def test_a_registered_family_without_an_encoding_path_says_so():

@@ -184,6 +184,7 @@ def test_workers_are_spread_over_the_devices():
         assert worker_devices(2, None) is None  # no GPU and none named: the workers' environment is left alone
 
 
+@pytest.mark.slow
 def test_a_killed_submitit_sweep_resumes_to_the_study_local_processes_make(study, jobs2, tmp_path):
     """seed 1's study sent as submitit jobs (the path Slurm takes, run as local processes), killed
     with its running job once a run has finished, then run again: the finished runs are kept and
@@ -209,9 +210,9 @@ def test_a_killed_submitit_sweep_resumes_to_the_study_local_processes_make(study
     proc.wait()
     kept = {m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns for m in METHODS if (out / "runs" / m / "seed1" / "metrics.json").exists()}
     assert 1 <= len(kept) < len(METHODS)
-    _, _, err = sweep("--config", config, "--out", out, "--launcher", "submitit-local", "--jobs", "2")
+    _, stdout, err = sweep("--config", config, "--out", out, "--launcher", "submitit-local", "--jobs", "2")
     assert f"4 runs, {4 - len(kept)} made now, {len(kept)} already finished" in err
-    assert len([line for line in err.splitlines() if "sent job " in line]) == 4 - len(kept)
+    assert len([line for line in (stdout + err).splitlines() if "sent job " in line]) == 4 - len(kept)
     assert {m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns for m in kept} == kept  # never sent again
     ledger = json.loads((out / "submitit" / "jobs.json").read_text())
     assert len(ledger) == 4 and all((out / "submitit" / job_id).is_dir() for job_id in ledger.values())
