@@ -330,6 +330,12 @@ def main() -> int:
     parser.add_argument("--zoo", action=argparse.BooleanOptionalAction, default=True, help=f"the other methods' seed-0 demo ({ZOO_OUT}; default: on)")
     parser.add_argument("--from-runs", type=Path, help="read finished demo runs (demo-out, demo-out-seedN, demo-out-FAMILY, demo-out-zoo) under this folder instead of running them")
     args = parser.parse_args()
+    # the demo pins the kernels' instruction set (numerics.py); this process must describe the same
+    # environment when it compares or records it
+    from safeeraser.numerics import pin_cpu_isa, wanted
+
+    if wanted(default=True):
+        pin_cpu_isa()
     if args.check:
         return check()  # the LLaVA table only
     seeds = () if args.seeds == "none" else tuple(int(s) for s in args.seeds.split(","))
