@@ -70,6 +70,7 @@ def test_every_run_finishes_with_its_files(study):
             assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
             assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == s
             assert json.loads((run / "metrics.json").read_text())["empty_answers"] == "released"  # the study's evaluation section
+            assert json.loads((run / "run.json").read_text())["preset"] == "demo"  # and its preset, as unlearn --preset records it
     for f in ("results.json", "results.md", "study.json", "study.md", "pareto.png", "index.html"):
         assert (out / f).is_file(), f
 

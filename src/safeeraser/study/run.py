@@ -176,7 +176,7 @@ def run_one(job: dict) -> dict:
         adapter = None
     else:
         config = UnlearnConfig.model_validate(job["config"])
-        unlearn(model, data, job["method"], run, config, resume=True, progress=progress, on_finish=plot_run)
+        unlearn(model, data, job["method"], run, config, resume=True, progress=progress, on_finish=plot_run, preset=job.get("preset"))
         adapter = run
     for split in SPLITS:
         pred = run / f"predictions_{split}.json"
@@ -251,7 +251,7 @@ def run_study(
         {
             "folder": str(folder), "data": str(data), "model": model, "method": run.method, "config": run.config,
             "generation": study.generation(run.seed), "judge": study.file.judge, "judge_model": study.file.judge_model,
-            "evaluation": study.file.evaluation.model_dump(),
+            "evaluation": study.file.evaluation.model_dump(), "preset": study.file.preset,
             "record": record, "record_path": str(record_path(out, run)), "progress": progress and jobs == 1 and launcher == "local",
         }
         for run, folder, record in todo
