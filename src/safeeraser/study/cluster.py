@@ -24,7 +24,7 @@ LEDGER = "jobs.json"
 ALIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED")
 
 
-def _submitit():
+def require_submitit():
     try:
         import submitit
     except ImportError:
@@ -34,7 +34,7 @@ def _submitit():
 
 def executor(launcher: str, out: Path, slurm):
     """The submitit executor of ``launcher`` with the study's ``slurm`` settings (study.spec.SlurmSpec)."""
-    submitit = _submitit()
+    submitit = require_submitit()
     folder = out / FOLDER / "%j"
     if launcher == "submitit-local":
         ex = submitit.AutoExecutor(folder=folder, cluster="local")
@@ -109,7 +109,7 @@ def _alive(launcher: str, out: Path, job_id: str | None):
     Local jobs end with the sweep that started them, so they are always sent again."""
     if launcher != "slurm" or job_id is None:
         return None
-    submitit = _submitit()
+    submitit = require_submitit()
     job = submitit.SlurmJob(folder=out / FOLDER / "%j", job_id=job_id)
     return job if job.state in ALIVE else None
 

@@ -232,9 +232,9 @@ def run_study(
     if launcher != "local" and devices:
         raise UserError(f"--devices spreads local workers over GPUs: with --launcher {launcher} the scheduler places each job (slurm.gpus_per_run)")
     if launcher != "local":
-        from safeeraser.study.cluster import _submitit
+        from safeeraser.study.cluster import require_submitit
 
-        _submitit()  # a missing launcher is said before anything is built
+        require_submitit()  # a missing launcher is said before anything is built
     slots = worker_devices(jobs, devices) if launcher == "local" else None
     out = Path(out)
     if out.exists() and not out.is_dir():

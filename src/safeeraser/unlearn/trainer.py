@@ -109,9 +109,11 @@ def released_factor(step: int, *, warmup: int, total: int, processes: int) -> fl
     not clamped past its end: warm-up ends at warmup/processes, the rate reaches 0 at
     total/processes and climbs back towards the peak by the last step.
     """
-    from transformers.optimization import _get_cosine_schedule_with_warmup_lr_lambda
-
-    return _get_cosine_schedule_with_warmup_lr_lambda(step * processes, num_warmup_steps=warmup, num_training_steps=total, num_cycles=0.5)
+    stepped = step * processes
+    if stepped < warmup:
+        return stepped / max(1, warmup)
+    progress = (stepped - warmup) / max(1, total - warmup)  # past 1 the cosine climbs back: not clamped
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def _schedule(optimizer, name: str, warmup: int, total: int, processes: int = 1):
