@@ -323,9 +323,8 @@ def evaluate_cmd(
     out: Path = typer.Option(..., "--out", help="METRICS.json to write; verdicts go to <name>.judgments.jsonl. RUN_DIR/metrics.json also puts the metrics in the run's model card."),
 ):
     """Judge predictions and compute ASR, RR, SARR, ROUGE-L (and specificity)."""
-    from safeeraser.judge import JUDGES, make_judges
+    from safeeraser.judge import judge_options, make_judges
     from safeeraser.judge.cache import default_path
-    from safeeraser.judge.combined import parse_spec, split_name
     from safeeraser.metrics.evaluate import evaluate
 
     _positive("--concurrency", concurrency)
@@ -334,42 +333,13 @@ def evaluate_cmd(
         raise UserError(f"--judge-retries must be at least 0 (got {judge_retries})")
     if cache is not None and no_cache:
         raise UserError("--cache and --no-cache contradict each other; pass one")
-    assignment = parse_spec(judge, JUDGES)
-    named = set(assignment.values()) if assignment is not None else {judge}
-    kinds = {split_name(n)[0] for n in named}
-    if not kinds <= set(JUDGES):
-        raise UserError(f"unknown --judge {judge!r}: expected one of {', '.join(JUDGES)}")
-    classifiers = {"llamaguard", "wildguard", "harmbench"}
-    model_kinds = {"openai", "hf"} | classifiers
-    # model judges named without their own model (KIND:MODEL) take --judge-model
-    unnamed = {split_name(n)[0] for n in named if split_name(n)[1] is None} & model_kinds
-    if len(unnamed) > 1:
-        raise UserError(f"--judge {judge}: --judge-model would name the model of {' and '.join(sorted(unnamed))}: give each its own, e.g. unsafe=llamaguard:FOLDER,normal=openai:gpt-4o")
-    # In a combination with the openai judge, the API options are its own: classifiers run locally.
-    served = ({"openai"} | classifiers) if "openai" not in kinds else {"openai"}
-    # options that would be silently ignored are a mistake worth saying
-    unused = []
-    if not kinds & served:
-        unused += [f for f, v in {"--base-url": base_url, "--api-key": api_key, "--concurrency": concurrency, "--judge-timeout": judge_timeout, "--judge-retries": judge_retries}.items() if v is not None]
-    if not unnamed:
-        unused += [f for f, v in {"--judge-model": judge_model}.items() if v is not None]
-    if not kinds & model_kinds:
-        unused += [f for f, v in {"--judge-protocol": judge_protocol, "--judge-prompts": judge_prompts, "--judge-score": judge_score, "--cache": cache, "--no-cache": no_cache or None}.items() if v is not None]
-    if judge_images and "openai" not in kinds:
-        unused.append("--judge-images")
-    if unused:
-        raise UserError(f"{', '.join(unused)}: not used by --judge {judge}")
-    if "hf" in unnamed and not judge_model:
-        raise UserError("--judge hf needs --judge-model (or hf:MODEL): a local model folder or a cached Hugging Face id")
-    llm = {k: v for k, v in {"protocol": judge_protocol, "prompts": judge_prompts, "score": judge_score}.items() if v is not None}
-    cached = {"cache": None if no_cache else (cache or default_path())}
-    api = {k: v for k, v in {"base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": judge_timeout, "max_retries": judge_retries}.items() if v is not None}
-    model = {"model": judge_model} if judge_model is not None else {}
-    options = {"openai": model | api | llm | cached | ({"images": True} if judge_images else {}), "hf": model | llm | cached}
-    # a classifier is served with --base-url, else local; the LLM prompt options are an LLM judge's,
-    # so a classifier alone is told it takes none
-    classifier = model | (api if "openai" not in kinds else {}) | (llm if not kinds & {"openai", "hf"} else {}) | cached
-    options |= {name: classifier for name in classifiers}
+    flags = {
+        "--base-url": base_url, "--api-key": api_key, "--concurrency": concurrency, "--judge-timeout": judge_timeout,
+        "--judge-retries": judge_retries, "--judge-model": judge_model, "--judge-protocol": judge_protocol,
+        "--judge-prompts": judge_prompts, "--judge-score": judge_score, "--cache": cache, "--no-cache": no_cache,
+        "--judge-images": judge_images,
+    }
+    options = judge_options(judge, flags, default_cache=default_path())
     the_judge = make_judges(judge, options)
     metrics = evaluate(data, out, the_judge, pred_train=pred_train, pred_val=pred_val, pred_general=pred_general, empty_answers=empty_answers)
     shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l", "specificity") if metrics.get(k) is not None)

@@ -140,15 +140,14 @@ def plan(study: Study, out: Path, data: Path, model: str) -> list[tuple[RunSpec,
 
 
 def make_judge(spec: str, model: str | None, evaluation: dict | None = None):
-    """The study's judge; ``evaluation``'s judge_protocol and judge_score go to the LLM judges (openai, hf)."""
-    from safeeraser.judge import make_judges
+    """The study's judge, its options routed as ``evaluate``'s (``judge.judge_options``):
+    ``judge_model`` and the evaluation section's judge_protocol and judge_score."""
+    from safeeraser.judge import judge_options, make_judges
     from safeeraser.judge.cache import default_path
 
     evaluation = evaluation or {}
-    llm = {k: evaluation[f"judge_{k}"] for k in ("protocol", "score") if evaluation.get(f"judge_{k}") is not None}
-    named = {"model": model, "cache": default_path()} if model is not None else {}
-    options = {name: named | (llm if name in ("openai", "hf") else {}) for name in ("openai", "hf", "llamaguard", "wildguard", "harmbench")}
-    return make_judges(spec, {k: v for k, v in options.items() if v})
+    flags = {"--judge-model": model, "--judge-protocol": evaluation.get("judge_protocol"), "--judge-score": evaluation.get("judge_score")}
+    return make_judges(spec, judge_options(spec, flags, default_cache=default_path()))
 
 
 def run_one(job: dict) -> dict:

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safeeraser.metrics.evaluate import METRIC_KEYS
+from safeeraser.metrics.registry import metric_keys
 from safeeraser.metrics.stats import across_seeds
 
-SUMMARY_KEYS = (*METRIC_KEYS, "rouge_l_f")
 # The front's objectives: (metric key, +1 higher is better / -1 lower is better)
 PARETO_OBJECTIVES = (("asr_generality", -1), ("sarr", -1), ("rouge_l", +1))
 
@@ -33,7 +32,7 @@ def summarise(runs: list[dict]) -> list[dict]:
     for cell, members in cells.items():
         members = sorted(members, key=lambda r: r["seed"])
         metrics = {}
-        for key in SUMMARY_KEYS:
+        for key in (*metric_keys(), "rouge_l_f"):
             measured = [r for r in members if r["metrics"].get(key) is not None]
             stats = across_seeds([float(r["metrics"][key]) for r in measured])
             stats["seeds"] = [r["seed"] for r in measured]
@@ -92,7 +91,7 @@ def cell_text(stats: dict) -> str:
 def shown_columns(rows: list[dict]):
     from safeeraser.report.table import COLUMNS
 
-    return [c for c in COLUMNS if any(r["metrics"][c.key]["n"] for r in rows)]
+    return [c for c in COLUMNS if any(r["metrics"].get(c.key, {}).get("n") for r in rows)]
 
 
 def to_markdown(rows: list[dict]) -> str:
