@@ -33,6 +33,19 @@ from safeeraser.openai_api import FATAL_STATUS, DataUrls, Endpoint, GaveUp, Refu
 BACKENDS = ("hf", "openai")
 
 
+def batches(tasks: list, settings) -> list[tuple[str, list]]:
+    """K-answer and single-answer tasks (``predictions.Task``) in separate batches of about
+    ``batch_size`` sequences each (``settings``: the ``GenerationSettings``)."""
+    out = []
+    for multi in (True, False):
+        group = [t for t in tasks if t.multi == multi]
+        per_batch = max(1, settings.batch_size // settings.num_samples) if multi else settings.batch_size
+        for start in range(0, len(group), per_batch):
+            chunk = group[start : start + per_batch]
+            out.append((batch_key(multi, chunk[0].key, len(chunk)), chunk))
+    return out
+
+
 @dataclass(frozen=True)
 class Job:
     key: str  # the resume file's key for this job; it also seeds the job
@@ -82,8 +95,6 @@ class HFBackend:
         return {"kind": "hf"}
 
     def plan(self, tasks, settings):
-        from safeeraser.generate.predictions import batches
-
         return batches(tasks, settings)
 
     def run(self, jobs, seed):

@@ -1,4 +1,4 @@
-"""`safeeraser evaluate`: the SafeEraser metrics from prediction files (SPEC §4, §6).
+"""`safeeraser evaluate`: the SafeEraser metrics from prediction files.
 
 - Efficacy (ASR, RR):   the K sampled answers per harmful question of the forget split (train).
 - Generality (ASR, RR): the same on the test split (val): unseen harmful images.

@@ -84,7 +84,7 @@ def _refuse_other_build(marker: Path, wanted: dict, source: str, key: str, defau
 
 def run_record(study: Study, run: RunSpec, data: Path, model: str) -> dict:
     """What a run was asked to be: equal records, interchangeable runs."""
-    from safeeraser.unlearn.config import TRACKING_KEYS
+    from safeeraser.formats import TRACKING_KEYS
 
     spec = study.file
     generation = study.generation(run.seed)

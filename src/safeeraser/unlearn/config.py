@@ -90,9 +90,6 @@ MethodSettings = _method_settings()
 
 # the experiment trackers `--report-to` may name: those of accelerate's that log scalars per step
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
-# settings that say where a run is watched, not what it learns: left out of config_hash and a
-# study's run record, so that turning a tracker on makes no run look like another
-TRACKING_KEYS = {"report_to"}
 
 
 class UnlearnConfig(_Strict):

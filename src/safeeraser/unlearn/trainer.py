@@ -31,13 +31,13 @@ from safeeraser.data.refusals import REFUSALS
 from safeeraser.data.views import read_refusals, view_data
 from safeeraser.environment import config_hash, manifest
 from safeeraser.errors import TrainingStopped, UserError
-from safeeraser.formats import RUN_LOG, RUN_SUMMARY
+from safeeraser.formats import RUN_LOG, RUN_SUMMARY, TRACKING_KEYS
 from safeeraser.io import JsonlLog, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 from safeeraser.models.card import refresh_cards
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import default_dtype, load_model
 from safeeraser.unlearn import trackers
-from safeeraser.unlearn.config import TRACKING_KEYS, UnlearnConfig, dump_config
+from safeeraser.unlearn.config import UnlearnConfig, dump_config
 from safeeraser.unlearn.launch import lone_cpu_launch
 from safeeraser.unlearn.methods import Forward, canonical_name, get_method
 from safeeraser.unlearn.methods.base import batch_views, is_paired

@@ -31,12 +31,9 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def get_method(name: str, settings=None) -> Objective:
-    """The method's objective under ``settings`` (the ``method`` section of the config; default: published)."""
-    if settings is None:
-        from safeeraser.unlearn.config import resolve_config
-
-        settings = resolve_config().method
+def get_method(name: str, settings) -> Objective:
+    """The method's objective under ``settings``: the ``method`` section of the config
+    (``unlearn.config.resolve_config().method`` for the published defaults)."""
     key = canonical_name(name)
     method = BASE_METHODS[key.removesuffix(PD_SUFFIX)]
     if key.endswith(PD_SUFFIX):
