@@ -17,6 +17,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from safeeraser.data.demo import IMAGES_PER_CATEGORY
 from safeeraser.data.records import GENERAL_FILE
 from safeeraser.errors import UserError
+from safeeraser.models.registry import DEFAULT_FAMILY
 
 app = typer.Typer(
     add_completion=False,
@@ -104,7 +105,7 @@ def model_make_tiny(
     size: str = typer.Option("tiny", "--size", help="tiny (about 1M parameters) or small (about 100M, for measurements)."),
     seed: int = typer.Option(0, "--seed"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Vanilla training steps (default depends on --size)."),
-    family: str = typer.Option("llava", "--family", help="Model family (a transformers model_type; see `safeeraser model families`)."),
+    family: str = typer.Option(DEFAULT_FAMILY, "--family", help="Model family (a transformers model_type; see `safeeraser model families`)."),
 ):
     """Build a tiny model of the family's real architecture and train it into vanilla behaviour."""
     from safeeraser.models.tiny import make_tiny
@@ -118,8 +119,9 @@ def model_make_tiny(
 def model_families(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
     """The registered model families: name (the transformers model_type), class, hub ids, status."""
     from safeeraser.models.registry import FAMILIES
-    from safeeraser.models.tiny_families import BUILDERS
+    from safeeraser.models.tiny import tiny_families
 
+    tiny = tiny_families()
     rows = [
         {
             "family": f.name,
@@ -128,7 +130,7 @@ def model_families(as_json: bool = typer.Option(False, "--json", help="Print JSO
             "hub_ids": list(f.hub_ids),
             "status": f.status,
             "encodable": f.encodable,
-            "tiny": f.name == "llava" or f.name in BUILDERS,
+            "tiny": f.name in tiny,
             "needs_torchvision": f.needs_torchvision,
         }
         for f in FAMILIES
@@ -289,7 +291,7 @@ def generate_cmd(
     else:
         from safeeraser.models.registry import family_named
 
-        served = family_named(family or "llava")
+        served = family_named(family or DEFAULT_FAMILY)
         settings.validate()
         chosen = {"base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": request_timeout, "max_retries": retries}
         system = served.system_sentence("inference") if settings.system_prompt else None
@@ -383,7 +385,7 @@ def demo_cmd(
     seed: int = typer.Option(0, "--seed"),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset, e.g. po,po+pd (default: all ten)."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete an earlier demo in --out first (default: resume it)."),
-    family: str = typer.Option("llava", "--family", help="Model family of the tiny model (one with a tiny copy; see `safeeraser model families`)."),
+    family: str = typer.Option(DEFAULT_FAMILY, "--family", help="Model family of the tiny model (one with a tiny copy; see `safeeraser model families`)."),
 ):
     """Run the whole study offline: demo data, tiny model, every method, metrics, report."""
     from safeeraser.pipeline import run_demo

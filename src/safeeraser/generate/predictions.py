@@ -28,7 +28,7 @@ from safeeraser.data.images import open_rgb
 from safeeraser.data.records import GENERAL_FILE, UNHARM_KEYS, Split, load_general, load_split
 from safeeraser.environment import manifest
 from safeeraser.errors import UserError
-from safeeraser.formats import benign_task_key, general_task_key, sd_task_key, task_key
+from safeeraser.formats import benign_task_key, general_task_key, meta_path, sd_task_key, task_key
 from safeeraser.generate.backends import Backend, HFBackend, Job, OpenAIBackend, batches  # noqa: F401  (batches: its home before)
 from safeeraser.generate.sampling import Prompt, Sampling
 from safeeraser.io import JsonlLog, atomic_write_json, check_output_file, read_jsonl
@@ -271,6 +271,6 @@ def generate_predictions(
         **(backend.report() if todo else {}),
         "environment": manifest(),
     }
-    atomic_write_json(out.with_name(out.stem + ".meta.json"), meta)
+    atomic_write_json(meta_path(out), meta)
     partial.unlink(missing_ok=True)
     return meta

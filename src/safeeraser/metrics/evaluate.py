@@ -40,7 +40,7 @@ from pathlib import Path
 from safeeraser.data.records import Split, load_split, load_split_file, read_json_records
 from safeeraser.environment import manifest
 from safeeraser.errors import UserError
-from safeeraser.formats import RUN_METRICS, RUN_SUMMARY, question_of, sample_where, sd_where
+from safeeraser.formats import RUN_METRICS, RUN_SUMMARY, meta_path, question_of, sample_where, sd_where
 from safeeraser.io import atomic_write_json, atomic_write_text, check_output_file
 from safeeraser.judge.base import KIND_VERDICTS, VERDICTS, Judge, JudgeItem, Verdict, judge_for, produces
 from safeeraser.metrics.registry import BUILTIN_KEYS, METRICS, MetricInputs, plugin_metrics
@@ -308,7 +308,7 @@ def _show_images(scored: list[Scored], splits: dict[str, Split | None]) -> None:
 
 def _generation(pred: str | Path) -> dict | None:
     """The generation settings a prediction file records beside it (``<name>.meta.json``), if any."""
-    meta = Path(pred).with_name(Path(pred).stem + ".meta.json")
+    meta = meta_path(pred)
     try:
         return json.loads(meta.read_text(encoding="utf-8")).get("generation")
     except (OSError, ValueError, AttributeError):

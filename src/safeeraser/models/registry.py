@@ -353,9 +353,12 @@ IDEFICS3 = dict(
 # codec does not build yet.
 UNENCODED = dict(image_tokens=None, status="registered, no encoding path yet")
 
+# The family a command assumes when none is named: LLaVA-1.5, the paper's.
+DEFAULT_FAMILY = "llava"
+
 FAMILIES = (
     ModelFamily(
-        name="llava",
+        name=DEFAULT_FAMILY,
         label="LLaVA-1.5",
         model_types=("llava",),
         model_class="LlavaForConditionalGeneration",

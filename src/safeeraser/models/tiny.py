@@ -27,7 +27,7 @@ from safeeraser.formats import example_key
 from safeeraser.io import atomic_dir, refuse_foreign_folder
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import quiet_transformers
-from safeeraser.models.registry import LLAVA_TRAINING_SYSTEM, VICUNA_SYSTEM
+from safeeraser.models.registry import DEFAULT_FAMILY, LLAVA_TRAINING_SYSTEM, VICUNA_SYSTEM
 from safeeraser.models.tiny_parts import (  # noqa: F401  (SIZES, SPECIAL, TinySize: read from here too)
     SIZES,
     SPECIAL,
@@ -140,12 +140,12 @@ def make_tiny(
     steps: int | None = None,
     lr: float | None = None,
     progress: bool = True,
-    family: str = "llava",
+    family: str = DEFAULT_FAMILY,
 ) -> dict:
     """Build, train and save the tiny vanilla model of ``family`` (LLaVA-1.5 by default).
 
     Returns a summary (also saved as safeeraser.json)."""
-    if family != "llava":
+    if family != DEFAULT_FAMILY:
         return _make_tiny_family(data, out, family=family, size=size, seed=seed, steps=steps, lr=lr, progress=progress)
     if size not in SIZES:
         raise UserError(f"unknown --size {size!r}: expected one of {', '.join(SIZES)}")
@@ -164,6 +164,14 @@ def make_tiny(
     return _train_and_save(out, model, processor, codec, groups, {"size": size}, spec, steps=steps, lr=lr, seed=seed, progress=progress)
 
 
+def tiny_families() -> tuple[str, ...]:
+    """The families with a tiny copy: LLaVA-1.5 (this module's recipe) and every family with a
+    builder in ``models.tiny_families``."""
+    from safeeraser.models.tiny_families import BUILDERS
+
+    return (DEFAULT_FAMILY, *BUILDERS)
+
+
 def _make_tiny_family(data: Path, out: Path, *, family: str, size: str, seed: int, steps: int | None, lr: float | None, progress: bool) -> dict:
     """The same recipe for another registered family, from its builder in ``models.tiny_families``."""
     from safeeraser.models.registry import family_named
@@ -171,7 +179,7 @@ def _make_tiny_family(data: Path, out: Path, *, family: str, size: str, seed: in
 
     fam = family_named(family)
     if fam.name not in BUILDERS:
-        raise UserError(f"--family {fam.name}: no tiny copy of this family yet (tiny copies: llava, {', '.join(BUILDERS)})")
+        raise UserError(f"--family {fam.name}: no tiny copy of this family yet (tiny copies: {', '.join(tiny_families())})")
     refuse_foreign_folder(out, marker=MARKER)
     quiet_transformers()
     groups = vanilla_examples(Path(data), seed)

@@ -23,7 +23,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from safeeraser.errors import UserError
-from safeeraser.formats import RUN_METRICS
+from safeeraser.models.registry import DEFAULT_FAMILY
+from safeeraser.formats import RUN_METRICS, run_predictions
 from safeeraser.io import atomic_write_json, read_json
 from safeeraser.study.spec import DemoDataSpec, RunSpec, Study, TinyModelSpec
 
@@ -63,7 +64,7 @@ def prepare(study: Study, out: Path, *, progress: bool) -> tuple[Path, str]:
         tiny = spec.model.tiny
         model = out / "model"
         wanted = {"family": tiny.family, "size": tiny.size, "seed": tiny.seed} | ({"steps": tiny.steps} if tiny.steps is not None else {})
-        _refuse_other_build(model / TINY_MARKER, wanted, study.source, "model", defaults={"family": "llava"})
+        _refuse_other_build(model / TINY_MARKER, wanted, study.source, "model", defaults={"family": DEFAULT_FAMILY})
         if not (model / TINY_MARKER).exists():
             _log(f"tiny vanilla {tiny.family} ({tiny.size}) -> {model}", quiet)
             make_tiny(data, model, size=tiny.size, seed=tiny.seed, steps=tiny.steps, family=tiny.family, progress=progress)
@@ -178,13 +179,13 @@ def run_one(job: dict) -> dict:
         unlearn(model, data, job["method"], run, config, resume=True, progress=progress, on_finish=plot_run, preset=job.get("preset"))
         adapter = run
     for split in SPLITS:
-        pred = run / f"predictions_{split}.json"
+        pred = run / run_predictions(split)
         if not pred.exists():
             generate_predictions(model, data, split, pred, job["generation"], adapter=adapter, progress=progress)
     evaluate(
         data, run / METRICS, make_judge(job["judge"], job["judge_model"], job["evaluation"]),
-        pred_train=run / "predictions_train.json", pred_val=run / "predictions_val.json",
-        pred_general=run / "predictions_general.json", empty_answers=job["evaluation"]["empty_answers"], progress=False,
+        pred_train=run / run_predictions("train"), pred_val=run / run_predictions("val"),
+        pred_general=run / run_predictions("general"), empty_answers=job["evaluation"]["empty_answers"], progress=False,
     )
     return {"folder": str(run), "seconds": time.perf_counter() - began, "device": os.environ.get("CUDA_VISIBLE_DEVICES")}
 

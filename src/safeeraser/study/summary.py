@@ -11,6 +11,7 @@ from safeeraser.report.seeds import PARETO_OBJECTIVES, cell_text, mark_pareto, s
 
 def write_study_report(study, planned, out: Path, *, warn=None) -> list[Path]:
     """The report of a study's runs (results.*, plots, index.html) with its across-seed summary."""
+    from safeeraser.formats import RUN_METRICS
     from safeeraser.io import read_json
     from safeeraser.report.build import build_report
 
@@ -18,7 +19,7 @@ def write_study_report(study, planned, out: Path, *, warn=None) -> list[Path]:
     for run, folder, _, _ in planned:
         runs.append({
             "cell": run.cell, "method": run.method, "settings": {k: v for k, v in run.settings}, "seed": run.seed,
-            "run": str(folder), "metrics": read_json(folder / "metrics.json"),
+            "run": str(folder), "metrics": read_json(folder / RUN_METRICS),
         })
     rows = summarise(runs)
     folders = [folder for _, folder, _, _ in planned]
