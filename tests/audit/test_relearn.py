@@ -47,11 +47,12 @@ def test_relearning_trains_only_on_its_slice_and_keeps_each_budget(untrained_tin
     config = resolve_config(preset="demo", overrides=[{"eval_every": 0, "max_steps": 2}])
     unlearn(str(untrained_tiny), small_demo, "ga", tmp_path / "ga", config, progress=False)
     out = tmp_path / "relearn"
-    snapshots = relearn(str(untrained_tiny), small_demo, out, adapter=tmp_path / "ga", steps=(1, 3, 2), progress=False)
+    # seed 1: the slice is the second category, and a fresh LoRA would start from other weights than ga's
+    snapshots = relearn(str(untrained_tiny), small_demo, out, adapter=tmp_path / "ga", steps=(1, 3, 2), seed=1, progress=False)
     assert sorted(snapshots) == [1, 2, 3]
 
     # the data it trained from holds exactly the slice; every batch drew from it
-    trained, measured = relearn_slice(small_demo)
+    trained, measured = relearn_slice(small_demo, seed=1)
     by_key = dict(zip((e.key for e in forget_examples(load_split(small_demo, "train"))), pairs(small_demo)))
     assert pairs(out / TRAINED_DATA) == [by_key[k] for k in trained]
     rows = [json.loads(line) for line in (out / "run" / "log.jsonl").read_text().splitlines()]
@@ -64,10 +65,14 @@ def test_relearning_trains_only_on_its_slice_and_keeps_each_budget(untrained_tin
     assert pairs(out / MEASURED_DATA, "val") == pairs(small_demo, "val")
     assert json.loads((out / MEASURED_DATA / "all_val.json").read_text()) == json.loads((small_demo / "all_val.json").read_text())
 
-    # one adapter per budget, each a different state, none the unlearned one it started from
+    # one adapter per budget, each a different state, none the unlearned one it started from, and
+    # each continuing it: one step moves every LoRA weight by about the learning rate (Adam), far
+    # less than the distance to a fresh LoRA's random start
     states = [load_file(str(tmp_path / "ga" / "adapter" / "adapter_model.safetensors"))]
     states += [load_file(str(snapshots[s] / "adapter_model.safetensors")) for s in (1, 2, 3)]
     assert all(set(s) == set(states[0]) for s in states)
+    lora_a = [name for name in states[0] if "lora_A" in name]
+    assert lora_a and all((states[1][name] - states[0][name]).abs().max() < 5 * config.optim.lr for name in lora_a)
     for i in range(len(states)):
         for j in range(i + 1, len(states)):
             assert any(not states[i][name].equal(states[j][name]) for name in states[0]), (i, j)
@@ -76,13 +81,13 @@ def test_relearning_trains_only_on_its_slice_and_keeps_each_budget(untrained_tin
         meta = generate_predictions(str(untrained_tiny), out / MEASURED_DATA, "train", tmp_path / f"pred{step}.json", settings, adapter=folder, progress=False)
         assert meta["prompts"] > 0 and meta["adapter"] == str(folder)
     summary = json.loads((out / SUMMARY).read_text())
-    assert summary["slice"]["category"] == "HateSpeech" and summary["lr"] == config.optim.lr  # the run's own learning rate
+    assert summary["slice"]["category"] == "IllegalActivity" and summary["lr"] == config.optim.lr  # the run's own learning rate
     assert summary["trained"] == trained and summary["measured"] == measured
 
     # a second call finds it finished; a run of 2 steps alone ends where this one's step-2 snapshot is
     written = (out / "run" / "log.jsonl").stat().st_mtime_ns
-    assert relearn(str(untrained_tiny), small_demo, out, adapter=tmp_path / "ga", steps=(1, 2, 3), progress=False) == snapshots
+    assert relearn(str(untrained_tiny), small_demo, out, adapter=tmp_path / "ga", steps=(1, 2, 3), seed=1, progress=False) == snapshots
     assert (out / "run" / "log.jsonl").stat().st_mtime_ns == written
-    alone = relearn(str(untrained_tiny), small_demo, tmp_path / "alone", adapter=tmp_path / "ga", steps=(2,), progress=False)
+    alone = relearn(str(untrained_tiny), small_demo, tmp_path / "alone", adapter=tmp_path / "ga", steps=(2,), seed=1, progress=False)
     two = load_file(str(alone[2] / "adapter_model.safetensors"))
     assert all(two[name].equal(states[2][name]) for name in two)
