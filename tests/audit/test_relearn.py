@@ -37,7 +37,7 @@ def test_the_default_slice_is_one_category_chosen_by_seed(small_demo):  # noqa: 
     part, rest = relearn_slice(small_demo, fraction=0.25, seed=3)
     assert len(part) == 9 and sorted(part + rest) == sorted(category) and not set(part) & set(rest)
     assert relearn_slice(small_demo, fraction=0.25, seed=3)[0] == part != relearn_slice(small_demo, fraction=0.25, seed=4)[0]
-    for bad, message in ((dict(category="Nope"), "has none"), (dict(fraction=1.0), "must be in"), (dict(category="Sex", fraction=0.5), "not both")):
+    for bad, message in (({"category": "Nope"}, "has none"), ({"fraction": 1.0}, "must be in"), ({"category": "Sex", "fraction": 0.5}, "not both")):
         with pytest.raises(UserError, match=message):
             relearn_slice(small_demo, **bad)
 
