@@ -238,5 +238,18 @@ def _sets(layer: dict, loc: tuple) -> bool:
     return True
 
 
+RUN_CONFIG = "config.yaml"  # what a run folder keeps of the settings it was trained with
+
+
+def run_config(adapter: Path | None = None, config: Path | None = None) -> tuple[UnlearnConfig, Path | None]:
+    """The settings a trained adapter was trained with, and the file they came from: ``config``
+    when given, else the ``config.yaml`` of the run folder that holds the adapter (``adapter`` is a
+    run folder or its ``adapter/``), else the released defaults (None)."""
+    if config is None and adapter is not None:
+        adapter = Path(adapter)
+        config = next((c for c in (adapter / RUN_CONFIG, adapter.parent / RUN_CONFIG) if c.is_file()), None)
+    return resolve_config(config), config
+
+
 def dump_config(config: UnlearnConfig) -> str:
     return yaml.safe_dump(config.model_dump(), sort_keys=False)
