@@ -4,7 +4,8 @@
     python scripts/regenerate_readme.py --check    # seed 0 only (about 9 min): fail if the README's table differs
     python scripts/regenerate_readme.py --from-runs DIR   # rewrite the README from finished runs in DIR
     python scripts/regenerate_readme.py --seeds none --no-zoo   # only the other families' demos (Qwen2.5-VL, seed 0)
-    python scripts/regenerate_readme.py --seeds none --families none   # only the other methods (seed 0)
+    python scripts/regenerate_readme.py --seeds none --families none --no-robustness   # only the other methods (seed 0)
+    python scripts/regenerate_readme.py --seeds none --families none --no-zoo   # only the robustness audit of seed 0's runs
 
 Every number of docs/demo.md ("What the demo shows") and the README's seed-0 table is written here, from
 ``safeeraser demo --out demo-out --seed S`` run at the locked versions (constraints.txt):
@@ -47,6 +48,9 @@ SEEDS_BLOCK = ("<!-- demo-seeds:start -->", "<!-- demo-seeds:end -->")
 FAMILIES = ("qwen2_5_vl",)  # the other families whose seed-0 demo docs/demo.md shows
 ZOO_OUT = f"{OUT}-zoo"  # the methods beyond the demo's ten (simnpo, dpo, ..., each with +pd), seed 0
 ZOO_BLOCK = ("<!-- demo-zoo:start -->", "<!-- demo-zoo:end -->")
+AUDIT_OUT = f"{OUT}-audit"  # `safeeraser audit` of seed 0's runs, one folder per method
+AUDITED = ("vanilla", "po", "po+pd", "gd", "gd+pd", "npo", "npo+pd")
+ROBUSTNESS_BLOCK = ("<!-- demo-robustness:start -->", "<!-- demo-robustness:end -->")
 TIMING = "timing.json"  # a measured run's Timing, kept in its folder
 SHOWN = (("asr_efficacy", "ASR eff. ↓"), ("rr_efficacy", "RR eff. ↑"), ("asr_generality", "ASR gen. ↓"), ("sarr", "SARR ↓"), ("rouge_l", "ROUGE-L ↑"))
 REGENERATE = "python scripts/regenerate_readme.py"
@@ -269,6 +273,98 @@ def regenerate_zoo(runs_from: Path | None = None) -> None:
     print("wrote docs/demo.md (other methods)", file=sys.stderr)
 
 
+def audit_folder(method: str) -> Path:
+    return Path(AUDIT_OUT) / method
+
+
+def run_audits(runs_from: Path | None) -> dict[str, dict]:
+    """``safeeraser audit`` of each of seed 0's runs in ``AUDITED`` (a finished attack is kept by
+    the audit itself), or the finished audits under ``runs_from``; method -> audit.json."""
+    root = runs_from or ROOT
+    demo = root / OUT
+    if not (demo / "results.json").is_file():
+        raise SystemExit(f"{demo / 'results.json'} is missing: the robustness table audits seed 0's runs (run `{REGENERATE} --seeds 0` first)")
+    records = {}
+    for method in AUDITED:
+        folder = root / audit_folder(method)
+        if runs_from is None:
+            adapter = [] if method == "vanilla" else ["--adapter", str(Path(OUT) / "runs" / method)]
+            command = [sys.executable, "-m", "safeeraser", "audit", "--model", f"{OUT}/model", *adapter, "--data", f"{OUT}/data", "--out", str(audit_folder(method))]
+            subprocess.run(command, cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"}, check=True)
+        found = folder / "audit.json"
+        if not found.is_file():
+            raise SystemExit(f"{found} is missing")
+        records[method] = json.loads(found.read_text(encoding="utf-8"))
+    return records
+
+
+def _attack_cell(record: dict, attack: str, key: str) -> str:
+    if attack == "none":
+        return pct(record["baseline"]["metrics"].get(key))
+    result = record["results"].get(attack) or {}
+    if result.get("status") != "done":
+        return "not run"
+    return pct(result["metrics"].get(key))
+
+
+def robustness_tables(records: dict[str, dict]) -> str:
+    """ASR and SARR per attack, the relearning curve and the membership-inference AUCs, per method."""
+    from safeeraser.audit.run import INPUT_ATTACKS, QUANT_ATTACKS
+
+    attacks = ("none", *QUANT_ATTACKS, *INPUT_ATTACKS)
+    label = {m: ("vanilla" if m == "vanilla" else m.upper().replace("+PD", "+PD")) for m in records}
+    out = []
+    for key, title in (("asr_efficacy", "ASR on the forget split (seen images) ↓"), ("asr_generality", "ASR on the test split (unseen images) ↓"), ("sarr", "SARR ↓")):
+        out += [f"**{title}**, percent, per attack:", "", "| method | " + " | ".join(attacks) + " |", "|---|" + "---:|" * len(attacks)]
+        out += [f"| {label[m]} | " + " | ".join(_attack_cell(r, a, key) for a in attacks) + " |" for m, r in records.items()]
+        out.append("")
+    relearn = {m: r["results"].get("relearn") or {} for m, r in records.items()}
+    done = {m: x for m, x in relearn.items() if x.get("status") == "done"}
+    if done:
+        steps = [p["steps"] for p in next(iter(done.values()))["curve"]]
+        first = next(iter(done.values()))
+        out += [
+            f"**Relearning**: ASR (percent) on the {first['measured_pairs']} harmful training pairs it left out, after plain fine-tuning on the "
+            f"{first['trained_pairs']} pairs of one category for 0, {', '.join(map(str, steps[1:]))} steps; vanilla's ASR on the same pairs is the ceiling.",
+            "",
+            "| method | " + " | ".join(f"{s} steps" for s in steps) + " | vanilla |",
+            "|---|" + "---:|" * (len(steps) + 1),
+        ]
+        out += [f"| {label[m]} | " + " | ".join(pct(p["asr_efficacy"]) for p in x["curve"]) + f" | {pct(x['vanilla_asr'])} |" for m, x in done.items()]
+        out.append("")
+    mia = {m: r["results"].get("mia") or {} for m, r in records.items()}
+    done = {m: x for m, x in mia.items() if x.get("status") == "done"}
+    if done:
+        first = next(iter(done.values()))
+        names = list(first["auc"])
+        out += [
+            f"**Membership inference**: ROC AUC of each score, the forget split's harmful answers ({first['members']}, members) against the test split's "
+            f"({first['non_members']}, non-members); 0.5 is chance.",
+            "",
+            "| method | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        out += [f"| {label[m]} | " + " | ".join(f"{x['auc'][n]:.3f}" for n in names) + " |" for m, x in done.items()]
+        out.append("")
+    seconds = {m: r.get("seconds") for m, r in records.items()}
+    out.append(
+        f"`safeeraser audit --model {OUT}/model --adapter {OUT}/runs/METHOD --data {OUT}/data --out {AUDIT_OUT}/METHOD` for each method "
+        f"(vanilla: no adapter), all attacks, seed 0; audit time per run (s, the last pass; a resumed audit counts only what it ran): "
+        + ", ".join(f"{label[m]} {s:.0f}" for m, s in seconds.items() if s is not None)
+        + f". Regenerate with `{REGENERATE} --seeds none --families none --no-zoo --robustness`."
+    )
+    return "\n".join(out)
+
+
+def regenerate_robustness(runs_from: Path | None = None) -> None:
+    records = run_audits(runs_from)
+    KEPT.mkdir(parents=True, exist_ok=True)
+    kept = {m: {k: v for k, v in r.items() if k != "environment"} for m, r in records.items()}
+    (KEPT / "robustness.json").write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    rewrite(DEMO_PAGE, ROBUSTNESS_BLOCK, robustness_tables(records))
+    print("wrote docs/demo.md (robustness) and docs/demo/robustness.json", file=sys.stderr)
+
+
 def regenerate(seeds: tuple[int, ...], runs_from: Path | None = None) -> None:
     """Run the demo at each seed (or, with ``runs_from``, read the finished runs there) and rewrite the README."""
     from safeeraser.environment import manifest, numeric_identity
@@ -328,6 +424,7 @@ def main() -> int:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0-4; the first must be 0), or none")
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated families whose seed-0 demo docs/demo.md shows (default {','.join(FAMILIES)}), or none")
     parser.add_argument("--zoo", action=argparse.BooleanOptionalAction, default=True, help=f"the other methods' seed-0 demo ({ZOO_OUT}; default: on)")
+    parser.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=True, help=f"audit seed 0's runs ({AUDIT_OUT}) for docs/demo.md's robustness tables (default: on)")
     parser.add_argument("--from-runs", type=Path, help="read finished demo runs (demo-out, demo-out-seedN, demo-out-FAMILY, demo-out-zoo) under this folder instead of running them")
     args = parser.parse_args()
     # the demo pins the kernels' instruction set (numerics.py); this process must describe the same
@@ -351,6 +448,8 @@ def main() -> int:
         regenerate_families(families, args.from_runs)
     if args.zoo:
         regenerate_zoo(args.from_runs)
+    if args.robustness:
+        regenerate_robustness(args.from_runs)
     return 0
 
 
