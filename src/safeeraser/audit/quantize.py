@@ -10,8 +10,8 @@ the weights as it is moved to its device:
 
 - ``quant8``: LLM.int8() (``Linear8bitLt``: int8 weights with one scale per output row, outlier
   features above ``INT8_THRESHOLD`` computed in full precision), bitsandbytes' 8-bit default;
-- ``quant4``: NF4 (``Linear4bit``: 4-bit NormalFloat codes packed two per byte, one absmax per
-  block of 64 weights), QLoRA's 4-bit format.
+- ``quant4``: NF4 (``Linear4bit``: 4-bit NormalFloat codes packed two per byte, one float absmax
+  per block of 64 weights, no double quantization: transformers' default), QLoRA's 4-bit format.
 
 bitsandbytes runs on the CPU since 0.45 (and on CUDA); it is the ``audit`` extra
 (``pip install safeeraser[audit]``). Without it the attacks are reported as not run.
@@ -66,7 +66,7 @@ def quantize_linear_layers(model, bits: int) -> list[str]:
                 layer = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=bias, has_fp16_weights=False, threshold=INT8_THRESHOLD)
             else:
                 layer = bnb.nn.Linear4bit(
-                    child.in_features, child.out_features, bias=bias, compute_dtype=child.weight.dtype, quant_type="nf4", quant_storage=torch.uint8,
+                    child.in_features, child.out_features, bias=bias, compute_dtype=child.weight.dtype, quant_type="nf4", quant_storage=torch.uint8, compress_statistics=False,
                 )
             layer.load_state_dict(child.state_dict())
             setattr(parent, name, layer.to(child.weight.device))  # the move quantizes the weights
