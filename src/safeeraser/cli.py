@@ -395,14 +395,19 @@ def judges_agree_cmd(
 
 @app.command("report")
 def report_cmd(
-    runs: list[Path] = typer.Argument(..., help="Run folders, each with metrics.json (and predictions, log.jsonl)."),
+    runs: list[Path] = typer.Argument(..., help="Run folders, each with metrics.json (and predictions, log.jsonl); audit folders (with audit.json, from `audit`) add a Robustness section."),
     out: Path = typer.Option(..., "--out", help="Folder for results.{json,md,csv}, plots and index.html."),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Put runs with different generation protocols or judges in one table (marked with a warning)."),
 ):
     """Paper-style table, plots and an HTML report across runs."""
+    from safeeraser.audit.run import AUDIT_FILE
     from safeeraser.report.build import build_report
 
-    written = build_report(runs, out, allow_mixed=allow_mixed, warn=_say)
+    audits = [f for f in runs if (f / AUDIT_FILE).is_file()]
+    runs = [f for f in runs if f not in audits]
+    if audits and not runs:
+        raise UserError("only audit folders given: pass the run folders too (the audits add a Robustness section to their report)")
+    written = build_report(runs, out, allow_mixed=allow_mixed, warn=_say, audits=audits)
     _say(f"wrote {out}: " + ", ".join(p.name for p in written))
 
 
