@@ -9,7 +9,8 @@ bitsandbytes loading keeps in full precision too) for bitsandbytes' own layer, w
 the weights as it is moved to its device:
 
 - ``quant8``: LLM.int8() (``Linear8bitLt``: int8 weights with one scale per output row, outlier
-  features above ``INT8_THRESHOLD`` computed in full precision), bitsandbytes' 8-bit default;
+  features above ``INT8_THRESHOLD`` computed apart, inputs cast to float16 as bitsandbytes does),
+  bitsandbytes' 8-bit default;
 - ``quant4``: NF4 (``Linear4bit``: 4-bit NormalFloat codes packed two per byte, one float absmax
   per block of 64 weights, no double quantization: transformers' default), QLoRA's 4-bit format.
 
@@ -19,6 +20,7 @@ bitsandbytes runs on the CPU since 0.45 (and on CUDA); it is the ``audit`` extra
 
 from __future__ import annotations
 
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -55,6 +57,8 @@ def quantize_linear_layers(model, bits: int) -> list[str]:
 
     if bits not in SCHEMES:
         raise ValueError(f"bits must be one of {sorted(SCHEMES)}")
+    # LLM.int8() computes on float16 inputs and says so on every call of every layer
+    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     done = []
     for parent_name, parent in list(model.named_modules()):
