@@ -20,7 +20,7 @@ bitsandbytes runs on the CPU since 0.45 (and on CUDA); it is the ``audit`` extra
 
 from __future__ import annotations
 
-import warnings
+import logging
 from importlib import metadata
 from pathlib import Path
 
@@ -57,8 +57,8 @@ def quantize_linear_layers(model, bits: int) -> list[str]:
 
     if bits not in SCHEMES:
         raise ValueError(f"bits must be one of {sorted(SCHEMES)}")
-    # LLM.int8() computes on float16 inputs and says so on every call of every layer
-    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+    # LLM.int8() computes on float16 inputs and logs so on every call of every layer
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     done = []
     for parent_name, parent in list(model.named_modules()):
