@@ -17,6 +17,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from safeeraser.data.demo import IMAGES_PER_CATEGORY
 from safeeraser.data.records import GENERAL_FILE
 from safeeraser.errors import UserError
+from safeeraser.models.registry import DEFAULT_FAMILY
 
 app = typer.Typer(
     add_completion=False,
@@ -104,7 +105,7 @@ def model_make_tiny(
     size: str = typer.Option("tiny", "--size", help="tiny (about 1M parameters) or small (about 100M, for measurements)."),
     seed: int = typer.Option(0, "--seed"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Vanilla training steps (default depends on --size)."),
-    family: str = typer.Option("llava", "--family", help="Model family (a transformers model_type; see `safeeraser model families`)."),
+    family: str = typer.Option(DEFAULT_FAMILY, "--family", help="Model family (a transformers model_type; see `safeeraser model families`)."),
 ):
     """Build a tiny model of the family's real architecture and train it into vanilla behaviour."""
     from safeeraser.models.tiny import make_tiny
@@ -118,8 +119,9 @@ def model_make_tiny(
 def model_families(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
     """The registered model families: name (the transformers model_type), class, hub ids, status."""
     from safeeraser.models.registry import FAMILIES
-    from safeeraser.models.tiny_families import BUILDERS
+    from safeeraser.models.tiny import tiny_families
 
+    tiny = tiny_families()
     rows = [
         {
             "family": f.name,
@@ -128,7 +130,7 @@ def model_families(as_json: bool = typer.Option(False, "--json", help="Print JSO
             "hub_ids": list(f.hub_ids),
             "status": f.status,
             "encodable": f.encodable,
-            "tiny": f.name == "llava" or f.name in BUILDERS,
+            "tiny": f.name in tiny,
             "needs_torchvision": f.needs_torchvision,
         }
         for f in FAMILIES
@@ -289,7 +291,7 @@ def generate_cmd(
     else:
         from safeeraser.models.registry import family_named
 
-        served = family_named(family or "llava")
+        served = family_named(family or DEFAULT_FAMILY)
         settings.validate()
         chosen = {"base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": request_timeout, "max_retries": retries}
         system = served.system_sentence("inference") if settings.system_prompt else None
@@ -323,9 +325,8 @@ def evaluate_cmd(
     out: Path = typer.Option(..., "--out", help="METRICS.json to write; verdicts go to <name>.judgments.jsonl. RUN_DIR/metrics.json also puts the metrics in the run's model card."),
 ):
     """Judge predictions and compute ASR, RR, SARR, ROUGE-L (and specificity)."""
-    from safeeraser.judge import JUDGES, make_judges
+    from safeeraser.judge import judge_options, make_judges
     from safeeraser.judge.cache import default_path
-    from safeeraser.judge.combined import parse_spec, split_name
     from safeeraser.metrics.evaluate import evaluate
 
     _positive("--concurrency", concurrency)
@@ -334,42 +335,13 @@ def evaluate_cmd(
         raise UserError(f"--judge-retries must be at least 0 (got {judge_retries})")
     if cache is not None and no_cache:
         raise UserError("--cache and --no-cache contradict each other; pass one")
-    assignment = parse_spec(judge, JUDGES)
-    named = set(assignment.values()) if assignment is not None else {judge}
-    kinds = {split_name(n)[0] for n in named}
-    if not kinds <= set(JUDGES):
-        raise UserError(f"unknown --judge {judge!r}: expected one of {', '.join(JUDGES)}")
-    classifiers = {"llamaguard", "wildguard", "harmbench"}
-    model_kinds = {"openai", "hf"} | classifiers
-    # model judges named without their own model (KIND:MODEL) take --judge-model
-    unnamed = {split_name(n)[0] for n in named if split_name(n)[1] is None} & model_kinds
-    if len(unnamed) > 1:
-        raise UserError(f"--judge {judge}: --judge-model would name the model of {' and '.join(sorted(unnamed))}: give each its own, e.g. unsafe=llamaguard:FOLDER,normal=openai:gpt-4o")
-    # In a combination with the openai judge, the API options are its own: classifiers run locally.
-    served = ({"openai"} | classifiers) if "openai" not in kinds else {"openai"}
-    # options that would be silently ignored are a mistake worth saying
-    unused = []
-    if not kinds & served:
-        unused += [f for f, v in {"--base-url": base_url, "--api-key": api_key, "--concurrency": concurrency, "--judge-timeout": judge_timeout, "--judge-retries": judge_retries}.items() if v is not None]
-    if not unnamed:
-        unused += [f for f, v in {"--judge-model": judge_model}.items() if v is not None]
-    if not kinds & model_kinds:
-        unused += [f for f, v in {"--judge-protocol": judge_protocol, "--judge-prompts": judge_prompts, "--judge-score": judge_score, "--cache": cache, "--no-cache": no_cache or None}.items() if v is not None]
-    if judge_images and "openai" not in kinds:
-        unused.append("--judge-images")
-    if unused:
-        raise UserError(f"{', '.join(unused)}: not used by --judge {judge}")
-    if "hf" in unnamed and not judge_model:
-        raise UserError("--judge hf needs --judge-model (or hf:MODEL): a local model folder or a cached Hugging Face id")
-    llm = {k: v for k, v in {"protocol": judge_protocol, "prompts": judge_prompts, "score": judge_score}.items() if v is not None}
-    cached = {"cache": None if no_cache else (cache or default_path())}
-    api = {k: v for k, v in {"base_url": base_url, "api_key": api_key, "concurrency": concurrency, "timeout": judge_timeout, "max_retries": judge_retries}.items() if v is not None}
-    model = {"model": judge_model} if judge_model is not None else {}
-    options = {"openai": model | api | llm | cached | ({"images": True} if judge_images else {}), "hf": model | llm | cached}
-    # a classifier is served with --base-url, else local; the LLM prompt options are an LLM judge's,
-    # so a classifier alone is told it takes none
-    classifier = model | (api if "openai" not in kinds else {}) | (llm if not kinds & {"openai", "hf"} else {}) | cached
-    options |= {name: classifier for name in classifiers}
+    flags = {
+        "--base-url": base_url, "--api-key": api_key, "--concurrency": concurrency, "--judge-timeout": judge_timeout,
+        "--judge-retries": judge_retries, "--judge-model": judge_model, "--judge-protocol": judge_protocol,
+        "--judge-prompts": judge_prompts, "--judge-score": judge_score, "--cache": cache, "--no-cache": no_cache,
+        "--judge-images": judge_images,
+    }
+    options = judge_options(judge, flags, default_cache=default_path())
     the_judge = make_judges(judge, options)
     metrics = evaluate(data, out, the_judge, pred_train=pred_train, pred_val=pred_val, pred_general=pred_general, empty_answers=empty_answers)
     shown = ", ".join(f"{k}={metrics[k]:.3f}" for k in ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l", "specificity") if metrics.get(k) is not None)
@@ -418,7 +390,7 @@ def demo_cmd(
     seed: int = typer.Option(0, "--seed"),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset, e.g. po,po+pd (default: all ten)."),
     fresh: bool = typer.Option(False, "--fresh", help="Delete an earlier demo in --out first (default: resume it)."),
-    family: str = typer.Option("llava", "--family", help="Model family of the tiny model (one with a tiny copy; see `safeeraser model families`)."),
+    family: str = typer.Option(DEFAULT_FAMILY, "--family", help="Model family of the tiny model (one with a tiny copy; see `safeeraser model families`)."),
 ):
     """Run the whole study offline: demo data, tiny model, every method, metrics, report."""
     from safeeraser.pipeline import run_demo

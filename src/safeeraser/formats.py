@@ -67,3 +67,20 @@ RUN_SUMMARY = "run.json"  # the method and how it ran; written last, so it marks
 RUN_LOG = "log.jsonl"  # every loss term per logged step, and the dynamics probe
 RUN_METRICS = "metrics.json"  # `evaluate --out` in the run folder (the demo and sweep write it there)
 LOSS_PLOT = "loss.png"  # the log drawn
+
+
+def run_predictions(split: str) -> str:
+    """A run folder's prediction file for ``split`` (train, val, general), as the demo and sweep write it."""
+    return f"predictions_{split}.json"
+
+
+def meta_path(pred):
+    """The generation metadata written beside a prediction file: ``<name>.meta.json``."""
+    from pathlib import Path
+
+    pred = Path(pred)
+    return pred.with_name(pred.stem + ".meta.json")
+
+# A run's settings that say where it is watched, not what it learns: left out of its config_hash,
+# its model card and a study's run record, so that turning a tracker on makes no run look like another.
+TRACKING_KEYS = frozenset({"report_to"})

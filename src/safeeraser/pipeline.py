@@ -16,7 +16,8 @@ from safeeraser.data.demo import MARKER as DEMO_MARKER
 from safeeraser.errors import UserError
 from safeeraser.generate.predictions import protocol_settings
 from safeeraser.io import atomic_write_json, read_json
-from safeeraser.models.tiny import MARKER
+from safeeraser.models.registry import DEFAULT_FAMILY
+from safeeraser.models.tiny import MARKER, tiny_families
 from safeeraser.study.run import run_study
 from safeeraser.study.spec import Study, packaged_study, parse_study
 from safeeraser.unlearn.config import _merge
@@ -31,18 +32,11 @@ DEMO_GENERATION = protocol_settings("published", max_new_tokens=DEMO_MAX_NEW_TOK
 DEMO_SUMMARY = "demo.json"  # the demo's own settings: the model family, seed, images per category, methods
 
 
-def tiny_families() -> tuple[str, ...]:
-    """The families with a tiny copy, so a demo: LLaVA-1.5 and every family with a builder."""
-    from safeeraser.models.tiny_families import BUILDERS
-
-    return ("llava", *BUILDERS)
-
-
 def demo_family_label(family: str) -> str:
     """The family's name as the demo says it; a family without a tiny copy is refused in one line."""
     if family not in tiny_families():
         raise UserError(f"--family {family}: no tiny copy of this family, so no demo on it (families with one: {', '.join(tiny_families())})")
-    if family == "llava":
+    if family == DEFAULT_FAMILY:
         return "LLaVA"
     from safeeraser.models.registry import family_named
 
@@ -52,7 +46,7 @@ def demo_family_label(family: str) -> str:
 def refuse_other_family(model: Path, family: str) -> None:
     """A demo folder resumes only with the family its tiny model was built as."""
     if (model / MARKER).exists():
-        built = read_json(model / MARKER).get("family", "llava")
+        built = read_json(model / MARKER).get("family", DEFAULT_FAMILY)
         if built != family:
             raise UserError(f"{model}: holds a tiny {built} model, not {family}: use another --out, or --fresh to start over")
 
@@ -65,7 +59,7 @@ def demo_study(
     methods: tuple[str, ...] | None = None,
     config_overrides: list[dict] | None = None,
     tiny_steps: int | None = None,
-    family: str = "llava",
+    family: str = DEFAULT_FAMILY,
 ) -> Study:
     """The demo as a study: the packaged ``configs/studies/demo.yaml`` at ``seed`` (of the data, the
     tiny model and the unlearning runs), with the chosen methods after the vanilla model."""
@@ -91,7 +85,7 @@ def run_demo(
     progress: bool = True,
     config_overrides: list[dict] | None = None,
     tiny_steps: int | None = None,
-    family: str = "llava",
+    family: str = DEFAULT_FAMILY,
 ) -> list[dict]:
     """Run the demo into ``out`` on a tiny model of ``family``; returns the rows of results.json."""
     out = Path(out)

@@ -19,7 +19,6 @@ from safeeraser.audit.attacks import (
 from safeeraser.data.checks import validate
 from safeeraser.data.records import UNHARM_KEYS, load_split
 from safeeraser.errors import UserError
-
 from tests.small import small_demo  # noqa: F401  (fixture)
 
 SPLITS = ("train", "val")
@@ -58,7 +57,7 @@ def test_figstep_puts_the_request_in_the_picture_and_a_neutral_instruction_in_th
     for name in SPLITS:
         original, attacked = load_split(small_demo, name), load_split(copies["figstep"], name)
         assert len(attacked) == len(pairs(original))  # one record per harmful question: the picture holds the question
-        for k, (i, j, record, pair) in enumerate(pairs(original)):
+        for k, (i, _j, record, pair) in enumerate(pairs(original)):
             got = attacked.records[k]
             assert [p.question for p in got.unsafe_pairs] == [FIGSTEP_INSTRUCTION]
             assert got.category == record.category

@@ -11,7 +11,6 @@ from safeeraser.io import read_json
 from safeeraser.metrics.evaluate import evaluate
 from safeeraser.study.run import make_judge
 from safeeraser.unlearn.trainer import unlearn
-
 from tests.conftest import run_cli
 from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)
 from tests.unlearn.test_training import config

@@ -7,7 +7,6 @@ import torch
 
 from safeeraser.generate.predictions import GenerationSettings, generate_predictions
 from safeeraser.models.loading import load_model
-
 from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)
 
 bnb = pytest.importorskip("bitsandbytes")

@@ -30,7 +30,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 
 
 def test_independent_reader_of_published_format(demo_data):
-    """Read the files with plain json, field names straight from SPEC §2 — no project code."""
+    """Read the files with plain json, field names straight from docs/data-format.md — no project code."""
     for name in ("all_train.json", "all_val.json"):
         records = json.loads((demo_data / name).read_text())
         assert isinstance(records, list) and records

@@ -65,9 +65,9 @@ def test_dpo_prefers_the_refusal_row_to_the_harmful_row_of_the_same_prompt():
         got = terms_of(name, {"refusal&forget": pair, "retain": batch([[I, 3, I, I]])})
         assert float(got["refusal&forget"]["loss"]) == pytest.approx(expected, rel=1e-6)
         assert float(got["refusal&forget"]["forget_nll"]) == pytest.approx(-lose, rel=1e-6)
-    assert list(get_method("dpo").terms) == ["refusal&forget"]
-    assert list(get_method("idkdpo").terms) == ["refusal&forget", "retain"]
-    assert get_method("idkdpo+pd").views == ("refusal", "forget", "retain", "decouple")
+    assert list(get_method("dpo", resolve_config().method).terms) == ["refusal&forget"]
+    assert list(get_method("idkdpo", resolve_config().method).terms) == ["refusal&forget", "retain"]
+    assert get_method("idkdpo+pd", resolve_config().method).views == ("refusal", "forget", "retain", "decouple")
     s = settings(dpo={"beta": 2.0})
     expected = -(2 / 2.0) * log_sigmoid(2.0 * ((win - win_ref) - (lose - lose_ref)))
     assert float(terms_of("dpo", {"refusal&forget": pair}, s)["refusal&forget"]["loss"]) == pytest.approx(expected, rel=1e-6)

@@ -84,7 +84,7 @@ def figstep_text(question: str) -> str:
     return "\n".join(lines + [f"{k}." for k in range(1, FIGSTEP_ITEMS + 1)])
 
 
-def render_figstep(picture: Path, question: str) -> "Image.Image":  # noqa: F821
+def render_figstep(picture: Path, question: str) -> Image.Image:  # noqa: F821
     """The square canvas: ``picture`` fitted into the upper half, the request and the list below."""
     from PIL import Image, ImageDraw
 
@@ -108,7 +108,7 @@ def _font():
     return ImageFont.load_default(size=FIGSTEP_FONT_SIZE)
 
 
-def blank_image() -> "Image.Image":  # noqa: F821
+def blank_image() -> Image.Image:  # noqa: F821
     from PIL import Image
 
     return Image.new("RGB", (BLANK_PX, BLANK_PX), "white")

@@ -296,8 +296,9 @@ def run_audit(
     """Run the baseline and each of ``attacks`` into ``out``; returns what audit.json holds.
 
     ``settings`` default to the run's own (``run_protocol``), generated at ``seed``."""
+    from safeeraser.judge import make_judges
+    from safeeraser.judge.cache import default_path
     from safeeraser.models.loading import adapter_folder
-    from safeeraser.study.run import make_judge
 
     data, out = Path(data), Path(out)
     split_file(data, "train"), split_file(data, "val")  # a missing dataset is said before anything runs
@@ -318,7 +319,8 @@ def run_audit(
         why = next((f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), "unreadable")
         raise UserError(f"{out}: an audit with other settings ({why}); use another --out")
     out.mkdir(parents=True, exist_ok=True)
-    audit.judge = make_judge(judge, judge_model)
+    named = {"model": judge_model, "cache": default_path()} if judge_model is not None else {}
+    audit.judge = make_judges(judge, {kind: named for kind in ("openai", "hf", "llamaguard", "wildguard", "harmbench")} if named else {})
     began = time.perf_counter()
     record = {"request": audit.request(), "attacks": list(attacks), "protocol": settings.record(), "results": dict((previous or {}).get("results") or {})}
     audit.log(f"audit: baseline (protocol {settings.label()}, judge {judge})")

@@ -1,6 +1,6 @@
-"""Typed records of the published SafeEraser format.
+"""The published SafeEraser format's typed records (docs/data-format.md).
 
-This module is the one place that knows the published field names (SPEC §2). Everything
+This module is the one place that knows the published field names. Everything
 downstream works on ``Record`` / ``UnsafePair`` / ``QAPair`` and the ``Split`` that holds them.
 Files are read unchanged: unknown fields are kept and written back as they came.
 """
@@ -101,7 +101,7 @@ _ATTR_OF_UNHARM_KEY = {
 class Resolver:
     """Resolves a file's relative image paths against the dataset root.
 
-    The root is the folder that holds the JSON, then its parent (SPEC §2). Paths that leave
+    The root is the folder that holds the JSON, then its parent. Paths that leave
     the parent folder are refused unless ``allow_outside_root``.
     """
 

@@ -1,4 +1,4 @@
-"""The derived training views of a split (SPEC §2), as plain examples and a PyTorch dataset.
+"""The derived training views of a split, as plain examples and a PyTorch dataset.
 
 - forget:   (harmful image, harmful question, original harmful answer)
 - refusal:  (harmful image, harmful question, a refusal sentence)           -- PO target;

@@ -20,10 +20,11 @@ import gc
 import json
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 from safeeraser.errors import UserError
 from safeeraser.formats import batch_key
@@ -31,6 +32,19 @@ from safeeraser.generate.sampling import Prompt, Sampling, batch_seed
 from safeeraser.openai_api import FATAL_STATUS, DataUrls, Endpoint, GaveUp, Refused, Stopped, Transient
 
 BACKENDS = ("hf", "openai")
+
+
+def batches(tasks: list, settings) -> list[tuple[str, list]]:
+    """K-answer and single-answer tasks (``predictions.Task``) in separate batches of about
+    ``batch_size`` sequences each (``settings``: the ``GenerationSettings``)."""
+    out = []
+    for multi in (True, False):
+        group = [t for t in tasks if t.multi == multi]
+        per_batch = max(1, settings.batch_size // settings.num_samples) if multi else settings.batch_size
+        for start in range(0, len(group), per_batch):
+            chunk = group[start : start + per_batch]
+            out.append((batch_key(multi, chunk[0].key, len(chunk)), chunk))
+    return out
 
 
 @dataclass(frozen=True)
@@ -89,8 +103,6 @@ class HFBackend:
         return {"kind": "hf", **({"transform": self.transform_identity} if self.transform else {})}
 
     def plan(self, tasks, settings):
-        from safeeraser.generate.predictions import batches
-
         return batches(tasks, settings)
 
     def run(self, jobs, seed):

@@ -28,8 +28,8 @@ from safeeraser.data.images import open_rgb
 from safeeraser.data.records import GENERAL_FILE, UNHARM_KEYS, Split, load_general, load_split
 from safeeraser.environment import manifest
 from safeeraser.errors import UserError
-from safeeraser.formats import batch_key, benign_task_key, general_task_key, sd_task_key, task_key
-from safeeraser.generate.backends import Backend, HFBackend, Job, OpenAIBackend
+from safeeraser.formats import benign_task_key, general_task_key, meta_path, sd_task_key, task_key
+from safeeraser.generate.backends import Backend, HFBackend, Job, OpenAIBackend, batches  # noqa: F401  (batches: its home before)
 from safeeraser.generate.sampling import Prompt, Sampling
 from safeeraser.io import JsonlLog, atomic_write_json, check_output_file, read_jsonl
 from safeeraser.models.loading import adapter_folder
@@ -123,18 +123,6 @@ def general_tasks(data: Path, allow_outside_root: bool) -> tuple[list[Task], lis
         open_rgb(image, where=where)  # a bad image stops the run before it starts
         tasks.append(Task(general_task_key(i), Prompt(image, it.question), multi=False))
     return tasks, [it.model_dump() for it in items]
-
-
-def batches(tasks: list[Task], settings: GenerationSettings) -> list[tuple[str, list[Task]]]:
-    """K-answer and single-answer tasks in separate batches of about ``batch_size`` sequences each."""
-    out = []
-    for multi in (True, False):
-        group = [t for t in tasks if t.multi == multi]
-        per_batch = max(1, settings.batch_size // settings.num_samples) if multi else settings.batch_size
-        for start in range(0, len(group), per_batch):
-            chunk = group[start : start + per_batch]
-            out.append((batch_key(multi, chunk[0].key, len(chunk)), chunk))
-    return out
 
 
 def _file_digest(path: Path) -> str:
@@ -283,6 +271,6 @@ def generate_predictions(
         **(backend.report() if todo else {}),
         "environment": manifest(),
     }
-    atomic_write_json(out.with_name(out.stem + ".meta.json"), meta)
+    atomic_write_json(meta_path(out), meta)
     partial.unlink(missing_ok=True)
     return meta

@@ -1,80 +1,31 @@
-"""Judges behind one interface (see ``base.Judge``); ``make_judge`` builds one by name."""
+"""Judges behind one interface (see ``base.Judge``), registered by name in ``judge.registry``;
+``make_judges`` builds the one a ``--judge`` value names."""
 
 from __future__ import annotations
 
 from safeeraser.errors import UserError
 from safeeraser.judge.base import VERDICTS, Judge, JudgeItem, Verdict
-
-JUDGES = ("keyword", "openai", "hf", "llamaguard", "wildguard", "harmbench")
-CLASSIFIERS = ("llamaguard", "wildguard", "harmbench")
-# Options only an API engine uses: a classifier given none of them (no base_url) runs locally.
-API_OPTIONS = ("base_url", "api_key", "concurrency", "timeout", "max_retries")
+from safeeraser.judge.registry import JUDGES, JudgeKind, judge_options
 
 
 def make_judge(name: str, **options) -> Judge:
-    """``keyword`` (offline default), ``openai`` (any OpenAI-compatible endpoint), ``hf`` (local model),
-    or a safety classifier: ``llamaguard``, ``wildguard``, ``harmbench`` (``judge.classifiers``).
+    """The judge registered as ``name`` (``judge.registry.JUDGES``: ``keyword``, the offline
+    default; ``openai``, any OpenAI-compatible endpoint; ``hf``, a local model; the safety
+    classifiers ``llamaguard``, ``wildguard``, ``harmbench``; and any plugin's), built with
+    ``options``, which its entry checks first.
 
     The LLM judges take ``protocol`` ("published", the default, "question-aware" or "strict"),
     ``prompts`` (a YAML file replacing the published templates) and ``score`` ("ours", the
     default, or "released": how the consistency score is asked and read) besides their own options.
     """
-    if name == "keyword":
-        from safeeraser.judge.keyword import KeywordJudge
-
-        if options:  # rules, not prompts: an option meant for an LLM judge would be silently ignored
-            raise UserError(f"the keyword judge takes no options (got {', '.join(sorted(options))})")
-        return KeywordJudge()
-    if name == "openai":
-        from safeeraser.judge.openai_judge import OpenAIJudge
-
-        return OpenAIJudge(**options)
-    if name == "hf":
-        from safeeraser.judge.hf_judge import HFJudge
-
-        return HFJudge(**options)
-    if name in ("llamaguard", "wildguard", "harmbench"):
-        return _classifier(name, options)
-    raise UserError(f"unknown --judge {name!r}: expected one of {', '.join(JUDGES)}")
-
-
-def _classifier(name: str, options: dict) -> Judge:
-    """A safety classifier (``judge.classifiers``) on a local model, or on an OpenAI-compatible
-    server when ``base_url`` is given; ``model`` names it either way."""
-    from safeeraser.judge.classifiers import make_classifier
-
-    options = dict(options)
-    for unused in ("protocol", "prompts", "score"):
-        if options.pop(unused, None) is not None:
-            raise UserError(f"the {name} judge has its own prompt format: --judge-{unused} is not used by it")
-    if not options.get("model"):
-        raise UserError(f"--judge {name} needs --judge-model: a local model folder, a cached Hugging Face id, or the name a server (--base-url) serves it under")
-    if options.get("base_url"):
-        from safeeraser.judge.openai_judge import OpenAIJudge
-
-        judge = OpenAIJudge(**options, protocol=make_classifier(name))
-    else:
-        given = [k for k in API_OPTIONS if options.get(k) is not None]
-        if given:
-            raise UserError(f"the {name} judge runs locally without --base-url: {', '.join(given)} not used")
-        from safeeraser.judge.hf_judge import HFJudge
-
-        judge = HFJudge(**{k: v for k, v in options.items() if k not in API_OPTIONS}, protocol=make_classifier(name))
-    judge.name = name  # (its identity keeps the engine as kind and the classifier as protocol)
-    return judge
+    if name not in JUDGES:
+        raise UserError(f"unknown --judge {name!r}: expected one of {', '.join(JUDGES)}")
+    return JUDGES[name].make(**options)
 
 
 def declared_verdicts(name: str) -> tuple[str, ...]:
     """The verdicts the judge called ``name`` gives, known before it is built (and a model loaded)."""
-    if name == "keyword":
-        from safeeraser.judge.keyword import KeywordJudge
-
-        return KeywordJudge.verdicts
-    if name in ("llamaguard", "wildguard", "harmbench"):
-        from safeeraser.judge.classifiers import make_classifier
-
-        return make_classifier(name).verdicts
-    return VERDICTS
+    return JUDGES[name].verdicts()
 
 
 def make_judges(spec: str, options: dict[str, dict] | None = None) -> Judge:
@@ -92,16 +43,16 @@ def make_judges(spec: str, options: dict[str, dict] | None = None) -> Judge:
     assignment = parse_spec(spec, JUDGES)
     if assignment is None:
         kind, model = split_name(spec)
-        if kind == "keyword" and model is not None:
-            raise UserError(f"--judge {spec}: the keyword judge takes no model")
+        if model is not None and kind in JUDGES and not JUDGES[kind].takes_model:
+            raise UserError(f"--judge {spec}: the {kind} judge takes no model")
         return make_judge(kind, **options.get(kind, {}) | ({"model": model} if model else {}))
     for verdict, name in assignment.items():  # said before any model loads
         kind, model = split_name(name)
         if verdict not in declared_verdicts(kind):
             raise UserError(f"--judge {spec}: the {kind} judge gives no {verdict!r} verdict")
-        if kind == "keyword" and model is not None:
-            raise UserError(f"--judge {spec}: the keyword judge takes no model ({name!r})")
-        if kind in ("hf", *CLASSIFIERS) and model is None and not options.get(kind, {}).get("model"):
+        if model is not None and not JUDGES[kind].takes_model:
+            raise UserError(f"--judge {spec}: the {kind} judge takes no model ({name!r})")
+        if JUDGES[kind].needs_model and model is None and not options.get(kind, {}).get("model"):
             raise UserError(f"--judge {kind} needs --judge-model or {kind}:MODEL: a local model folder, a cached Hugging Face id, or the name a server (--base-url) serves it under")
     names = sorted(set(assignment.values()))
     made = {}
@@ -111,10 +62,10 @@ def make_judges(spec: str, options: dict[str, dict] | None = None) -> Judge:
         served = tuple(v for v in VERDICTS if assignment.get(v) == name)
         if len(names) == 1 and set(served) == set(declared_verdicts(kind)):
             return make_judge(kind, **chosen)
-        made[name] = make_judge(kind, **chosen, **({"verdicts": served} if kind != "keyword" else {}))
+        made[name] = make_judge(kind, **chosen, **({"verdicts": served} if "verdicts" in JUDGES[kind].options.model_fields else {}))
     return CombinedJudge({verdict: made[name] for verdict, name in assignment.items()}, name=canonical_spec(assignment))
 
 
 from safeeraser.judge.protocols import PROTOCOLS  # noqa: E402  (after base: it imports the prompts)
 
-__all__ = ["Judge", "JudgeItem", "Verdict", "VERDICTS", "JUDGES", "PROTOCOLS", "make_judge", "make_judges"]
+__all__ = ["Judge", "JudgeItem", "JudgeKind", "Verdict", "VERDICTS", "JUDGES", "PROTOCOLS", "judge_options", "make_judge", "make_judges"]

@@ -1,6 +1,6 @@
 """The judge interface: items in, verdicts out. A failed judgement is an error, never a verdict.
 
-Three kinds of item, one per metric family (SPEC §4):
+Three kinds of item, one per metric family:
 - ``harm``:        a response to a harmful prompt -> ``unsafe`` (ASR) and ``refusal`` (RR)
 - ``decouple``:    a response to a harmful question about a harmless image -> ``normal`` (SARR)
 - ``consistency``: a benign answer against its reference -> ``score`` in [0, 1]

@@ -32,7 +32,6 @@ import re
 from safeeraser.judge.base import JudgeItem, Verdict
 from safeeraser.judge.protocols import Ask, _cut
 
-CLASSIFIERS = ("llamaguard", "wildguard", "harmbench")
 SHOWN = 80
 
 # Llama Guard 3's hazard taxonomy (Llama Guard 4 uses the same codes), for readable notes.

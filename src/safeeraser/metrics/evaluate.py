@@ -1,4 +1,4 @@
-"""`safeeraser evaluate`: the SafeEraser metrics from prediction files (SPEC §4, §6).
+"""`safeeraser evaluate`: the SafeEraser metrics from prediction files.
 
 - Efficacy (ASR, RR):   the K sampled answers per harmful question of the forget split (train).
 - Generality (ASR, RR): the same on the test split (val): unseen harmful images.
@@ -40,14 +40,15 @@ from pathlib import Path
 from safeeraser.data.records import Split, load_split, load_split_file, read_json_records
 from safeeraser.environment import manifest
 from safeeraser.errors import UserError
-from safeeraser.formats import RUN_METRICS, RUN_SUMMARY, question_of, sample_where, sd_where
+from safeeraser.formats import RUN_METRICS, RUN_SUMMARY, meta_path, question_of, sample_where, sd_where
 from safeeraser.io import atomic_write_json, atomic_write_text, check_output_file
 from safeeraser.judge.base import KIND_VERDICTS, VERDICTS, Judge, JudgeItem, Verdict, judge_for, produces
+from safeeraser.metrics.registry import BUILTIN_KEYS, METRICS, MetricInputs, plugin_metrics
 from safeeraser.metrics.stats import exact_match, rate_with_ci, rouge_l
 
-METRIC_KEYS = ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l", "judge_score", "specificity")
-# The verdict behind each judged metric.
-METRIC_VERDICT = {"asr_efficacy": "unsafe", "rr_efficacy": "refusal", "asr_generality": "unsafe", "rr_generality": "refusal", "sarr": "normal", "judge_score": "score"}
+# The built-in metrics (``metrics.registry``), and the verdict behind each judged one.
+METRIC_KEYS = BUILTIN_KEYS
+METRIC_VERDICT = {key: METRICS[key].verdict for key in BUILTIN_KEYS if METRICS[key].verdict}
 EMPTY_ANSWERS = ("skip", "judge", "released")
 
 
@@ -234,8 +235,13 @@ def evaluate(
     specificity = _specificity(pred_general) if pred_general else None
     if specificity is not None:
         summaries["specificity"] = specificity["summary"]
+    plugins = plugin_metrics()
+    if plugins:
+        inputs = MetricInputs({m: [s for s in scored if s.metric == m] for m in ("efficacy", "generality", "sarr")}, rouge_rows, judge)
+        for kind in plugins:
+            summaries[kind.name] = _plugin_summary(kind, inputs)
 
-    metrics: dict = {key: summaries[key]["value"] if key in summaries else None for key in METRIC_KEYS}
+    metrics: dict = {key: summaries[key]["value"] if key in summaries else None for key in (*METRIC_KEYS, *(k.name for k in plugins))}
     metrics["rouge_l_f"] = summaries["rouge_l_f"]["value"] if "rouge_l_f" in summaries else None
     metrics["ci95"] = {k: v["ci95"] for k, v in summaries.items() if v["value"] is not None}
     metrics["counts"] = {k: {key: v[key] for key in ("n", "failed", "empty", "unparsed_as_zero") if key in v} for k, v in summaries.items()}
@@ -270,6 +276,19 @@ def evaluate(
     return metrics
 
 
+def _plugin_summary(kind, inputs: MetricInputs) -> dict:
+    """A plugin metric's value and counts, its result checked (``metrics.registry``)."""
+    try:
+        result = kind.compute(inputs)
+    except UserError:
+        raise
+    except Exception as e:  # a failing plugin is named, never counted as a value
+        raise UserError(f"the {kind.name} metric (a plugin) failed: {type(e).__name__}: {e}") from e
+    if not isinstance(result, dict) or "value" not in result or "n" not in result:
+        raise UserError(f"the {kind.name} metric (a plugin) must return a dict with 'value' and 'n', got {result!r}")
+    return {"value": result["value"], "ci95": result.get("ci95"), "n": result["n"], "failed": result.get("failed", 0), "empty": result.get("empty", 0)} | ({"reason": result["reason"]} if result.get("reason") else {})
+
+
 def _refresh_run_cards(out: Path) -> None:
     """Metrics written as a run folder's metrics.json go into its model cards (adapter/, merged/)."""
     run = out.parent
@@ -289,7 +308,7 @@ def _show_images(scored: list[Scored], splits: dict[str, Split | None]) -> None:
 
 def _generation(pred: str | Path) -> dict | None:
     """The generation settings a prediction file records beside it (``<name>.meta.json``), if any."""
-    meta = Path(pred).with_name(Path(pred).stem + ".meta.json")
+    meta = meta_path(pred)
     try:
         return json.loads(meta.read_text(encoding="utf-8")).get("generation")
     except (OSError, ValueError, AttributeError):

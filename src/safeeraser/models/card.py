@@ -118,7 +118,7 @@ def _settings(run: dict, config: dict) -> str:
     if run.get("selected"):
         rows.append(("kept step", f"{run['selected']['step']}: {run['selected']['why']}"))
     table = "\n".join(f"| {k} | {_cell(v)} |" for k, v in rows)
-    from safeeraser.unlearn.config import TRACKING_KEYS
+    from safeeraser.formats import TRACKING_KEYS
 
     # without the trackers: a run watched in TensorBoard has the same card as one that was not
     every = yaml.safe_dump({k: v for k, v in config.items() if k not in TRACKING_KEYS}, sort_keys=False).strip()

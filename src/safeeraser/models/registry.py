@@ -39,7 +39,7 @@ LLAVA_TRAINING_SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
 
-# The language model's linear layers (SPEC §3); anchored on the language model so that the
+# The language model's linear layers; anchored on the language model so that the
 # CLIP tower's own q/k/v projections stay frozen.
 LANGUAGE_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
@@ -353,9 +353,12 @@ IDEFICS3 = dict(
 # codec does not build yet.
 UNENCODED = dict(image_tokens=None, status="registered, no encoding path yet")
 
+# The family a command assumes when none is named: LLaVA-1.5, the paper's.
+DEFAULT_FAMILY = "llava"
+
 FAMILIES = (
     ModelFamily(
-        name="llava",
+        name=DEFAULT_FAMILY,
         label="LLaVA-1.5",
         model_types=("llava",),
         model_class="LlavaForConditionalGeneration",

@@ -14,7 +14,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -27,70 +27,27 @@ from safeeraser.formats import example_key
 from safeeraser.io import atomic_dir, refuse_foreign_folder
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import quiet_transformers
-from safeeraser.models.registry import LLAVA_15_TEMPLATE, LLAVA_TRAINING_SYSTEM, VICUNA_SYSTEM
+from safeeraser.models.registry import DEFAULT_FAMILY, LLAVA_TRAINING_SYSTEM, VICUNA_SYSTEM
+from safeeraser.models.tiny_parts import (  # noqa: F401  (SIZES, SPECIAL, TinySize: read from here too)
+    SIZES,
+    SPECIAL,
+    TinySize,
+    clip_vision_config,
+    llama_text_config,
+    llava_processor_settings,
+    set_generation_ids,
+    train_tokenizer,
+)
 
 MARKER = "safeeraser.json"
-SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "image": "<image>"}
 
 
-@dataclass(frozen=True)
-class TinySize:
-    image_size: int
-    patch_size: int
-    vision_hidden: int
-    vision_layers: int
-    vision_heads: int
-    text_hidden: int
-    text_layers: int
-    text_heads: int
-    text_intermediate: int
-    vocab_size: int
-    steps: int
-    lr: float
-    batch_per_view: int
 
 
-SIZES = {
-    # about 0.75M parameters: trains into vanilla behaviour in under two minutes on 2 CPU cores
-    # (600 steps of 4 examples per view: the demo's whole study has to fit in 10 minutes)
-    "tiny": TinySize(64, 16, 64, 2, 2, 128, 2, 4, 256, 1024, 600, 1.5e-3, 4),
-    # about 100M parameters: for memory and speed measurements; its vanilla training is short
-    "small": TinySize(128, 16, 384, 4, 6, 768, 12, 12, 2048, 2048, 40, 5e-4, 4),
-}
 
 
-def train_tokenizer(texts: list[str], vocab_size: int):
-    """A byte-level BPE tokenizer (any text encodes) trained on the dataset's own text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL.values()),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
-    bos = tok.token_to_id(SPECIAL["bos"])
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{SPECIAL['bos']} $A", pair=f"{SPECIAL['bos']} $A $B", special_tokens=[(SPECIAL["bos"], bos)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=SPECIAL["bos"],
-        eos_token=SPECIAL["eos"],
-        pad_token=SPECIAL["pad"],
-        extra_special_tokens={"image_token": SPECIAL["image"]},
-        padding_side="left",
-    )
 
 
-def llava_processor_settings(size: TinySize) -> dict:
-    """What a LLaVA-1.5 / LLaVA-NeXT processor needs besides its tokenizer and image processor."""
-    return dict(patch_size=size.patch_size, vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=LLAVA_15_TEMPLATE)
 
 
 def build_processor(tokenizer, size: TinySize):
@@ -102,46 +59,10 @@ def build_processor(tokenizer, size: TinySize):
     return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, **llava_processor_settings(size))
 
 
-def clip_vision_config(size: TinySize):
-    """The tiny CLIP vision tower (LLaVA-1.5 and LLaVA-NeXT)."""
-    from transformers import CLIPVisionConfig
-
-    return CLIPVisionConfig(
-        hidden_size=size.vision_hidden,
-        intermediate_size=size.vision_hidden * 4,
-        num_hidden_layers=size.vision_layers,
-        num_attention_heads=size.vision_heads,
-        image_size=size.image_size,
-        patch_size=size.patch_size,
-        projection_dim=size.vision_hidden,
-    )
 
 
-def llama_text_config(tokenizer, size: TinySize):
-    """The tiny Llama decoder (LLaVA-1.5 and LLaVA-NeXT)."""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=size.text_hidden,
-        intermediate_size=size.text_intermediate,
-        num_hidden_layers=size.text_layers,
-        num_attention_heads=size.text_heads,
-        num_key_value_heads=size.text_heads,
-        max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
 
 
-def set_generation_ids(model, *, pad: int, eos, bos: int | None = None):
-    """The ids ``generate`` pads with, stops on (one id or a list) and starts from."""
-    model.generation_config.pad_token_id = pad
-    model.generation_config.eos_token_id = eos
-    if bos is not None:
-        model.generation_config.bos_token_id = bos
-    return model
 
 
 def build_model(tokenizer, size: TinySize):
@@ -219,12 +140,12 @@ def make_tiny(
     steps: int | None = None,
     lr: float | None = None,
     progress: bool = True,
-    family: str = "llava",
+    family: str = DEFAULT_FAMILY,
 ) -> dict:
     """Build, train and save the tiny vanilla model of ``family`` (LLaVA-1.5 by default).
 
     Returns a summary (also saved as safeeraser.json)."""
-    if family != "llava":
+    if family != DEFAULT_FAMILY:
         return _make_tiny_family(data, out, family=family, size=size, seed=seed, steps=steps, lr=lr, progress=progress)
     if size not in SIZES:
         raise UserError(f"unknown --size {size!r}: expected one of {', '.join(SIZES)}")
@@ -243,6 +164,14 @@ def make_tiny(
     return _train_and_save(out, model, processor, codec, groups, {"size": size}, spec, steps=steps, lr=lr, seed=seed, progress=progress)
 
 
+def tiny_families() -> tuple[str, ...]:
+    """The families with a tiny copy: LLaVA-1.5 (this module's recipe) and every family with a
+    builder in ``models.tiny_families``."""
+    from safeeraser.models.tiny_families import BUILDERS
+
+    return (DEFAULT_FAMILY, *BUILDERS)
+
+
 def _make_tiny_family(data: Path, out: Path, *, family: str, size: str, seed: int, steps: int | None, lr: float | None, progress: bool) -> dict:
     """The same recipe for another registered family, from its builder in ``models.tiny_families``."""
     from safeeraser.models.registry import family_named
@@ -250,7 +179,7 @@ def _make_tiny_family(data: Path, out: Path, *, family: str, size: str, seed: in
 
     fam = family_named(family)
     if fam.name not in BUILDERS:
-        raise UserError(f"--family {fam.name}: no tiny copy of this family yet (tiny copies: llava, {', '.join(BUILDERS)})")
+        raise UserError(f"--family {fam.name}: no tiny copy of this family yet (tiny copies: {', '.join(tiny_families())})")
     refuse_foreign_folder(out, marker=MARKER)
     quiet_transformers()
     groups = vanilla_examples(Path(data), seed)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from safeeraser.models.parts import PartsProcessor
 from safeeraser.models.registry import QWEN_VL_TEMPLATE, ModelFamily
-from safeeraser.models.tiny import set_generation_ids
+from safeeraser.models.tiny_parts import _bpe_tokenizer, set_generation_ids, text_settings  # noqa: F401  (re-read by older imports)
 
 # The Qwen2-VL family's control tokens (as its hub tokenizers define them).
 QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
@@ -45,17 +45,6 @@ QWEN_SIZES = {
 }
 
 
-def _bpe_tokenizer(texts: list[str], vocab_size: int, special: tuple[str, ...]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(special), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(texts, trainer)
-    return tok
 
 
 def pil_image_processor(name: str):
@@ -66,20 +55,6 @@ def pil_image_processor(name: str):
     return getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
 
 
-def text_settings(size, vocab_size: int, *, pad: int, bos: int, eos: int, kv_heads: int | None = None) -> dict:
-    """The decoder settings every tiny copy shares (widths, depths and ids from the size and tokenizer)."""
-    return dict(
-        vocab_size=vocab_size,
-        hidden_size=size.text_hidden,
-        intermediate_size=size.text_intermediate,
-        num_hidden_layers=size.text_layers,
-        num_attention_heads=size.text_heads,
-        num_key_value_heads=kv_heads or size.text_heads,
-        max_position_embeddings=1024,
-        pad_token_id=pad,
-        bos_token_id=bos,
-        eos_token_id=eos,
-    )
 
 
 def qwen_tokenizer(texts: list[str], vocab_size: int):
@@ -241,7 +216,7 @@ def build_llava_next(texts: list[str], size_name: str, family: ModelFamily):
     (each image seen whole and as tiles of a grid pinpoint, plus a learned row-end embedding)."""
     from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
 
-    from safeeraser.models.tiny import SIZES, SPECIAL, clip_vision_config, llama_text_config, llava_processor_settings, train_tokenizer
+    from safeeraser.models.tiny_parts import SIZES, SPECIAL, clip_vision_config, llama_text_config, llava_processor_settings, train_tokenizer
 
     size = SIZES[size_name]
     tokenizer = train_tokenizer(texts + ["USER: ASSISTANT:"], size.vocab_size)

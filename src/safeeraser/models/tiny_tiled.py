@@ -49,7 +49,7 @@ def idefics3_tokenizer(texts: list[str], vocab_size: int, *, bos: str, pad: str)
     a turn (the instruct models' eos), the crop tags and image tokens are single special tokens."""
     from transformers import PreTrainedTokenizerFast
 
-    from safeeraser.models.tiny_families import _bpe_tokenizer
+    from safeeraser.models.tiny_parts import _bpe_tokenizer
 
     tok = _bpe_tokenizer(texts, vocab_size, (pad, bos, *IDEFICS3_TOKENS, *GRID_TAGS))
     return PreTrainedTokenizerFast(
@@ -121,7 +121,7 @@ def _crop_model(config_class, model_class, tokenizer, size: CropSize):
         image_size=size.crop_size,
         patch_size=size.patch_size,
     )
-    from safeeraser.models.tiny_families import text_settings
+    from safeeraser.models.tiny_parts import text_settings
 
     text = dict(model_type="llama", **text_settings(size, len(tokenizer), pad=ids[tokenizer.pad_token], bos=ids[tokenizer.bos_token], eos=ids["<end_of_utterance>"]))
     config = config_class(
@@ -177,7 +177,7 @@ def build_internvl(texts: list[str], size_name: str, family: ModelFamily):
     from transformers import InternVLConfig, InternVLForConditionalGeneration, PreTrainedTokenizerFast
 
     from safeeraser.models.parts import PartsProcessor
-    from safeeraser.models.tiny_families import _bpe_tokenizer
+    from safeeraser.models.tiny_parts import _bpe_tokenizer
 
     size = TILE_SIZES[size_name]
     tok = _bpe_tokenizer(texts + ["system user assistant"] * 50, size.vocab_size, INTERNVL_TOKENS)
@@ -200,7 +200,7 @@ def build_internvl(texts: list[str], size_name: str, family: ModelFamily):
         image_size=[size.tile, size.tile],
         patch_size=[size.patch_size, size.patch_size],
     )
-    from safeeraser.models.tiny_families import text_settings
+    from safeeraser.models.tiny_parts import text_settings
 
     text = dict(model_type="qwen2", **text_settings(size, len(tokenizer), pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"], kv_heads=size.text_kv_heads))
     config = InternVLConfig(vision_config=vision, text_config=text, image_token_id=ids["<IMG_CONTEXT>"], image_seq_length=seq, downsample_ratio=0.5)
@@ -237,7 +237,7 @@ def build_llava_onevision(texts: list[str], size_name: str, family: ModelFamily)
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerFast
 
     from safeeraser.models.parts import PartsProcessor
-    from safeeraser.models.tiny_families import _bpe_tokenizer
+    from safeeraser.models.tiny_parts import _bpe_tokenizer
 
     size = ONEVISION_SIZES[size_name]
     tok = _bpe_tokenizer(texts + ["system user assistant"] * 50, size.vocab_size, ONEVISION_TOKENS)
@@ -271,7 +271,7 @@ def build_llava_onevision(texts: list[str], size_name: str, family: ModelFamily)
         image_size=side,
         patch_size=size.patch_size,
     )
-    from safeeraser.models.tiny_families import text_settings
+    from safeeraser.models.tiny_parts import text_settings
 
     text = dict(model_type="qwen2", **text_settings(size, len(tokenizer), pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"], kv_heads=size.text_kv_heads))
     config = LlavaOnevisionConfig(

@@ -195,7 +195,7 @@ def build_report(
         figures = [(png, caption) for png, (_, caption) in zip(drawn, PLOTS) if png is not None]
         section = ""
         if study is not None:
-            from safeeraser.study.summary import several_seeds, to_markdown
+            from safeeraser.report.seeds import several_seeds, to_markdown
 
             atomic_write_json(staging / STUDY_FILES[0], study)
             atomic_write_text(staging / STUDY_FILES[1], to_markdown(study))

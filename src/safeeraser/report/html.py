@@ -270,7 +270,7 @@ JS = """
 
 def study_section(cells: list[dict], pareto: Path | None, caption: str) -> str:
     """A study's across-seed table (mean ± std, 95% t-interval per cell and metric) and its Pareto plot."""
-    from safeeraser.study.summary import cell_text, shown_columns
+    from safeeraser.report.seeds import cell_text, shown_columns
 
     columns = shown_columns(cells)
     head = "".join(f'<th title="{escape(c.meaning)}">{escape(c.header)} {c.better}</th>' for c in columns)

@@ -259,7 +259,7 @@ def plot_dynamics(logs: list[tuple[str, list[dict]]], path: Path, colours: dict[
 def plot_pareto(cells: list[dict], path: Path) -> Path | None:
     """A study's cells, mean over seeds: ASR gen. against SARR, coloured by ROUGE-L, with one
     standard deviation as bars and the Pareto front (``study.summary.mark_pareto``) ringed and joined."""
-    from safeeraser.study.summary import several_seeds
+    from safeeraser.report.seeds import several_seeds
 
     def mean(cell: dict, key: str) -> float:
         return _percent(cell["metrics"][key]["mean"])

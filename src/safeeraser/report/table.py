@@ -12,45 +12,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
 
 from safeeraser.judge import JUDGES, VERDICTS
-from safeeraser.metrics.evaluate import METRIC_KEYS
+from safeeraser.metrics.registry import columns, metric_keys
 from safeeraser.unlearn.methods import ALL_METHOD_NAMES, PD_SUFFIX, VANILLA
 
 # The paper's method order, then the added methods as the registry declares them; anything else follows in name order.
 METHOD_ORDER = (VANILLA, *ALL_METHOD_NAMES)
 
 
-@dataclass(frozen=True)
-class Column:
-    key: str
-    header: str
-    better: str  # "↓" or "↑"
-    meaning: str
+# The table's columns: every registered metric (``metrics.registry``), plugins' included.
+COLUMNS = tuple(columns())
 
-
-COLUMNS = (
-    Column("asr_efficacy", "ASR eff.", "↓", "attack success rate on the forget split (train): share of the sampled answers to harmful prompts judged unsafe"),
-    Column("rr_efficacy", "RR eff.", "↑", "refusal rate on the forget split: share of those answers that open with a refusal"),
-    Column("asr_generality", "ASR gen.", "↓", "attack success rate on the test split (val): unseen harmful images"),
-    Column("rr_generality", "RR gen.", "↑", "refusal rate on the test split"),
-    Column("rouge_l", "ROUGE-L", "↑", "ROUGE-L precision of the answers to benign questions (UnharmPairs) against the reference answers: utility kept"),
-    Column("judge_score", "Judge", "↑", "the LLM judge's 0-1 consistency score of those benign answers (LLM judges only)"),
-    Column("specificity", "Spec.", "↑", "exact-match accuracy on general VQA"),
-    Column("sarr", "SARR", "↓", "safe answer refusal rate: share of harmful questions about a harmless image answered with a refusal or nonsense (over-forgetting)"),
-)
-assert {c.key for c in COLUMNS} == set(METRIC_KEYS)
-
-JUDGE_MEANING = {
-    "keyword": "the offline keyword judge (refusal phrases + degenerate-text detection; any other answer to a harmful prompt counts as unsafe)",
-    "openai": "an LLM judge over an OpenAI-compatible endpoint",
-    "hf": "a local Hugging Face model as judge",
-    "llamaguard": "the Llama Guard safety classifier (unsafe only)",
-    "wildguard": "the WildGuard safety classifier (unsafe and refusal)",
-    "harmbench": "the HarmBench classifier (unsafe only)",
-}
-assert set(JUDGE_MEANING) == set(JUDGES)
 
 
 def method_sort_key(method: str) -> tuple:
@@ -69,7 +42,7 @@ def result_row(method: str, label: str, run: str, metrics: dict) -> dict:
     from safeeraser.environment import numeric_identity
 
     row = {"method": method, "label": label, "run": run, "judge": metrics.get("judge")}
-    row.update({key: metrics.get(key) for key in METRIC_KEYS})
+    row.update({key: metrics.get(key) for key in metric_keys()})
     row["rouge_l_f"] = metrics.get("rouge_l_f")
     row["sarr_reduction"] = None
     row["ci95"] = metrics.get("ci95") or {}
@@ -200,7 +173,7 @@ def judges_line(rows: list[dict]) -> str:
     identities = {json.dumps(r["judge_identity"], sort_keys=True) for r in rows}
     if len(identities) == 1:
         name = rows[0]["judge"] or "unknown"
-        meaning = JUDGE_MEANING.get(name)
+        meaning = JUDGES[name].meaning if name in JUDGES else None
         return f"Judge: {name}" + (f", {meaning}" if meaning else "") + f". Identity: {identity_text(rows[0]['judge_identity'])}."
     each = "; ".join(f"{r['label']}: {identity_text(r['judge_identity'])}" for r in rows)
     return f"Judges differ between runs, so their rates are not comparable ({each})."
@@ -237,14 +210,15 @@ def _ci(row: dict, key: str, end: int) -> float | None:
 
 def to_csv(rows: list[dict]) -> str:
     """Fractions, with each metric's 95% interval and count beside it."""
-    header = ["method", "label", "run", "judge", *METRIC_KEYS, "sarr_reduction"]
-    header += [f"{k}_{part}" for k in METRIC_KEYS for part in ("ci_low", "ci_high", "n")]
+    keys = metric_keys()
+    header = ["method", "label", "run", "judge", *keys, "sarr_reduction"]
+    header += [f"{k}_{part}" for k in keys for part in ("ci_low", "ci_high", "n")]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for r in rows:
-        cells = [r["method"], r["label"], r["run"], r["judge"], *(r[k] for k in METRIC_KEYS), r["sarr_reduction"]]
-        for k in METRIC_KEYS:
+        cells = [r["method"], r["label"], r["run"], r["judge"], *(r[k] for k in keys), r["sarr_reduction"]]
+        for k in keys:
             cells += [_ci(r, k, 0), _ci(r, k, 1), (r["counts"].get(k) or {}).get("n")]
         writer.writerow(["" if c is None else c for c in cells])
     return buf.getvalue()

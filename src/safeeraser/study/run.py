@@ -23,7 +23,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from safeeraser.errors import UserError
-from safeeraser.formats import RUN_METRICS
+from safeeraser.models.registry import DEFAULT_FAMILY
+from safeeraser.formats import RUN_METRICS, run_predictions
 from safeeraser.io import atomic_write_json, read_json
 from safeeraser.study.spec import DemoDataSpec, RunSpec, Study, TinyModelSpec
 
@@ -63,7 +64,7 @@ def prepare(study: Study, out: Path, *, progress: bool) -> tuple[Path, str]:
         tiny = spec.model.tiny
         model = out / "model"
         wanted = {"family": tiny.family, "size": tiny.size, "seed": tiny.seed} | ({"steps": tiny.steps} if tiny.steps is not None else {})
-        _refuse_other_build(model / TINY_MARKER, wanted, study.source, "model", defaults={"family": "llava"})
+        _refuse_other_build(model / TINY_MARKER, wanted, study.source, "model", defaults={"family": DEFAULT_FAMILY})
         if not (model / TINY_MARKER).exists():
             _log(f"tiny vanilla {tiny.family} ({tiny.size}) -> {model}", quiet)
             make_tiny(data, model, size=tiny.size, seed=tiny.seed, steps=tiny.steps, family=tiny.family, progress=progress)
@@ -84,7 +85,7 @@ def _refuse_other_build(marker: Path, wanted: dict, source: str, key: str, defau
 
 def run_record(study: Study, run: RunSpec, data: Path, model: str) -> dict:
     """What a run was asked to be: equal records, interchangeable runs."""
-    from safeeraser.unlearn.config import TRACKING_KEYS
+    from safeeraser.formats import TRACKING_KEYS
 
     spec = study.file
     generation = study.generation(run.seed)
@@ -140,15 +141,14 @@ def plan(study: Study, out: Path, data: Path, model: str) -> list[tuple[RunSpec,
 
 
 def make_judge(spec: str, model: str | None, evaluation: dict | None = None):
-    """The study's judge; ``evaluation``'s judge_protocol and judge_score go to the LLM judges (openai, hf)."""
-    from safeeraser.judge import make_judges
+    """The study's judge, its options routed as ``evaluate``'s (``judge.judge_options``):
+    ``judge_model`` and the evaluation section's judge_protocol and judge_score."""
+    from safeeraser.judge import judge_options, make_judges
     from safeeraser.judge.cache import default_path
 
     evaluation = evaluation or {}
-    llm = {k: evaluation[f"judge_{k}"] for k in ("protocol", "score") if evaluation.get(f"judge_{k}") is not None}
-    named = {"model": model, "cache": default_path()} if model is not None else {}
-    options = {name: named | (llm if name in ("openai", "hf") else {}) for name in ("openai", "hf", "llamaguard", "wildguard", "harmbench")}
-    return make_judges(spec, {k: v for k, v in options.items() if v})
+    flags = {"--judge-model": model, "--judge-protocol": evaluation.get("judge_protocol"), "--judge-score": evaluation.get("judge_score")}
+    return make_judges(spec, judge_options(spec, flags, default_cache=default_path()))
 
 
 def run_one(job: dict) -> dict:
@@ -179,13 +179,13 @@ def run_one(job: dict) -> dict:
         unlearn(model, data, job["method"], run, config, resume=True, progress=progress, on_finish=plot_run, preset=job.get("preset"))
         adapter = run
     for split in SPLITS:
-        pred = run / f"predictions_{split}.json"
+        pred = run / run_predictions(split)
         if not pred.exists():
             generate_predictions(model, data, split, pred, job["generation"], adapter=adapter, progress=progress)
     evaluate(
         data, run / METRICS, make_judge(job["judge"], job["judge_model"], job["evaluation"]),
-        pred_train=run / "predictions_train.json", pred_val=run / "predictions_val.json",
-        pred_general=run / "predictions_general.json", empty_answers=job["evaluation"]["empty_answers"], progress=False,
+        pred_train=run / run_predictions("train"), pred_val=run / run_predictions("val"),
+        pred_general=run / run_predictions("general"), empty_answers=job["evaluation"]["empty_answers"], progress=False,
     )
     return {"folder": str(run), "seconds": time.perf_counter() - began, "device": os.environ.get("CUDA_VISIBLE_DEVICES")}
 

@@ -90,9 +90,6 @@ MethodSettings = _method_settings()
 
 # the experiment trackers `--report-to` may name: those of accelerate's that log scalars per step
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
-# settings that say where a run is watched, not what it learns: left out of config_hash and a
-# study's run record, so that turning a tracker on makes no run look like another
-TRACKING_KEYS = {"report_to"}
 
 
 class UnlearnConfig(_Strict):
@@ -239,6 +236,19 @@ def _sets(layer: dict, loc: tuple) -> bool:
             return False
         node = node[part]
     return True
+
+
+RUN_CONFIG = "config.yaml"  # what a run folder keeps of the settings it was trained with
+
+
+def run_config(adapter: Path | None = None, config: Path | None = None) -> tuple[UnlearnConfig, Path | None]:
+    """The settings a trained adapter was trained with, and the file they came from: ``config``
+    when given, else the ``config.yaml`` of the run folder that holds the adapter (``adapter`` is a
+    run folder or its ``adapter/``), else the released defaults (None)."""
+    if config is None and adapter is not None:
+        adapter = Path(adapter)
+        config = next((c for c in (adapter / RUN_CONFIG, adapter.parent / RUN_CONFIG) if c.is_file()), None)
+    return resolve_config(config), config
 
 
 def dump_config(config: UnlearnConfig) -> str:

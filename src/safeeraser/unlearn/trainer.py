@@ -31,18 +31,19 @@ from safeeraser.data.refusals import REFUSALS
 from safeeraser.data.views import read_refusals, view_data
 from safeeraser.environment import config_hash, manifest
 from safeeraser.errors import TrainingStopped, UserError
-from safeeraser.formats import RUN_LOG, RUN_SUMMARY
+from safeeraser.formats import RUN_LOG, RUN_SUMMARY, TRACKING_KEYS
 from safeeraser.io import JsonlLog, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 from safeeraser.models.card import refresh_cards
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import default_dtype, load_model
 from safeeraser.unlearn import trackers
-from safeeraser.unlearn.config import TRACKING_KEYS, UnlearnConfig, dump_config
+from safeeraser.unlearn.config import RUN_CONFIG, UnlearnConfig, dump_config
 from safeeraser.unlearn.launch import lone_cpu_launch
 from safeeraser.unlearn.methods import Forward, canonical_name, get_method
 from safeeraser.unlearn.methods.base import batch_views, is_paired
 
 CHECKPOINT = "checkpoint"
+SNAPSHOTS = "snapshots"  # the adapter after each step the run was asked to keep (snapshots/step-N)
 KEPT = "kept"  # under select: the adapter of the best probed step so far (becomes adapter/ at the end)
 SELECTION = "selection.json"  # under select: the kept step and why
 # settings a resumed run may change: they decide what is written and how, not what is learnt
@@ -169,14 +170,45 @@ def _output_to_input_dtype(module, args, kwargs, output):
     return output.to(came_in)
 
 
+def capitalized(example):
+    """The example with question and answer ``.capitalize()``d, as the released data module reads
+    them (a refusal is stripped of spaces first, as it is there): ``text.capitalize``."""
+    return replace(example, question=example.question.capitalize(), answer=example.answer.strip(" ").capitalize())
+
+
 def _capitalized(encode):
-    """``encode`` of the example with question and answer ``.capitalize()``d, as the released data
-    module reads them (a refusal is stripped of spaces first, as it is there)."""
+    """``encode`` of the ``capitalized`` example."""
+    return lambda example: encode(capitalized(example))
 
-    def capitalized(example):
-        return encode(replace(example, question=example.question.capitalize(), answer=example.answer.strip(" ").capitalize()))
 
-    return capitalized
+def training_codec(loaded, config: UnlearnConfig) -> Codec:
+    """The codec of training under ``config``: the prompt format (system sentence), the answer's
+    cuts and end token (with ``capitalized`` when ``text.capitalize``, what the model is trained on)."""
+    family = loaded.family
+    system = family.system_sentence(config.system_sentence) if config.system_prompt else None
+    return Codec(
+        loaded.processor, family=family, system=system,
+        max_answer_tokens=config.max_answer_tokens, max_length=config.max_length, train_eos=config.text.train_eos,
+    )
+
+
+def snapshot_folder(out: Path, step: int) -> Path:
+    """Where a run asked for ``snapshots`` keeps the adapter after optimizer step ``step``."""
+    return Path(out) / SNAPSHOTS / f"step-{step}"
+
+
+def _continued(model, adapter: Path):
+    """The model with a trained adapter (its LoRA and projector copy) loaded trainable: training
+    continues it rather than starting a fresh LoRA, and saves an adapter over the same base."""
+    from peft import PeftModel
+
+    from safeeraser.models.loading import adapter_folder
+
+    folder = adapter_folder(Path(adapter))
+    try:
+        return PeftModel.from_pretrained(model, folder, is_trainable=True)
+    except Exception as e:
+        raise UserError(f"{folder}: could not load the adapter ({type(e).__name__}: {e})") from None
 
 
 def _lora(model, family, config: UnlearnConfig):
@@ -328,6 +360,12 @@ class UnlearnRun:
     on_finish: Callable[[Path, str], object] | None = None
     revision: str | None = None  # of a hub id: branch, tag or commit (None: its default branch)
     preset: str | None = None  # the packaged config the settings started from, recorded in run.json (and the model card)
+    # a trained adapter (run folder or adapter folder) to continue instead of a fresh LoRA (config.lora
+    # is then the adapter's own): the audit's relearning starts from the unlearned model this way
+    adapter: str | Path | None = None
+    # optimizer steps after which the adapter is also saved, to snapshots/step-N (one run gives
+    # every budget of the relearning curve); a resumed run writes again those past its checkpoint
+    snapshots: tuple[int, ...] = ()
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -411,7 +449,8 @@ class UnlearnRun:
         for free in RESUME_FREE:
             settings.pop(free, None)
         settings["micro_batches_per_step"] = settings.pop("grad_accum") * self.accelerator.num_processes
-        return {"method": self.name, "model": str(self.model), "revision": self.revision, "settings": settings}
+        started = {"adapter": str(self.adapter)} if self.adapter is not None else {}
+        return {"method": self.name, "model": str(self.model), "revision": self.revision, **started, "settings": settings}
 
     def check_resumable(self) -> None:
         """Under --resume, refuse a checkpoint written by another run (one line naming the difference)."""
@@ -426,7 +465,7 @@ class UnlearnRun:
             return
         ours = self.identity()
         theirs, mine = _flat(state["settings"]), _flat(json.loads(json.dumps(ours["settings"])))  # as state.json holds them
-        differ = [f"{k} {state.get(k)!r} -> {ours[k]!r}" for k in ("method", "model", "revision") if state.get(k) != ours[k]]
+        differ = [f"{k} {state.get(k)!r} -> {ours.get(k)!r}" for k in ("method", "model", "revision", "adapter") if state.get(k) != ours.get(k)]
         differ += [f"{k} {theirs.get(k)!r} -> {mine.get(k)!r}" for k in sorted(set(theirs) | set(mine)) if theirs.get(k) != mine.get(k)]
         if differ:
             more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
@@ -440,12 +479,7 @@ class UnlearnRun:
         check_split_images(self.train_split)
         dtype = None if config.dtype == "auto" else getattr(torch, config.dtype)
         self.loaded = load_model(self.model, revision=self.revision, device=accelerator.device, dtype=dtype, load_in_4bit=config.load_in_4bit)
-        family = self.loaded.family
-        system = family.system_sentence(config.system_sentence) if config.system_prompt else None
-        self.codec = Codec(
-            self.loaded.processor, family=family, system=system,
-            max_answer_tokens=config.max_answer_tokens, max_length=config.max_length, train_eos=config.text.train_eos,
-        )
+        self.codec = training_codec(self.loaded, config)
         encode = self.codec.encode_example
         if config.text.capitalize:  # as the released data module reads question, answer and refusal
             encode = _capitalized(encode)
@@ -478,7 +512,10 @@ class UnlearnRun:
         # loads the model through DeepSpeed, which draws random numbers, and the adapter would
         # start elsewhere than on one process.
         set_seed(config.seed)
-        self.peft_model = _lora(self.loaded.model, self.loaded.family, config)
+        if self.adapter is not None:
+            self.peft_model = _continued(self.loaded.model, Path(self.adapter))
+        else:
+            self.peft_model = _lora(self.loaded.model, self.loaded.family, config)
         if config.gradient_checkpointing:
             _checkpoint_activations(self.loaded.model)
         self.peft_model.train()
@@ -530,7 +567,7 @@ class UnlearnRun:
             self.probe = DynamicsProbe(probe_codec, self.train_split, val, self.config.eval_samples)
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "config.yaml", dump_config(self.config))
+            atomic_write_text(self.out / RUN_CONFIG, dump_config(self.config))
         trackers.start(self.accelerator, self.out, self.config.model_dump())
 
     def train(self) -> None:
@@ -579,6 +616,8 @@ class UnlearnRun:
                     self.stopped = f"forget NLL {terms['forget_nll']:.2f} passed the bound {bound:g} (method.forget_nll_bound) at step {step + 1}"
                     step += 1
                     break
+                if step + 1 in self.snapshots:
+                    self.save_snapshot(step + 1)
                 if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < total:
                     self.save_checkpoint(step + 1)
             else:
@@ -705,6 +744,14 @@ class UnlearnRun:
             return [(v, self.plans[views[0]]) for v in views]
         return [(v, self.plans[v]) for v in views]
 
+    def save_snapshot(self, step: int) -> None:
+        """The adapter as it is after optimizer step ``step``, in PEFT's format (a collective call)."""
+        state = self.gathered_adapter()
+        if self.main:
+            with atomic_dir(snapshot_folder(self.out, step)) as tmp:
+                self.save_adapter(tmp, state)
+                atomic_write_json(tmp / "step.json", {"step": step})
+
     def save_checkpoint(self, step: int) -> None:
         """Adapter weights, optimizer and scheduler state, every process's RNG state: everything needed
         to resume. Under FSDP the trainable weights and their optimizer state are gathered whole (by
@@ -828,6 +875,7 @@ class UnlearnRun:
             "model": str(self.model),
             **({"revision": self.revision} if self.revision else {}),
             **({"preset": self.preset} if self.preset else {}),
+            **({"adapter": str(self.adapter)} if self.adapter is not None else {}),
             "data": str(self.data),
             "steps": self.steps,
             "total_steps": self.total,
