@@ -2,7 +2,7 @@
 # Regenerate constraints.txt, the lock of exact versions used by the demo, the tests, CI and the
 # benchmarks.
 #
-# Builds a fresh temporary virtualenv, installs torch (CPU build) and then `-e ".[test,bench,docs,cluster,trackers]"`
+# Builds a fresh temporary virtualenv, installs torch (CPU build) and then `-e ".[test,bench,docs,cluster,trackers,audit]"`
 # WITHOUT the current lock, so pip picks today's newest versions that pyproject.toml allows, and
 # writes `pip freeze --exclude-editable` (sorted, under a header) to constraints.txt.
 # pyproject.toml itself keeps the library's version ranges; only this file pins.
@@ -25,8 +25,8 @@ pip=("$tmp/venv/bin/python" -m pip)
 unset PIP_CONSTRAINT
 echo "update-lock: pip install torch==$TORCH_VERSION"
 "${pip[@]}" install -q "torch==$TORCH_VERSION"
-echo "update-lock: pip install -e \".[test,bench,docs,cluster,trackers]\" (newest versions pyproject.toml allows)"
-"${pip[@]}" install -q -e ".[test,bench,docs,cluster,trackers]"
+echo "update-lock: pip install -e \".[test,bench,docs,cluster,trackers,audit]\" (newest versions pyproject.toml allows)"
+"${pip[@]}" install -q -e ".[test,bench,docs,cluster,trackers,audit]"
 "$tmp/venv/bin/python" -c "import safeeraser, torch, transformers, peft" # the lock must import
 
 frozen="$tmp/frozen.txt"
@@ -42,7 +42,7 @@ pyver="$("$tmp/venv/bin/python" -c 'import platform; print(platform.python_versi
 {
   cat <<HEADER
 # constraints.txt: the lock. Exact versions of every package the demo, the tests, CI and the
-# benchmarks install: torch==$TORCH_VERSION (CPU build) and everything \`pip install -e ".[test,bench,docs,cluster,trackers]"\`
+# benchmarks install: torch==$TORCH_VERSION (CPU build) and everything \`pip install -e ".[test,bench,docs,cluster,trackers,audit]"\`
 # pulls in, transitively. It is a pip constraints file: it pins versions, it installs nothing.
 #
 #   pip install torch==$TORCH_VERSION -c constraints.txt && pip install -c constraints.txt -e ".[test]"

@@ -367,14 +367,19 @@ def judges_agree_cmd(
 
 @app.command("report")
 def report_cmd(
-    runs: list[Path] = typer.Argument(..., help="Run folders, each with metrics.json (and predictions, log.jsonl)."),
+    runs: list[Path] = typer.Argument(..., help="Run folders, each with metrics.json (and predictions, log.jsonl); audit folders (with audit.json, from `audit`) add a Robustness section."),
     out: Path = typer.Option(..., "--out", help="Folder for results.{json,md,csv}, plots and index.html."),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Put runs with different generation protocols or judges in one table (marked with a warning)."),
 ):
     """Paper-style table, plots and an HTML report across runs."""
+    from safeeraser.audit.run import AUDIT_FILE
     from safeeraser.report.build import build_report
 
-    written = build_report(runs, out, allow_mixed=allow_mixed, warn=_say)
+    audits = [f for f in runs if (f / AUDIT_FILE).is_file()]
+    runs = [f for f in runs if f not in audits]
+    if audits and not runs:
+        raise UserError("only audit folders given: pass the run folders too (the audits add a Robustness section to their report)")
+    written = build_report(runs, out, allow_mixed=allow_mixed, warn=_say, audits=audits)
     _say(f"wrote {out}: " + ", ".join(p.name for p in written))
 
 
@@ -424,6 +429,46 @@ def sweep_cmd(
     result = run_study(study, out, jobs=jobs, devices=chosen, launcher=launcher)
     typer.echo((out / "study.md").read_text())
     _say(f"wrote {out}: {len(result['runs'])} runs, {result['ran']} made now, {result['skipped']} already finished; open {out / 'index.html'}")
+
+
+@app.command("audit")
+def audit_cmd(
+    model: str = typer.Option(..., "--model", help="Base model folder or Hugging Face id (the one the run was trained on)."),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="Run folder (or adapter folder) from `unlearn`; leave out to audit the base model itself."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder (all_train.json, all_val.json)."),
+    out: Path = typer.Option(..., "--out", help="Audit folder: baseline/, one folder per attack, audit.json, audit.md. A rerun skips finished attacks and resumes a killed one."),
+    attacks: Optional[str] = typer.Option(None, "--attacks", help="Comma-separated subset of quant8, quant4, relearn, figstep, text-only, one-word, prefix, image-swap, mia (default: all)."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="As for `evaluate` (default: the judge of the run's metrics.json when it names one, else keyword)."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="The judge's model (openai, hf, the classifiers)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of generation, of the attacks' choices and of relearning."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Generation protocol (default: the one the run's predictions record in their .meta.json, else published)."),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Answers per harmful question (overrides the protocol's)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Overrides the protocol's."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sequences per generate call (speed only)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Of a Hugging Face id: the branch, tag or commit to load."),
+):
+    """Stress-test an unlearned run (quantization, relearning, input attacks, membership inference) with the benchmark's metrics."""
+    from dataclasses import replace as replaced
+
+    from safeeraser.audit.run import parse_attacks, run_audit, run_judge, run_protocol, to_markdown
+    from safeeraser.generate.predictions import protocol_settings
+
+    chosen = parse_attacks(attacks)
+    _positive("--num-samples", num_samples)
+    _positive("--max-new-tokens", max_new_tokens)
+    _positive("--batch-size", batch_size)
+    overrides = {"num_samples": num_samples, "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    if protocol is not None:
+        settings = protocol_settings(protocol, **overrides)
+    else:
+        settings = replaced(run_protocol(adapter), **{k: v for k, v in overrides.items() if v is not None})
+    if judge is None:
+        judge, recorded_model = run_judge(adapter)
+        judge_model = judge_model or recorded_model
+    record = run_audit(model, data, out, adapter=adapter, attacks=chosen, judge=judge, judge_model=judge_model, settings=settings, seed=seed, revision=revision)
+    typer.echo(to_markdown(record))
+    done = sum(1 for r in record["results"].values() if r.get("status") == "done")
+    _say(f"wrote {out / 'audit.json'}: {done} of {len(chosen)} attacks done in {record['seconds']:.0f}s")
 
 
 def _pin_cpu_isa(argv: list[str]) -> None:

@@ -20,10 +20,11 @@ import gc
 import json
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 from safeeraser.errors import UserError
 from safeeraser.formats import batch_key
@@ -82,17 +83,24 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, model: str, adapter: Path | None, *, batch_size: int, system_prompt: bool, revision: str | None = None, warn: Callable[[str], None] = _stderr):
+    def __init__(
+        self, model: str, adapter: Path | None, *, batch_size: int, system_prompt: bool, revision: str | None = None,
+        warn: Callable[[str], None] = _stderr, transform: Callable | None = None, transform_identity: dict | None = None,
+    ):
         self.model = model
         self.revision = revision
         self.adapter = adapter
+        # applied to the loaded model (adapter attached) before any answer: e.g. the audit's quantization,
+        # recorded in the identity so that a resume file is only continued by the same transform
+        self.transform = transform
+        self.transform_identity = transform_identity
         self.system_prompt = system_prompt
         self.batch_size = batch_size  # sequences per generate call; halved on out-of-memory
         self.backoffs = 0
         self.warn = warn
 
     def identity(self) -> dict:
-        return {"kind": "hf"}
+        return {"kind": "hf", **({"transform": self.transform_identity} if self.transform else {})}
 
     def plan(self, tasks, settings):
         return batches(tasks, settings)
@@ -103,6 +111,8 @@ class HFBackend:
         loaded = load_model(self.model, revision=self.revision)
         if self.adapter:
             attach_adapter(loaded, self.adapter)
+        if self.transform:
+            loaded = self.transform(loaded)
         codec = self.codec(loaded)
         for job in jobs:
             answers, tokens = self._answer(loaded.model, codec, job, seed)

@@ -31,6 +31,8 @@ PLOTS = (
 )
 
 STUDY_FILES = ("study.json", "study.md", "pareto.png")
+AUDIT_FILES = ("robustness.md", "relearn.png")
+RELEARN_CAPTION = "Relearning attack, per audit: ASR on the harmful training pairs it left out, against the fine-tuning steps; dotted: the vanilla model's ASR on them (the ceiling)."
 PARETO_CAPTION = (
     "Per cell (method and grid settings), mean over seeds: ASR on unseen harmful images against SARR, "
     "colour = ROUGE-L; bars: one standard deviation across seeds; ringed and joined: the Pareto front "
@@ -130,13 +132,16 @@ def _dataset(runs: list[Run]) -> tuple[Split | None, str]:
     return None, f"Sample answers are left out: {why}."
 
 
-def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn=None, labels: dict | None = None, study: list[dict] | None = None) -> list[Path]:
+def build_report(
+    runs: list[Path], out: Path, *, allow_mixed: bool = False, warn=None, labels: dict | None = None, study: list[dict] | None = None, audits: list[Path] | None = None,
+) -> list[Path]:
     """Write results.{md,csv,json}, the plots and index.html into ``out``; return the files written.
 
     ``labels`` names runs (by the folder as given) in the tables; default: the method, plus the
     folder name where two runs share one. ``study``: the across-seed summary of a study's cells
     (``study.summary``), written to study.{json,md} and drawn as the Pareto plot; the page shows the
     across-seed table only where some cell has more than one seed (else the plot joins the others).
+    ``audits``: audit folders (``safeeraser audit``): a Robustness section, robustness.md and the relearning plot.
 
     Runs generated under different protocols or judged by different judges are refused
     (``allow_mixed`` puts them in one table with a warning); runs from different environments
@@ -171,7 +176,10 @@ def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn
     split, note = _dataset(loaded)
     samples = html.collect_samples(split, {r.label: html.index_judgments(r.judgments) for r in loaded}) if split else []
 
-    names = ("results.json", "results.md", "results.csv", *(name for name, _ in PLOTS), *STUDY_FILES, "index.html")
+    from safeeraser.audit.run import load_audit
+
+    audited = [(Path(a).name, load_audit(Path(a))) for a in audits or []]
+    names = ("results.json", "results.md", "results.csv", *(name for name, _ in PLOTS), *STUDY_FILES, *AUDIT_FILES, "index.html")
     # a plot that no longer applies is removed with the rest of the earlier report
     with replace_files(out, names) as staging:
         atomic_write_json(staging / "results.json", rows)
@@ -196,5 +204,11 @@ def build_report(runs: list[Path], out: Path, *, allow_mixed: bool = False, warn
                 section = html.study_section(study, pareto, PARETO_CAPTION)
             elif pareto is not None:
                 figures.append((pareto, PARETO_CAPTION_ONE_SEED))
+        if audited:
+            from safeeraser.audit.run import to_markdown
+
+            atomic_write_text(staging / AUDIT_FILES[0], "\n".join(f"## {label}\n\n" + to_markdown(record).split("\n", 2)[2] for label, record in audited))
+            curves = [(label, r["results"]["relearn"]["curve"], r["results"]["relearn"].get("vanilla_asr")) for label, r in audited if (r["results"].get("relearn") or {}).get("status") == "done"]
+            section += html.robustness_section(audited, plots.plot_relearn(curves, staging / AUDIT_FILES[1]), RELEARN_CAPTION)
         atomic_write_text(staging / "index.html", html.render_page(rows, figures, samples, note, warnings, study=section))
     return [out / name for name in names if (out / name).exists()]

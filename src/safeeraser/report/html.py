@@ -294,9 +294,40 @@ def study_section(cells: list[dict], pareto: Path | None, caption: str) -> str:
     )
 
 
+def robustness_section(audits: list[tuple[str, dict]], relearn_plot: Path | None, caption: str) -> str:
+    """Per audit folder (label, audit.json): each attack's metrics and their change against the
+    un-attacked run; the relearning curve and the membership-inference AUCs where measured."""
+    from safeeraser.audit.run import TABLE, attack_rows
+
+    head = "".join(f"<th>{escape(h)}</th>" for _, h in TABLE)
+    parts = [
+        "<h2>Robustness</h2>",
+        '<p class="note">Each audit (<code>safeeraser audit</code>) runs the run under attack and measures it with the same '
+        "generation protocol, judge and metrics; percent, in brackets the change against the un-attacked run (points). "
+        "An attack that could not run says why.</p>",
+    ]
+    for label, record in audits:
+        body = "".join(
+            f'<tr><th scope="row">{escape(attack)}</th>{"".join(f"<td>{escape(c)}</td>" for c in cells)}<td>{escape(note)}</td></tr>'
+            for attack, cells, note in attack_rows(record)
+        )
+        parts.append(f"<h3>{escape(label)}</h3><p class=\"note\">generation {escape(record['request']['generation'])}; judge {escape(record['request']['judge'])}</p>")
+        parts.append(f'<table class="results"><thead><tr><th>Attack</th>{head}<th>Note</th></tr></thead><tbody>{body}</tbody></table>')
+        mia = record["results"].get("mia") or {}
+        if mia.get("status") == "done":
+            rows = "".join(
+                f"<tr><th scope=\"row\">{escape(name)}</th><td>{auc:.3f}</td><td>{mia['distance'][name]:.3f}</td><td>{(mia.get('vanilla_auc') or {}).get(name, float('nan')):.3f}</td></tr>"
+                for name, auc in mia["auc"].items()
+            )
+            parts.append(f'<table class="results"><thead><tr><th>MIA score</th><th>AUC</th><th>|AUC − 0.5|</th><th>vanilla AUC</th></tr></thead><tbody>{rows}</tbody></table>')
+    if relearn_plot is not None:
+        parts.append(f'<div class="plots"><figure><img src="{_data_uri(relearn_plot)}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure></div>')
+    return "".join(parts)
+
+
 def render_page(rows: list[dict], plots: list[tuple[Path, str]], samples: list[Sample], sample_note: str = "", warnings: list[str] | None = None, study: str = "") -> str:
     """The whole page. ``plots``: (PNG file, caption) pairs, embedded; ``warnings`` shown above the table;
-    ``study``: a study's across-seed section (``study_section``), shown after the results."""
+    ``study``: a study's across-seed section (``study_section``) and the audits' (``robustness_section``), shown after the results."""
     runs = "".join(f"<li><b>{escape(r['label'])}</b>: <code>{escape(r['run'])}</code></li>" for r in rows)
     figures = "".join(
         f'<figure><img src="{_data_uri(png)}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>'

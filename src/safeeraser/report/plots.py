@@ -294,3 +294,26 @@ def plot_pareto(cells: list[dict], path: Path) -> Path | None:
     fig.tight_layout()
     _save(fig, path, dpi=110)
     return path
+
+
+def plot_relearn(curves: list[tuple[str, list[dict], float | None]], path: Path) -> Path | None:
+    """Per audit: ASR on the held-out harmful pairs against the relearning steps, the vanilla model's as a dotted ceiling."""
+    curves = [(label, points, ceiling) for label, points, ceiling in curves if points]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colours = plt.get_cmap("tab10")
+    for k, (label, points, ceiling) in enumerate(curves):
+        colour = colours(k % 10)
+        ax.plot([p["steps"] for p in points], [_percent(p["asr_efficacy"]) for p in points], marker="o", color=colour, label=label)
+        if ceiling is not None:
+            ax.axhline(_percent(ceiling), color=colour, ls=":", lw=1)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("relearning steps")
+    ax.set_ylabel("ASR on the held-out harmful pairs, percent")
+    ax.set_title("Relearning: how much of the forgotten comes back (dotted: vanilla)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path, dpi=110)
+    return path
