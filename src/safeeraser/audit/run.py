@@ -29,6 +29,7 @@ from safeeraser.audit.attacks import INPUT_ATTACKS, write_attacked_data
 from safeeraser.audit.quantize import QUANT_ATTACKS
 from safeeraser.data.records import GENERAL_FILE, split_file
 from safeeraser.environment import manifest
+from safeeraser.formats import meta_path, run_predictions
 from safeeraser.errors import UserError
 from safeeraser.generate.predictions import PROTOCOLS, GenerationSettings, _file_digest, generate_predictions
 from safeeraser.io import atomic_write_json, atomic_write_text, read_json
@@ -62,7 +63,7 @@ def parse_attacks(text: str | None) -> tuple[str, ...]:
 def run_protocol(run_dir: Path | None) -> GenerationSettings:
     """The generation settings of the run's own predictions (their ``.meta.json``), else the published protocol."""
     for split in ("val", "train"):
-        meta = Path(run_dir) / f"predictions_{split}.meta.json" if run_dir else None
+        meta = meta_path(Path(run_dir) / run_predictions(split)) if run_dir else None
         if meta is not None and meta.is_file():
             generation = read_json(meta).get("generation") or {}
             known = {f.name for f in fields(GenerationSettings)}
@@ -144,7 +145,7 @@ def reusable_predictions(audit: Audit, split: str) -> Path | None:
     same data, model and adapter."""
     if audit.adapter is None:
         return None
-    pred = audit.adapter / f"predictions_{split}.json"
+    pred = audit.adapter / run_predictions(split)
     meta_path = pred.with_name(pred.stem + ".meta.json")
     if not (pred.is_file() and meta_path.is_file()):
         return None
@@ -174,7 +175,7 @@ def baseline(audit: Audit) -> dict:
         found = reusable_predictions(audit, split)
         if found is not None:
             reused.append(split)
-        predictions[f"pred_{split}"] = found or audit.generate(audit.data, split, folder / f"predictions_{split}.json")
+        predictions[f"pred_{split}"] = found or audit.generate(audit.data, split, folder / run_predictions(split))
     metrics = audit.evaluate(audit.data, folder / METRICS, **predictions)
     return {
         "metrics": _shown(metrics), "ci95": metrics.get("ci95"), "counts": _counts(metrics), "metrics_file": str(folder / METRICS),
@@ -207,14 +208,14 @@ def quant_attack(audit: Audit, attack: str, folder: Path, base: dict) -> dict:
         raise NotRun(why)
     bits = QUANT_ATTACKS[attack]
     backend = quantize.quantized_backend(audit.model, audit.adapter, bits, batch_size=audit.settings.batch_size, system_prompt=audit.settings.system_prompt, revision=audit.revision)
-    predictions = {f"pred_{s}": audit.generate(audit.data, s, folder / f"predictions_{s}.json", backend=backend) for s in _splits(audit.data, general=True)}
+    predictions = {f"pred_{s}": audit.generate(audit.data, s, folder / run_predictions(s), backend=backend) for s in _splits(audit.data, general=True)}
     metrics = audit.evaluate(audit.data, folder / METRICS, **predictions)
     return _measured(metrics, base["metrics"], folder) | {"library": quantize.library(), "scheme": quantize.SCHEMES[bits]}
 
 
 def input_attack(audit: Audit, attack: str, folder: Path, base: dict) -> dict:
     data = write_attacked_data(audit.data, folder / "data", attack, seed=audit.seed)
-    predictions = {f"pred_{s}": audit.generate(data, s, folder / f"predictions_{s}.json") for s in _splits(data, general=False)}
+    predictions = {f"pred_{s}": audit.generate(data, s, folder / run_predictions(s)) for s in _splits(data, general=False)}
     metrics = audit.evaluate(data, folder / METRICS, **predictions)
     return _measured(metrics, base["metrics"], folder) | {"data": str(data), "not_applicable": {"rouge_l": "the attack changes the harmful prompts only; the benign ones are left out of its data", "specificity": "not measured under input attacks"}}
 
@@ -235,7 +236,7 @@ def relearn_attack(audit: Audit, attack: str, folder: Path, base: dict) -> dict:
     measured = folder / "train" / "measured_data"
 
     def asr(name: str, adapter) -> dict:
-        pred = audit.generate(measured, "train", folder / name / "predictions_train.json", adapter=adapter)
+        pred = audit.generate(measured, "train", folder / name / run_predictions("train"), adapter=adapter)
         return audit.evaluate(measured, folder / name / METRICS, pred_train=pred)
 
     unlearned = asr("step0", "run")
@@ -296,7 +297,7 @@ def run_audit(
     """Run the baseline and each of ``attacks`` into ``out``; returns what audit.json holds.
 
     ``settings`` default to the run's own (``run_protocol``), generated at ``seed``."""
-    from safeeraser.judge import make_judges
+    from safeeraser.judge import judge_options, make_judges
     from safeeraser.judge.cache import default_path
     from safeeraser.models.loading import adapter_folder
 
@@ -319,8 +320,7 @@ def run_audit(
         why = next((f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), "unreadable")
         raise UserError(f"{out}: an audit with other settings ({why}); use another --out")
     out.mkdir(parents=True, exist_ok=True)
-    named = {"model": judge_model, "cache": default_path()} if judge_model is not None else {}
-    audit.judge = make_judges(judge, {kind: named for kind in ("openai", "hf", "llamaguard", "wildguard", "harmbench")} if named else {})
+    audit.judge = make_judges(judge, judge_options(judge, {"--judge-model": judge_model}, default_cache=default_path()))
     began = time.perf_counter()
     record = {"request": audit.request(), "attacks": list(attacks), "protocol": settings.record(), "results": dict((previous or {}).get("results") or {})}
     audit.log(f"audit: baseline (protocol {settings.label()}, judge {judge})")
