@@ -186,12 +186,22 @@ def adapter_folder(run_dir: Path) -> Path:
 
 
 def attach_adapter(loaded: Loaded, run_dir: Path | str) -> Loaded:
-    """Wrap the model with a trained LoRA adapter (safetensors only)."""
+    """Wrap the model with a trained LoRA adapter (safetensors only), SineProject's projector layers included."""
     from peft import PeftModel
 
+    from safeeraser.models import sine_projector
+
     folder = adapter_folder(Path(run_dir))
+    config = None
+    sine = sine_projector.read_marker(folder)
+    if sine is not None:  # a SineProject adapter: its projector layers rebuilt as sine layers, not plain LoRA
+        from peft import LoraConfig
+
+        sine_projector.mark(loaded.model, sine["modules"])
+        config = LoraConfig.from_pretrained(folder)
+        sine_projector.register(config, sine["frequency"])
     try:
-        loaded.model = PeftModel.from_pretrained(loaded.model, folder, is_trainable=False)
+        loaded.model = PeftModel.from_pretrained(loaded.model, folder, is_trainable=False, config=config)
     except Exception as e:
         raise UserError(f"{folder}: could not load the adapter ({type(e).__name__}: {e})") from None
     loaded.model.eval()
