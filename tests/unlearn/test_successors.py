@@ -129,6 +129,7 @@ def test_the_projector_layers_become_sine_layers_and_the_language_model_keeps_lo
 
     peft_model, names = sine_model()
     base = peft_model.base_model.model
+    assert sine_projector.projector_linears(base, "multi_modal_projector") == names  # the same names once wrapped
     first = base.multi_modal_projector[0]
     assert isinstance(first, sine_projector.SineLinear) and first.lora_A["default"].weight.shape == (1, 4)
     assert type(base.language_model.q_proj) is LoraLinear and base.language_model.q_proj.lora_A["default"].weight.shape == (2, 4)

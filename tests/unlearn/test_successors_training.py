@@ -69,6 +69,8 @@ def test_unlearn_runs_them_and_the_adapter_loads_back(method, model, demo_data, 
         assert any("modules_to_save" in k for k in weights) and not (run / "adapter" / "sineproject.json").exists()
     adapted = attach_adapter(load_model(str(model)), run)
     assert not torch.allclose(logits(adapted.model, adapted, demo_data), logits(base.model, base, demo_data), atol=1e-4)
+    # the adapter's card says how to load it: through safeeraser where plain PEFT would misread it
+    assert ("sineproject.json" in (run / "adapter" / "README.md").read_text()) == method.endswith("sineproject")
 
 
 def test_merge_folds_sineproject_into_plain_weights(model, demo_data, tmp_path):

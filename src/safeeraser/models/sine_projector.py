@@ -35,14 +35,21 @@ class ProjectorLinear(nn.Linear):
 
 
 def projector_linears(model: nn.Module, projector: str) -> list[str]:
-    """Full names of the linear layers inside the family's projector module (named by its suffix)."""
+    """Full names of the linear layers inside the family's projector module (named by its suffix),
+    the same before and after PEFT wraps them."""
     owners = [name for name, _ in model.named_modules() if name == projector or name.endswith("." + projector)]
     if not owners:
         from safeeraser.errors import UserError
 
         raise UserError(f"SineProject: the model has no projector module {projector!r}")
     owner = min(owners, key=len)
-    found = [name for name, m in model.named_modules() if name.startswith(owner + ".") and isinstance(m, nn.Linear)]
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if not name.startswith(owner + ".") or any(name.startswith(f + ".") for f in found):
+            continue  # outside the projector, or inside a layer already found (PEFT's A, B and base layer)
+        base = module.get_base_layer() if hasattr(module, "get_base_layer") else module
+        if isinstance(base, nn.Linear):
+            found.append(name)
     if not found:
         from safeeraser.errors import UserError
 
