@@ -54,19 +54,19 @@ def test_unlearn_runs_them_and_the_adapter_loads_back(method, model, demo_data, 
     assert json.loads((run / "run.json").read_text())["method"] == method
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     logged = {"po+pd+sineproject": {"refusal+retain_nll", "decouple_nll"}, "mmunlearner+pd": {"forget_nll", "retain_nll", "decouple_nll"}}[method]
-    assert set(rows[-1]) == {"step", "lr", "loss"} | logged
+    assert set(rows[-1]) - {"eval"} == {"step", "lr", "loss"} | logged  # (the demo preset probes the last step)
     weights = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     base = load_model(str(model))
     projector = base.family.projector
     if method.endswith("sineproject"):
         # the projector frozen (no full copy saved), its update in the sine layers' A and B
-        assert not any("modules_to_save" in k for k in weights)
+        assert not [k for k in weights if projector in k and "lora_" not in k]
         sine = json.loads((run / "adapter" / "sineproject.json").read_text())
         assert sine["frequency"] == 100.0 and sine["modules"] and all(projector in m for m in sine["modules"])
         b = [v for k, v in weights.items() if projector in k and "lora_B" in k]
         assert len(b) == len(sine["modules"]) and any(v.abs().max() > 0 for v in b)  # trained
     else:
-        assert any("modules_to_save" in k for k in weights) and not (run / "adapter" / "sineproject.json").exists()
+        assert [k for k in weights if projector in k and "lora_" not in k] and not (run / "adapter" / "sineproject.json").exists()  # trained in full
     adapted = attach_adapter(load_model(str(model)), run)
     assert not torch.allclose(logits(adapted.model, adapted, demo_data), logits(base.model, base, demo_data), atol=1e-4)
     # the adapter's card says how to load it: through safeeraser where plain PEFT would misread it
@@ -98,9 +98,9 @@ def test_merge_folds_sineproject_into_plain_weights(model, demo_data, tmp_path):
     assert all(torch.equal(new[k], old[k]) for k in old if "embed" in k or "norm" in k)
 
 
-def test_the_saliency_mask_restricts_the_forget_term_in_training(tiny_model, demo_data, tmp_path):
+def test_the_saliency_mask_restricts_the_forget_term_in_training(qwen_model, demo_data, tmp_path):
     def adapter(name, **mmunlearner):
-        unlearn(str(tiny_model), demo_data, "mmunlearner", tmp_path / name, config(max_steps=2, method={"mmunlearner": mmunlearner}), progress=False)
+        unlearn(str(qwen_model), demo_data, "mmunlearner", tmp_path / name, config(max_steps=2, method={"mmunlearner": mmunlearner}), progress=False)
         return load_file(str(tmp_path / name / "adapter" / "adapter_model.safetensors"))
 
     # a threshold no weight reaches: the forget term moves nothing, so its weight changes nothing
