@@ -147,7 +147,7 @@ def unlearn_cmd(
     model: str = typer.Option(..., "--model", help="Model folder or Hugging Face id (e.g. llava-hf/llava-1.5-7b-hf)."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Of a Hugging Face id: the branch, tag or commit to load (default: its main branch); recorded in run.json."),
     data: Path = typer.Option(..., "--data", help="Dataset folder (all_train.json is the forget split)."),
-    method: str = typer.Option(..., "--method", help="ga, gd, kl, po, npo, simnpo, dpo, idkdpo, rmu, undial, wga, each optionally +pd (aliases: gapd, gdpd, klpd, popd, idk, idkpd)."),
+    method: str = typer.Option(..., "--method", help="ga, gd, kl, po, npo, simnpo, dpo, idkdpo, rmu, undial, wga, mmunlearner, each optionally +pd, and any of them +sineproject (sineproject = po+pd+sineproject; aliases: gapd, gdpd, klpd, popd, idk, idkpd)."),
     out: Path = typer.Option(..., "--out", help="Run folder: adapter, config, log, plot, checkpoints."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding the defaults (the released values: src/safeeraser/configs/default.yaml)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="A packaged config applied before --config: 'demo' suits the tiny model; 'paper' is the released run as its code executed it (docs/fidelity.md)."),

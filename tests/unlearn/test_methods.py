@@ -177,12 +177,14 @@ def test_every_method_declares_its_batches_logs_settings_and_paper():
             for key, field in method.settings.model_fields.items():
                 assert field.description, f"{name}.{key}"
                 assert getattr(getattr(defaults, name), key) == field.default
-    assert set(ALL_METHOD_NAMES) == set(METHOD_NAMES) | {f"{m}{pd}" for m in ("simnpo", "dpo", "idkdpo", "rmu", "undial", "wga") for pd in ("", "+pd")}
+    added = {f"{m}{pd}" for m in ("simnpo", "dpo", "idkdpo", "rmu", "undial", "wga", "mmunlearner") for pd in ("", "+pd")}
+    assert set(ALL_METHOD_NAMES) == set(METHOD_NAMES) | added | {"po+sineproject", "po+pd+sineproject"}
     # every method composes with PD: the decouple term added at the method's lambda
     for name in ALL_METHOD_NAMES:
-        if name.endswith("+pd"):
+        if "+pd" in name:
             objective = get_method(name, defaults)
-            assert list(objective.terms)[-1] == "decouple" and objective.pd_weight == BASE_METHODS[name[:-3]].pd_weight
+            base = name.removesuffix("+sineproject").removesuffix("+pd")
+            assert list(objective.terms)[-1] == "decouple" and objective.pd_weight == BASE_METHODS[base].pd_weight
 
 
 def test_method_settings_by_section_and_by_the_earlier_flat_keys(tmp_path):

@@ -69,7 +69,8 @@ def write_card(run_dir: Path | str, folder: Path | str, *, merged: bool) -> Path
         tags=["safeeraser", "unlearning", method, "lora"],
         datasets=[Path(str(run["data"])).name],
     )
-    body = "\n".join([_about(run, config, merged), _settings(run, config), _loading(base, merged), _evaluation(metrics)])
+    sine = not merged and method.endswith("+sineproject")
+    body = "\n".join([_about(run, config, merged), _settings(run, config), _loading(base, merged, sine), _evaluation(metrics)])
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
     atomic_write_text(folder / CARD, str(card))
     return folder / CARD
@@ -128,7 +129,7 @@ def _settings(run: dict, config: dict) -> str:
     )
 
 
-def _loading(base: str, merged: bool) -> str:
+def _loading(base: str, merged: bool, sine: bool = False) -> str:
     if merged:
         code = (
             "from transformers import AutoModelForImageTextToText, AutoProcessor\n\n"
@@ -142,6 +143,15 @@ def _loading(base: str, merged: bool) -> str:
             f'base = AutoModelForImageTextToText.from_pretrained("{base}")\n'
             'model = PeftModel.from_pretrained(base, "THIS_FOLDER_OR_REPO_ID")\n'
             f'processor = AutoProcessor.from_pretrained("{base}")'
+        )
+    if sine:  # plain PEFT would read the projector's sine layers as an ordinary LoRA
+        code = (
+            "from safeeraser.models.loading import attach_adapter, load_model\n\n"
+            f'loaded = attach_adapter(load_model("{base}"), "THIS_FOLDER")  # loaded.model, loaded.processor'
+        )
+        return (
+            "## How to load\n\nThe projector's layers are SineProject layers (sineproject.json): load the adapter with "
+            f"safeeraser, or serve the merged model (`safeeraser merge`).\n\n```python\n{code}\n```\n"
         )
     return f"## How to load\n\n```python\n{code}\n```\n"
 

@@ -185,14 +185,30 @@ def adapter_folder(run_dir: Path) -> Path:
     raise UserError(f"adapter not found: {run_dir} holds no {ADAPTER_FILES[0]} + {ADAPTER_FILES[1]}")
 
 
-def attach_adapter(loaded: Loaded, run_dir: Path | str) -> Loaded:
-    """Wrap the model with a trained LoRA adapter (safetensors only)."""
+def peft_from_adapter(model, run_dir: Path | str, *, trainable: bool = False):
+    """``model`` wrapped with a trained LoRA adapter (safetensors only), SineProject's projector
+    layers rebuilt as sine layers, not plain LoRA; ``trainable``: to train it further."""
     from peft import PeftModel
 
+    from safeeraser.models import sine_projector
+
     folder = adapter_folder(Path(run_dir))
+    config = None
+    sine = sine_projector.read_marker(folder)
+    if sine is not None:
+        from peft import LoraConfig
+
+        sine_projector.mark(model, sine["modules"])
+        config = LoraConfig.from_pretrained(folder)
+        sine_projector.register(config, sine["frequency"])
     try:
-        loaded.model = PeftModel.from_pretrained(loaded.model, folder, is_trainable=False)
+        return PeftModel.from_pretrained(model, folder, is_trainable=trainable, config=config)
     except Exception as e:
         raise UserError(f"{folder}: could not load the adapter ({type(e).__name__}: {e})") from None
+
+
+def attach_adapter(loaded: Loaded, run_dir: Path | str) -> Loaded:
+    """Wrap the model with a trained LoRA adapter, for inference (``peft_from_adapter``)."""
+    loaded.model = peft_from_adapter(loaded.model, run_dir)
     loaded.model.eval()
     return loaded

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import time
 from dataclasses import KW_ONLY, dataclass, replace
@@ -198,30 +199,41 @@ def snapshot_folder(out: Path, step: int) -> Path:
 
 
 def _continued(model, adapter: Path):
-    """The model with a trained adapter (its LoRA and projector copy) loaded trainable: training
-    continues it rather than starting a fresh LoRA, and saves an adapter over the same base."""
-    from peft import PeftModel
+    """The model with a trained adapter (its LoRA and projector copy, or SineProject's layers)
+    loaded trainable: training continues it rather than starting a fresh LoRA, and saves an
+    adapter over the same base."""
+    from safeeraser.models.loading import peft_from_adapter
 
-    from safeeraser.models.loading import adapter_folder
-
-    folder = adapter_folder(Path(adapter))
-    try:
-        return PeftModel.from_pretrained(model, folder, is_trainable=True)
-    except Exception as e:
-        raise UserError(f"{folder}: could not load the adapter ({type(e).__name__}: {e})") from None
+    return peft_from_adapter(model, Path(adapter), trainable=True)
 
 
-def _lora(model, family, config: UnlearnConfig):
+def _lora(model, family, config: UnlearnConfig, projector: str | None = None):
+    """LoRA on the language model and the projector trained in full (``lora.train_projector``), or,
+    with ``projector="sine"`` (SineProject), the projector frozen with a sine-bounded update on each
+    of its linear layers (``models/sine_projector.py``)."""
     from peft import LoraConfig, get_peft_model
 
+    target = config.lora.target or family.lora_target
+    extra = {}
+    if projector == "sine":
+        from safeeraser.models import sine_projector
+
+        names = sine_projector.projector_linears(model, family.projector)
+        sine_projector.mark(model, names)
+        target = sine_projector.targets(target, names)
+        rank = config.method.sineproject.rank or config.lora.r
+        extra = {"rank_pattern": {re.escape(n): rank for n in names}}
     lora = LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,
         lora_dropout=config.lora.dropout,
-        target_modules=config.lora.target or family.lora_target,
-        modules_to_save=[family.projector] if config.lora.train_projector else None,
+        target_modules=target,
+        modules_to_save=[family.projector] if config.lora.train_projector and projector is None else None,
         bias="none",
+        **extra,
     )
+    if projector == "sine":
+        sine_projector.register(lora, config.method.sineproject.frequency)
     try:
         return get_peft_model(model, lora)
     except ValueError as e:
@@ -515,7 +527,7 @@ class UnlearnRun:
         if self.adapter is not None:
             self.peft_model = _continued(self.loaded.model, Path(self.adapter))
         else:
-            self.peft_model = _lora(self.loaded.model, self.loaded.family, config)
+            self.peft_model = _lora(self.loaded.model, self.loaded.family, config, self.objective.projector)
         if config.gradient_checkpointing:
             _checkpoint_activations(self.loaded.model)
         self.peft_model.train()
@@ -543,6 +555,8 @@ class UnlearnRun:
         if self.sharded:  # FSDP2 puts sharded parameters in the model's place: clip those, not the originals
             self.trainable = [p for p in self.wrapped.parameters() if p.requires_grad]
         self.forward = Forward(self.wrapped, self.peft_model, family=self.loaded.family)
+        # a method's once-before-training step (MMUnlearner's saliency mask): a filter of each term's gradient
+        self.gradient_filter = self.objective.prepare(self) if self.objective.prepare is not None else None
 
     def restore(self) -> None:
         """Under --resume, the checkpoint's state; the log cut back to the step it continues from."""
@@ -712,7 +726,8 @@ class UnlearnRun:
                         bad = next((k for k, v in terms.items() if k != "loss" and not torch.isfinite(v).item()), "loss")
                         optimizer.zero_grad(set_to_none=True)
                         return {"non_finite": f"the loss term {bad!r}"}
-                    accelerator.backward(terms["loss"] / config.grad_accum)
+                    with self.gradient_filter.during(name) if self.gradient_filter is not None else contextlib.nullcontext():
+                        accelerator.backward(terms["loss"] / config.grad_accum)
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(accelerator.reduce(v.detach(), "mean")) / config.grad_accum
         if config.optim.grad_clip is not None:
@@ -864,6 +879,11 @@ class UnlearnRun:
             self.peft_model.save_pretrained(folder, safe_serialization=True)
         else:
             self.peft_model.save_pretrained(folder, safe_serialization=True, state_dict=state)
+        if self.objective.projector == "sine":  # what attach_adapter needs to rebuild the sine layers
+            from safeeraser.models import sine_projector
+
+            names = sine_projector.projector_linears(self.loaded.model, self.loaded.family.projector)
+            sine_projector.write_marker(folder, self.config.method.sineproject.frequency, names)
 
     def write_outputs(self, state: dict | None = None) -> None:
         out = self.out

@@ -187,6 +187,9 @@ class Method:
     ``settings`` is the schema of its own section ``method.<name>`` (None: it has none); ``batches``
     the named batches it trains on under default settings and ``logs`` the terms it logs besides
     ``loss`` (what plots and selection rules may read). ``paper`` is the definition it follows.
+    ``prepare``, where a method has one, is called by the trainer once before the first step with
+    the run (its model, views and codec) and returns a gradient filter (``during(batch)``, a
+    context around each term's backward pass), e.g. MMUnlearner's saliency mask.
     ``pd_weight`` is the lambda of the Prompt-Decouple term on top of the method (released for
     GA, GD, KL and PO; ours for the others) and ``pd_retain_weight`` the retain term's weight under +PD (the released
     GD+PD halves it).
@@ -200,6 +203,7 @@ class Method:
     batches: tuple[str, ...] = ()
     logs: tuple[str, ...] = ()
     paper: str = ""
+    prepare: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,8 @@ class Objective:
     terms: dict[str, Term]
     pd_weight: float | None = None  # the lambda in use, for X+PD
     logs: tuple[str, ...] = ()  # the loss terms it logs besides "loss"
+    prepare: Callable[[Any], Any] | None = None  # the method's once-before-training step (Method.prepare)
+    projector: str | None = None  # "sine": the projector frozen and reparameterised (SineProject); None: as lora.train_projector says
 
     @property
     def views(self) -> tuple[str, ...]:
