@@ -55,10 +55,10 @@ def test_methods_and_aliases():
 
 
 def test_pd_adds_the_decouple_view_and_published_lambdas():
-    assert get_method("po").views == ("refusal", "retain")
-    assert get_method("po+pd").views == ("refusal", "retain", "decouple")
-    assert get_method("ga+pd").pd_weight == 0.5 and get_method("gd+pd").pd_weight == 0.5
-    assert get_method("kl+pd").pd_weight == 1.0 and get_method("po+pd").pd_weight == 1.0
+    assert get_method("po", resolve_config().method).views == ("refusal", "retain")
+    assert get_method("po+pd", resolve_config().method).views == ("refusal", "retain", "decouple")
+    assert get_method("ga+pd", resolve_config().method).pd_weight == 0.5 and get_method("gd+pd", resolve_config().method).pd_weight == 0.5
+    assert get_method("kl+pd", resolve_config().method).pd_weight == 1.0 and get_method("po+pd", resolve_config().method).pd_weight == 1.0
     settings = resolve_config(overrides=[{"method": {"pd_weight": 0.2}}]).method
     assert get_method("ga+pd", settings).pd_weight == 0.2
 

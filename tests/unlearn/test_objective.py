@@ -84,7 +84,7 @@ def test_gd_pd_weights_retain_and_decouple_by_half_as_released():
 
 
 def test_po_is_one_token_mean_over_the_joined_refusal_and_retain_batch():
-    objective = get_method("po+pd")
+    objective = get_method("po+pd", resolve_config().method)
     assert list(objective.terms) == ["refusal+retain", "decouple"] and batch_views("refusal+retain") == ("refusal", "retain")
     # row 0: a refusal with 1 answer token; row 1: a retain example with 3
     joined = batch([[I, 4, I, I], [I, 0, 1, 2]])
@@ -96,7 +96,7 @@ def test_po_is_one_token_mean_over_the_joined_refusal_and_retain_batch():
     total = sum(float(t["loss"]) for t in separate.values())
     retain_alone = [-logp(TABLE, 0, t, t) for t in range(3)]  # a one-row batch reads the table's row 0
     assert total == pytest.approx(tokens[0] + sum(retain_alone) / 3, rel=1e-6)
-    assert get_method("po+pd").pd_weight == 1.0
+    assert get_method("po+pd", resolve_config().method).pd_weight == 1.0
 
 
 def _kl(p_from: torch.Tensor, p_to: torch.Tensor) -> float:

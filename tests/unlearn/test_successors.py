@@ -42,7 +42,7 @@ def test_mmunlearner_terms_are_ascent_on_forget_and_descent_on_retain():
     assert float(got["forget"]["loss"]) == pytest.approx(-2.5 * forget_nll, rel=1e-6)
     assert float(got["retain"]["loss"]) == pytest.approx(0.5 * retain_nll, rel=1e-6)
     assert float(got["decouple"]["loss"]) == pytest.approx(0.5 * decouple_nll, rel=1e-6)
-    assert get_method("mmunlearner+pd").prepare is get_method("mmunlearner").prepare is not None
+    assert get_method("mmunlearner+pd", resolve_config().method).prepare is get_method("mmunlearner", resolve_config().method).prepare is not None
 
 
 def test_fisher_is_the_mean_squared_gradient_over_batches():
@@ -175,9 +175,9 @@ def test_names_compose_with_pd_in_any_order():
     for bad in ("sineproject+sineproject", "xyz+sineproject", "po+sineproject+kl"):
         with pytest.raises(UserError, match="unknown method"):
             canonical_name(bad)
-    objective = get_method("gd+pd+sineproject")
+    objective = get_method("gd+pd+sineproject", resolve_config().method)
     assert objective.projector == "sine" and list(objective.terms) == ["forget", "retain", "decouple"] and objective.pd_weight == 0.5
-    assert get_method("po+pd").projector is None
+    assert get_method("po+pd", resolve_config().method).projector is None
     # both listed (tables, the demo's other methods), each with and without PD
     assert {"mmunlearner", "mmunlearner+pd", "po+sineproject", "po+pd+sineproject"} <= set(ALL_METHOD_NAMES)
 
