@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.metrics.test_metrics import HARM, REFUSE, predictions
+from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,3 +77,20 @@ def test_without_the_plugin_its_judge_is_unknown(data, tmp_path):
     train = predictions(data, "train", lambda i, j, k: REFUSE)
     code, _, err = run_cli("evaluate", "--data", data, "--pred-train", train, "--judge", "lexicon", "--out", tmp_path / "m.json")
     assert code == 2 and "unknown --judge 'lexicon'" in err
+
+
+def test_a_plugin_method_trains_with_its_settings_and_with_pd(installed, small_demo, untrained_tiny, tmp_path):
+    base = ["-m", "safeeraser", "unlearn", "--model", str(untrained_tiny), "--data", str(small_demo), "--preset", "demo", "--max-steps", "2"]
+    done = _run(installed, *base, "--method", "gdscaled+pd", "--set", "method.gdscaled.retain_scale=3", "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["method"] == "gdscaled+pd"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if "loss" in r]
+    # the logged terms are the plugin's (forget ascent, scaled retain) and PD's decouple term
+    assert trained and all({"forget_nll", "retain_nll", "decouple_nll"} <= set(r) for r in trained)
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["method"]["gdscaled"]["retain_scale"] == 3.0
+    bad = _run(installed, *base, "--method", "gdscaled", "--set", "method.gdscaled.retain_scale=0", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "retain_scale" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,9 +1,16 @@
-"""The unlearning methods by name: one module each, plus the Prompt-Decouple wrapper."""
+"""The unlearning methods by name: one module each, plus the Prompt-Decouple wrapper.
+
+``METHODS`` is the registry (``safeeraser.registry``): the built-in methods, then any plugin's,
+registered through the entry-point group ``safeeraser.methods`` (one ``Method`` each; a plugin
+module imports ``safeeraser.unlearn.methods.base``, not this package, which loads it).
+"""
 
 from __future__ import annotations
 
-from safeeraser.errors import UserError
 from dataclasses import replace
+
+from safeeraser.errors import UserError
+from safeeraser.registry import Registry
 
 from safeeraser.unlearn.methods import dpo, ga, gd, kl, mmunlearner, npo, po, relearn, rmu, simnpo, sineproject, undial, wga
 from safeeraser.unlearn.methods.base import Forward, Method, Objective
@@ -15,7 +22,10 @@ from safeeraser.unlearn.methods.pd import with_prompt_decouple
 # literature compares against. Each is one module; the config's method.<name> sections come from here.
 PUBLISHED = (ga.METHOD, gd.METHOD, kl.METHOD, po.METHOD, npo.METHOD)
 ADDED = (simnpo.METHOD, dpo.METHOD, dpo.IDK_METHOD, rmu.METHOD, undial.METHOD, wga.METHOD, mmunlearner.METHOD)
-BASE_METHODS: dict[str, Method] = {m.name: m for m in PUBLISHED + ADDED}
+METHODS: Registry[Method] = Registry("method", "safeeraser.methods", Method)
+for _method in PUBLISHED + ADDED:
+    METHODS.register(_method)
+BASE_METHODS = METHODS  # name -> Method, plugins' included (read once, here)
 # Settings sections that are no method of their own: SineProject's, which any method may take (X+sineproject).
 EXTRA_SETTINGS = {"sineproject": sineproject.SineProjectSettings}
 SINE_SUFFIX = sineproject.SUFFIX
@@ -69,4 +79,4 @@ def get_method(name: str, settings) -> Objective:
     return objective
 
 
-__all__ = ["ALL_METHOD_NAMES", "ATTACKS", "BASE_METHODS", "EXTRA_SETTINGS", "SINE_SUFFIX", "Forward", "Method", "Objective", "METHOD_NAMES", "PD_SUFFIX", "VANILLA", "ALIASES", "canonical_name", "get_method"]
+__all__ = ["ALL_METHOD_NAMES", "ATTACKS", "BASE_METHODS", "METHODS", "EXTRA_SETTINGS", "SINE_SUFFIX", "Forward", "Method", "Objective", "METHOD_NAMES", "PD_SUFFIX", "VANILLA", "ALIASES", "canonical_name", "get_method"]
