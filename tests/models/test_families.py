@@ -23,7 +23,7 @@ from safeeraser.models.loading import attach_adapter, load_model
 from safeeraser.models.registry import FAMILIES, family_named
 from safeeraser.models.tiny_families import BUILDERS
 
-from tests.conftest import run_cli
+from tests.conftest import built_once, run_cli
 
 ISSUE_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "mllama", "internvl", "gemma3", "idefics3", "smolvlm")
 TINY_STEPS = 30
@@ -98,9 +98,9 @@ def tiny(request, demo_data, tmp_path_factory):
     """(family, folder): a tiny copy (0.15-0.25 M parameters) after a few vanilla steps, built once per session."""
     from safeeraser.models.tiny import make_tiny
 
-    out = tmp_path_factory.mktemp("families") / request.param
-    make_tiny(demo_data, out, family=request.param, steps=TINY_STEPS, progress=False)
-    return request.param, out
+    name = request.param
+    built = built_once(tmp_path_factory, f"families-{name}", lambda folder: make_tiny(demo_data, folder / name, family=name, steps=TINY_STEPS, progress=False))
+    return name, built / name
 
 
 @pytest.fixture(scope="session")
