@@ -1,9 +1,9 @@
 """Shared fixtures: the real demo benchmark and the real tiny model, built once per test run.
 
-Under pytest-xdist (``python -m pytest -n 2 --dist loadgroup``, as CI runs it) the models and
-datasets that session fixtures build are built once for all workers (:func:`built_once`), tests
-that share a module- or package-scoped fixture run on one worker (so it is built once too), and
-each worker's torch gets its share of the cores.
+Under pytest-xdist (``python -m pytest -n 2``, as CI runs it) the models and datasets that
+session fixtures build are built once for all workers (:func:`built_once`), and each worker's
+torch gets its share of the cores. (A module-scoped fixture is built by each worker that runs a
+test of its module.)
 """
 
 from __future__ import annotations
@@ -74,33 +74,10 @@ def pytest_collection_modifyitems(items):
 
     (A test that asks for it at run time, by ``request.getfixturevalue``, is not seen here: mark
     it ``slow`` itself.) The fast tier is ``python -m pytest -m "not slow"``.
-
-    Under pytest-xdist with ``--dist loadgroup``, the tests that use a module-, class- or
-    package-scoped fixture (most of them build or train something) form one group per module
-    (or package) and run on one worker, which builds that fixture once.
     """
     for item in items:
         if "tiny_model" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
-        group = _fixture_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-def _fixture_group(item) -> str | None:
-    """The module (or, for a package-scoped fixture, the package) whose tests share a
-    fixture wider than a test and narrower than the session with ``item``; None if it has none."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return None
-    group = None
-    for name in item.fixturenames:
-        for fixturedef in info.name2fixturedefs.get(name, ()):
-            if fixturedef.scope == "package":
-                return fixturedef.baseid or "."
-            if fixturedef.scope in ("module", "class"):
-                group = item.nodeid.split("::")[0]
-    return group
 
 
 @pytest.fixture(scope="session")
