@@ -1,14 +1,62 @@
-"""Shared fixtures: the real demo benchmark and the real tiny model, built once per test session."""
+"""Shared fixtures: the real demo benchmark and the real tiny model, built once per test run.
+
+Under pytest-xdist (``python -m pytest -n 2``, as CI runs it) the models and datasets that
+session fixtures build are built once for all workers (:func:`built_once`), and each worker's
+torch gets its share of the cores. (A module-scoped fixture is built by each worker that runs a
+test of its module.)
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub id never reaches the network in tests
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Each worker (and the processes its tests start) gets its share of the cores: workers whose
+    # OpenMP threads outnumber the cores spin against each other and slow every test down.
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    if "torch" in sys.modules:  # (imported before this file, by a plugin: set it directly)
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that ``build(folder)`` fills, built once per test run.
+
+    Alone, it is a fresh temporary folder. Under pytest-xdist, the first worker to ask builds it in
+    the run's temporary folder that all workers share, holding a file lock, and the others wait
+    for that lock and reuse the folder (a build that failed is retried by the next one to ask).
+    The build uses every core, as it would without xdist (the other workers mostly wait for it)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    import torch
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent / "built-once"
+    root.mkdir(exist_ok=True)
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            threads = torch.get_num_threads()
+            torch.set_num_threads(os.cpu_count() or 1)
+            try:
+                build(folder)
+            finally:
+                torch.set_num_threads(threads)
+            done.touch()
+    return folder
 
 
 @pytest.fixture(autouse=True)
@@ -37,9 +85,7 @@ def demo_data(tmp_path_factory) -> Path:
     """A demo benchmark at the default size (do not modify: copy it first)."""
     from safeeraser.data.demo import make_demo
 
-    out = tmp_path_factory.mktemp("demo") / "data"
-    make_demo(out)
-    return out
+    return built_once(tmp_path_factory, "demo", lambda folder: make_demo(folder / "data")) / "data"
 
 
 @pytest.fixture(scope="session")
@@ -47,9 +93,7 @@ def tiny_model(demo_data, tmp_path_factory) -> Path:
     """The tiny vanilla LLaVA trained on the demo data (about a minute on 2 cores)."""
     from safeeraser.models.tiny import make_tiny
 
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    make_tiny(demo_data, out, progress=False)
-    return out
+    return built_once(tmp_path_factory, "model", lambda folder: make_tiny(demo_data, folder / "tiny", progress=False)) / "tiny"
 
 
 def run_cli(*args: str):

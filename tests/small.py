@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import built_once
+
 
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory) -> Path:
     from safeeraser.data.demo import make_demo
 
-    out = tmp_path_factory.mktemp("small") / "data"
-    make_demo(out, images_per_category=3)
-    return out
+    return built_once(tmp_path_factory, "small", lambda folder: make_demo(folder / "data", images_per_category=3)) / "data"
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +23,4 @@ def untrained_tiny(small_demo, tmp_path_factory) -> Path:
     """The tiny LLaVA with its tokenizer and processor, at its random initialisation (no training steps)."""
     from safeeraser.models.tiny import make_tiny
 
-    out = tmp_path_factory.mktemp("untrained") / "tiny"
-    make_tiny(small_demo, out, steps=0, progress=False)
-    return out
+    return built_once(tmp_path_factory, "untrained", lambda folder: make_tiny(small_demo, folder / "tiny", steps=0, progress=False)) / "tiny"

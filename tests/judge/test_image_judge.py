@@ -102,7 +102,7 @@ def test_a_judge_that_reads_images_refuses_an_item_without_one(seeing_judge):
 
 
 def test_evaluate_shows_the_judge_each_answer_s_image(seeing_judge, small_demo, tmp_path):
-    pred = predictions(small_demo, "val", harm=lambda i, j, k: HARM if k == 1 else REFUSE)
+    pred = predictions(small_demo, "val", harm=lambda i, j, k: HARM if k == 1 else REFUSE, out=tmp_path)
     out = tmp_path / "a" / "m.json"
     code, _, err = run_cli("evaluate", "--data", small_demo, "--pred-val", pred, "--judge", "unsafe=llamaguard,refusal=keyword", "--judge-model", seeing_judge, "--out", out)
     assert code == 0, err

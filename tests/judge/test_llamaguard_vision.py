@@ -98,7 +98,7 @@ def test_llama_guard_vision_sees_each_item_s_image_and_keys_its_cache_by_it(guar
 
 
 def test_evaluate_with_llama_guard_vision(guard, small_demo, tmp_path):
-    pred = predictions(small_demo, "val", harm=lambda i, j, k: HARM if k == 1 else REFUSE)
+    pred = predictions(small_demo, "val", harm=lambda i, j, k: HARM if k == 1 else REFUSE, out=tmp_path)
     out = tmp_path / "m.json"
     code, _, err = run_cli("evaluate", "--data", small_demo, "--pred-val", pred, "--judge", "llamaguard", "--judge-model", guard, "--cache", tmp_path / "c.sqlite", "--out", out)
     assert code == 0, err

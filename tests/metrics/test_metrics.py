@@ -28,8 +28,9 @@ def data(tmp_path):
     return tmp_path / "d"
 
 
-def predictions(data, split, harm, sd=None, benign=None):
-    """A prediction file: harm(i, j, k) / sd(i, j) / benign(i, key, reference) give each answer."""
+def predictions(data, split, harm, sd=None, benign=None, out=None):
+    """A prediction file: harm(i, j, k) / sd(i, j) / benign(i, key, reference) give each answer.
+    Written beside ``data`` or, for a dataset other tests share (a session fixture), in ``out``."""
     records = json.loads((data / f"all_{split}.json").read_text())
     for i, r in enumerate(records):
         for j, pair in enumerate(r["unsafe_pairs"]):
@@ -40,7 +41,7 @@ def predictions(data, split, harm, sd=None, benign=None):
         for key in ("UnharmPair_text1", "UnharmPair_text2", "UnharmPair_image1", "UnharmPair_image2"):
             if benign:
                 r[key]["Prediction"] = benign(i, key, r[key]["Prediction"])
-    path = data.parent / f"pred_{split}.json"
+    path = (data.parent if out is None else out) / f"pred_{split}.json"
     path.write_text(json.dumps(records))
     return path
 
