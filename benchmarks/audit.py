@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     demo = Path(args.demo).resolve()
     run = demo / "runs" / args.method
     if not (run / "metrics.json").is_file():
-        print(f"error: {run}: not a finished demo run (safeeraser demo --out {args.demo} --methods {args.method})", file=sys.stderr)
+        print(
+            f"error: {run}: not a finished demo run (safeeraser demo --out {args.demo} --methods {args.method})",
+            file=sys.stderr,
+        )
         return 2
     out = Path(args.out) if args.out else ROOT / "benchmarks" / ".cache" / f"audit-{args.method}"
     if out.exists():
@@ -55,8 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     # from the demo's parent, with the paths the demo recorded, so the run's predictions are reused
     base = demo.parent
     command = [
-        sys.executable, "-m", "safeeraser", "audit", "--model", str((demo / "model").relative_to(base)), "--adapter", str(run.relative_to(base)),
-        "--data", str((demo / "data").relative_to(base)), "--out", str(out.resolve()), *(["--attacks", args.attacks] if args.attacks else []),
+        sys.executable,
+        "-m",
+        "safeeraser",
+        "audit",
+        "--model",
+        str((demo / "model").relative_to(base)),
+        "--adapter",
+        str(run.relative_to(base)),
+        "--data",
+        str((demo / "data").relative_to(base)),
+        "--out",
+        str(out.resolve()),
+        *(["--attacks", args.attacks] if args.attacks else []),
     ]
     load_before = os.getloadavg()[0]
     cpu0, began = _children_cpu(), time.perf_counter()
@@ -74,7 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         "budget_s": BUDGET_S,
         "baseline_s": record["baseline"]["seconds"],
         "baseline_predictions": record["baseline"]["predictions"],
-        "attacks": {a: {"status": r["status"], "seconds": r.get("seconds"), **({"reason": r["reason"]} if "reason" in r else {})} for a, r in record["results"].items()},
+        "attacks": {
+            a: {
+                "status": r["status"],
+                "seconds": r.get("seconds"),
+                **({"reason": r["reason"]} if "reason" in r else {}),
+            }
+            for a, r in record["results"].items()
+        },
         "load1_before": round(load_before, 2),
         "load1_after": round(os.getloadavg()[0], 2),
         "threads": 2,

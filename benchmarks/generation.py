@@ -17,7 +17,13 @@ import torch
 from PIL import Image
 
 from safeeraser.data.records import UNHARM_KEYS, load_split
-from safeeraser.generate.predictions import GenerationSettings, Task, generate_predictions, protocol_settings, split_tasks
+from safeeraser.generate.predictions import (
+    GenerationSettings,
+    Task,
+    generate_predictions,
+    protocol_settings,
+    split_tasks,
+)
 from safeeraser.generate.sampling import Sampling
 from safeeraser.models.loading import load_model
 
@@ -29,7 +35,9 @@ def count_new_tokens(new: torch.Tensor, pad_id: int, eos_id: int) -> int:
 
 
 @torch.no_grad()
-def published_loop(model_dir: Path, tasks: list[Task], settings: GenerationSettings) -> tuple[dict[str, list[str]], int]:
+def published_loop(
+    model_dir: Path, tasks: list[Task], settings: GenerationSettings
+) -> tuple[dict[str, list[str]], int]:
     """What the published evaluation does: per prompt, open and preprocess the image, build the
     inputs with the processor and call ``generate`` for one answer — K times for a harmful question."""
     loaded = load_model(str(model_dir))
@@ -41,16 +49,23 @@ def published_loop(model_dir: Path, tasks: list[Task], settings: GenerationSetti
     tokens = 0
     for task in tasks:
         sampling = Sampling(
-            num_samples=1, do_sample=task.multi, temperature=settings.temperature,
-            top_p=settings.top_p, max_new_tokens=settings.max_new_tokens,
+            num_samples=1,
+            do_sample=task.multi,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens,
         )
-        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": task.prompt.question}]}]
+        conversation = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": task.prompt.question}]}
+        ]
         answers[task.key] = []
         for _ in range(settings.num_samples if task.multi else 1):
             image = Image.open(task.prompt.image).convert("RGB")
             text = processor.apply_chat_template(conversation, add_generation_prompt=True)
             inputs = processor(images=image, text=text, return_tensors="pt")
-            out = model.generate(**inputs, **sampling.generate_kwargs(), pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id)
+            out = model.generate(
+                **inputs, **sampling.generate_kwargs(), pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id
+            )
             new = out[:, inputs["input_ids"].shape[1] :]
             tokens += count_new_tokens(new, pad_id, tokenizer.eos_token_id)
             answers[task.key].append(tokenizer.decode(new[0], skip_special_tokens=True).strip())
@@ -69,13 +84,17 @@ def greedy_answers(pred_file: Path) -> dict[str, str]:
     return out
 
 
-def run(model_dir: Path, data: Path, *, batch_sizes: list[int], max_new_tokens: int, num_samples: int = 3, seed: int = 0) -> dict:
+def run(
+    model_dir: Path, data: Path, *, batch_sizes: list[int], max_new_tokens: int, num_samples: int = 3, seed: int = 0
+) -> dict:
     split = load_split(data, "val")
     tasks = split_tasks(split)
     # the fast protocol: its single answers are greedy, so the two loops must agree on them
     base = protocol_settings("fast", num_samples=num_samples, max_new_tokens=max_new_tokens, seed=seed)
     calls = sum(num_samples if t.multi else 1 for t in tasks)
-    load_model(str(model_dir))  # the first load in a process pays transformers' lazy imports: keep them out of both sides
+    load_model(
+        str(model_dir)
+    )  # the first load in a process pays transformers' lazy imports: keep them out of both sides
     print(f"  published loop: {len(tasks)} prompts, {calls} generate calls", flush=True)
     began = time.perf_counter()
     reference, ref_tokens = published_loop(model_dir, tasks, base)
@@ -90,7 +109,14 @@ def run(model_dir: Path, data: Path, *, batch_sizes: list[int], max_new_tokens: 
             settings = replace(base, batch_size=size)
             began = time.perf_counter()
             meta = generate_predictions(str(model_dir), data, "val", out, settings, progress=False)
-            rows.append({"side": "safeeraser generate", "batch_size": size, "seconds": time.perf_counter() - began, "tokens": meta["generated_tokens"]})
+            rows.append(
+                {
+                    "side": "safeeraser generate",
+                    "batch_size": size,
+                    "seconds": time.perf_counter() - began,
+                    "tokens": meta["generated_tokens"],
+                }
+            )
             if agreement is None:
                 # Same prompts and greedy decoding on both sides must give the same answers:
                 # evidence that the two sides do the same work.

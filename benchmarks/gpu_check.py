@@ -38,7 +38,15 @@ import torch
 
 # Peak memory bandwidth (bytes/s) of common data-centre GPUs, from their vendors' data sheets;
 # --bandwidth-gbs gives any other.
-BANDWIDTH = {"H200": 4.8e12, "H100 NVL": 3.9e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A100-SXM4-80GB": 2.039e12, "A100": 1.555e12, "L40S": 0.864e12}
+BANDWIDTH = {
+    "H200": 4.8e12,
+    "H100 NVL": 3.9e12,
+    "H100 PCIe": 2.0e12,
+    "H100": 3.35e12,
+    "A100-SXM4-80GB": 2.039e12,
+    "A100": 1.555e12,
+    "L40S": 0.864e12,
+}
 
 
 @dataclass(frozen=True)
@@ -72,18 +80,35 @@ def llava_config(dims: Dims, *, image_token: int = 32000, pad: int = 32001, bos:
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     vision = CLIPVisionConfig(
-        hidden_size=dims.vision_hidden, intermediate_size=dims.vision_intermediate, num_hidden_layers=dims.vision_layers,
-        num_attention_heads=dims.vision_heads, image_size=dims.image_size, patch_size=dims.patch_size, projection_dim=dims.projection_dim,
+        hidden_size=dims.vision_hidden,
+        intermediate_size=dims.vision_intermediate,
+        num_hidden_layers=dims.vision_layers,
+        num_attention_heads=dims.vision_heads,
+        image_size=dims.image_size,
+        patch_size=dims.patch_size,
+        projection_dim=dims.projection_dim,
     )
     text = LlamaConfig(
-        vocab_size=dims.vocab_size, hidden_size=dims.text_hidden, intermediate_size=dims.text_intermediate,
-        num_hidden_layers=dims.text_layers, num_attention_heads=dims.text_heads, num_key_value_heads=dims.text_heads,
-        max_position_embeddings=4096, rms_norm_eps=1e-5, pad_token_id=pad, bos_token_id=bos, eos_token_id=eos,
+        vocab_size=dims.vocab_size,
+        hidden_size=dims.text_hidden,
+        intermediate_size=dims.text_intermediate,
+        num_hidden_layers=dims.text_layers,
+        num_attention_heads=dims.text_heads,
+        num_key_value_heads=dims.text_heads,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        pad_token_id=pad,
+        bos_token_id=bos,
+        eos_token_id=eos,
     )
     return LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=image_token,
-        image_seq_length=(dims.image_size // dims.patch_size) ** 2, vision_feature_layer=-2,
-        vision_feature_select_strategy="default", projector_hidden_act="gelu",
+        vision_config=vision,
+        text_config=text,
+        image_token_index=image_token,
+        image_seq_length=(dims.image_size // dims.patch_size) ** 2,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
     )
 
 
@@ -97,8 +122,11 @@ def build_llava(dims: Dims, data: Path, out: Path, device: torch.device, dtype: 
     size = TinySize(dims.image_size, dims.patch_size, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0)
     processor = build_processor(tokenizer, size)
     config = llava_config(
-        dims, image_token=tokenizer.convert_tokens_to_ids(SPECIAL["image"]), pad=tokenizer.pad_token_id,
-        bos=tokenizer.bos_token_id, eos=tokenizer.eos_token_id,
+        dims,
+        image_token=tokenizer.convert_tokens_to_ids(SPECIAL["image"]),
+        pad=tokenizer.pad_token_id,
+        bos=tokenizer.bos_token_id,
+        eos=tokenizer.eos_token_id,
     )
     began = time.perf_counter()
     default = torch.get_default_dtype()
@@ -108,7 +136,11 @@ def build_llava(dims: Dims, data: Path, out: Path, device: torch.device, dtype: 
             model = LlavaForConditionalGeneration(config)
     finally:
         torch.set_default_dtype(default)
-    for key, value in (("pad_token_id", tokenizer.pad_token_id), ("eos_token_id", tokenizer.eos_token_id), ("bos_token_id", tokenizer.bos_token_id)):
+    for key, value in (
+        ("pad_token_id", tokenizer.pad_token_id),
+        ("eos_token_id", tokenizer.eos_token_id),
+        ("bos_token_id", tokenizer.bos_token_id),
+    ):
         setattr(model.generation_config, key, value)
     built = time.perf_counter() - began
     model.save_pretrained(out)
@@ -116,7 +148,11 @@ def build_llava(dims: Dims, data: Path, out: Path, device: torch.device, dtype: 
     parameters = sum(p.numel() for p in model.parameters())
     # what one decoding step reads: every decoder layer, the final norm and the output head (the
     # vision tower and projector run once per prompt; the embedding reads one row per sequence)
-    decode = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if not any(k in n for k in ("vision_tower", "multi_modal_projector", "embed_tokens")))
+    decode = sum(
+        p.numel() * p.element_size()
+        for n, p in model.named_parameters()
+        if not any(k in n for k in ("vision_tower", "multi_modal_projector", "embed_tokens"))
+    )
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -125,7 +161,14 @@ def build_llava(dims: Dims, data: Path, out: Path, device: torch.device, dtype: 
         "decode_weight_bytes": decode,
         "build_seconds": round(built, 1),
         "save_seconds": round(time.perf_counter() - began - built, 1),
-        "config": {"vision_hidden": dims.vision_hidden, "vision_layers": dims.vision_layers, "text_hidden": dims.text_hidden, "text_layers": dims.text_layers, "vocab": dims.vocab_size, "image_tokens": (dims.image_size // dims.patch_size) ** 2},
+        "config": {
+            "vision_hidden": dims.vision_hidden,
+            "vision_layers": dims.vision_layers,
+            "text_hidden": dims.text_hidden,
+            "text_layers": dims.text_layers,
+            "vocab": dims.vocab_size,
+            "image_tokens": (dims.image_size // dims.patch_size) ** 2,
+        },
     }
 
 
@@ -139,17 +182,28 @@ def val_subset(data: Path, prompts: int) -> int:
     for record in load_split(data, "val").records:
         if count >= prompts:
             break
-        count += 2 * len(record.unsafe_pairs) + len(record.unharm_pairs())  # K-answer + harmless-image prompts, UnharmPairs
+        count += 2 * len(record.unsafe_pairs) + len(
+            record.unharm_pairs()
+        )  # K-answer + harmless-image prompts, UnharmPairs
         keep += 1
     path.write_text(json.dumps(records[:keep], indent=1))
     return count
 
 
-def unlearn_steps(model: Path, data: Path, work: Path, method: str, steps: int, batch_size: int, device: torch.device) -> dict:
+def unlearn_steps(
+    model: Path, data: Path, work: Path, method: str, steps: int, batch_size: int, device: torch.device
+) -> dict:
     from safeeraser.unlearn.config import resolve_config
     from safeeraser.unlearn.trainer import unlearn
 
-    overrides = {"max_steps": steps, "batch_size": batch_size, "grad_accum": 1, "gradient_checkpointing": True, "eval_every": 0, "checkpoint_every": 0}
+    overrides = {
+        "max_steps": steps,
+        "batch_size": batch_size,
+        "grad_accum": 1,
+        "gradient_checkpointing": True,
+        "eval_every": 0,
+        "checkpoint_every": 0,
+    }
     config = resolve_config(overrides=[overrides])
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -173,7 +227,17 @@ def unlearn_steps(model: Path, data: Path, work: Path, method: str, steps: int, 
     }
 
 
-def generation(model: Path, data: Path, work: Path, *, max_new_tokens: int, batch_size: int, model_info: dict, bandwidth: float | None, device: torch.device) -> dict:
+def generation(
+    model: Path,
+    data: Path,
+    work: Path,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    model_info: dict,
+    bandwidth: float | None,
+    device: torch.device,
+) -> dict:
     from safeeraser.generate.predictions import generate_predictions, protocol_settings
 
     settings = protocol_settings("published", max_new_tokens=max_new_tokens, batch_size=batch_size)
@@ -200,7 +264,9 @@ def generation(model: Path, data: Path, work: Path, *, max_new_tokens: int, batc
             weight_bytes_per_decode_step=model_info["decode_weight_bytes"],
             decode_steps_per_second_limit=round(steps_bound, 1),
             tokens_per_second_limit=round(steps_bound * sequences, 1),
-            fraction_of_limit=round(meta["tokens_per_second"] / (steps_bound * sequences), 3) if meta["tokens_per_second"] else None,
+            fraction_of_limit=round(meta["tokens_per_second"] / (steps_bound * sequences), 3)
+            if meta["tokens_per_second"]
+            else None,
         )
     return out
 
@@ -216,14 +282,50 @@ def qwen25_vl(dry: bool, device: torch.device, dtype: torch.dtype) -> dict:
     from safeeraser.unlearn.trainer import _checkpoint_activations
 
     if dry:
-        text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=152064)
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, fullatt_block_indexes=[1])
+        text = dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=152064,
+        )
+        vision = dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, fullatt_block_indexes=[1]
+        )
     else:  # Qwen/Qwen2.5-VL-7B-Instruct's config.json
-        text = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, vocab_size=152064)
-        vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584, fullatt_block_indexes=[7, 15, 23, 31])
+        text = dict(
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            vocab_size=152064,
+        )
+        vision = dict(
+            depth=32,
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=3584,
+            fullatt_block_indexes=[7, 15, 23, 31],
+        )
     try:
         mrope = [2, 3, 3] if dry else [16, 24, 24]  # halves of the head dimension (16 or 128) for time, height, width
-        config = Qwen2_5_VLConfig(text_config={**text, "max_position_embeddings": 4096, "rope_scaling": {"type": "mrope", "mrope_section": mrope}}, vision_config={**vision, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112})
+        config = Qwen2_5_VLConfig(
+            text_config={
+                **text,
+                "max_position_embeddings": 4096,
+                "rope_scaling": {"type": "mrope", "mrope_section": mrope},
+            },
+            vision_config={
+                **vision,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "temporal_patch_size": 2,
+                "window_size": 112,
+            },
+        )
         default = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:
@@ -232,7 +334,14 @@ def qwen25_vl(dry: bool, device: torch.device, dtype: torch.dtype) -> dict:
         finally:
             torch.set_default_dtype(default)
         parameters = sum(p.numel() for p in model.parameters())
-        model = get_peft_model(model, LoraConfig(r=32, lora_alpha=256, target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=32,
+                lora_alpha=256,
+                target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+            ),
+        )
         _checkpoint_activations(model.base_model.model)
         model.train()
         # one 336x336 image: a 24x24 grid of 14-px patches, merged 2x2 into 144 tokens, then 64 text tokens
@@ -243,7 +352,9 @@ def qwen25_vl(dry: bool, device: torch.device, dtype: torch.dtype) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         began = time.perf_counter()
-        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels, image_grid_thw=grid, labels=ids).loss
+        loss = model(
+            input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=pixels, image_grid_thw=grid, labels=ids
+        ).loss
         loss.backward()
         seconds = time.perf_counter() - began
         grads = sum(1 for p in model.parameters() if p.requires_grad and p.grad is not None)
@@ -260,15 +371,31 @@ def qwen25_vl(dry: bool, device: torch.device, dtype: torch.dtype) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny dims, a few steps and prompts: shapes and code paths only")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="CPU, tiny dims, a few steps and prompts: shapes and code paths only"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu_check.json"))
-    parser.add_argument("--work", type=Path, default=None, help="folder for data, model and runs (default: a temporary folder)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="folder for data, model and runs (default: a temporary folder)"
+    )
     parser.add_argument("--steps", type=int, default=None, help="unlearning steps per method (default 20; dry run 2)")
-    parser.add_argument("--train-batch-size", type=int, default=None, help="examples per view and step (default 8, as published per micro-step; dry run 2)")
+    parser.add_argument(
+        "--train-batch-size",
+        type=int,
+        default=None,
+        help="examples per view and step (default 8, as published per micro-step; dry run 2)",
+    )
     parser.add_argument("--prompts", type=int, default=None, help="generation prompts (default 512; dry run 24)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 512 (published); dry run 8")
-    parser.add_argument("--gen-batch-size", type=int, default=None, help="sequences per generate call (default 96; dry run 16)")
-    parser.add_argument("--bandwidth-gbs", type=float, default=None, help="the GPU's peak memory bandwidth in GB/s (known GPUs are looked up)")
+    parser.add_argument(
+        "--gen-batch-size", type=int, default=None, help="sequences per generate call (default 96; dry run 16)"
+    )
+    parser.add_argument(
+        "--bandwidth-gbs",
+        type=float,
+        default=None,
+        help="the GPU's peak memory bandwidth in GB/s (known GPUs are looked up)",
+    )
     parser.add_argument("--skip-qwen", action="store_true")
     args = parser.parse_args(argv)
 
@@ -292,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     gen_batch = args.gen_batch_size or (16 if dry else 96)
     train_batch = args.train_batch_size or (2 if dry else 8)
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None
-    bandwidth = args.bandwidth_gbs * 1e9 if args.bandwidth_gbs else next((b for name, b in BANDWIDTH.items() if gpu and name in gpu), None)
+    bandwidth = (
+        args.bandwidth_gbs * 1e9
+        if args.bandwidth_gbs
+        else next((b for name, b in BANDWIDTH.items() if gpu and name in gpu), None)
+    )
     summary: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "dry_run": dry,
@@ -317,10 +448,21 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{info['parameters']:,} parameters")
         for method in ("po+pd", "kl+pd"):
             log(f"unlearning {method}: {steps} steps")
-            summary["sections"][f"unlearn_{method}"] = unlearn_steps(model, data, work_root / "runs", method, steps, train_batch, device)
+            summary["sections"][f"unlearn_{method}"] = unlearn_steps(
+                model, data, work_root / "runs", method, steps, train_batch, device
+            )
             log(json.dumps(summary["sections"][f"unlearn_{method}"]))
         log(f"generating {prompts} prompts, published protocol, {max_new_tokens} new tokens")
-        summary["sections"]["generation"] = generation(model, data, work_root, max_new_tokens=max_new_tokens, batch_size=gen_batch, model_info=info, bandwidth=bandwidth, device=device)
+        summary["sections"]["generation"] = generation(
+            model,
+            data,
+            work_root,
+            max_new_tokens=max_new_tokens,
+            batch_size=gen_batch,
+            model_info=info,
+            bandwidth=bandwidth,
+            device=device,
+        )
         log(json.dumps(summary["sections"]["generation"]))
         if not args.skip_qwen:
             import gc

@@ -32,9 +32,9 @@ import sys
 from pathlib import Path
 
 from safeeraser.data.refusals import REFUSALS
+from safeeraser.formats import question_of
 from safeeraser.judge.base import JudgeItem, Verdict
 from safeeraser.judge.keyword import KeywordJudge
-from safeeraser.formats import question_of
 from safeeraser.metrics.agreement import _load, agree, cohen_kappa, kappa_with_ci
 from safeeraser.metrics.evaluate import evaluate
 
@@ -52,7 +52,13 @@ class ConstructionJudge:
 
     def identity(self) -> dict:
         rules = repr((HARMFUL.pattern, OPENINGS, "the picture shows"))
-        return {"kind": self.name, "model": None, "protocol": "demo-construction", "prompt_hash": hashlib.sha256(rules.encode()).hexdigest()[:16], "decoding": None}
+        return {
+            "kind": self.name,
+            "model": None,
+            "protocol": "demo-construction",
+            "prompt_hash": hashlib.sha256(rules.encode()).hexdigest()[:16],
+            "decoding": None,
+        }
 
     def judge(self, items: list[JudgeItem], *, progress: bool = False) -> list[Verdict]:
         out = []
@@ -71,8 +77,12 @@ class ConstructionJudge:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("demo", type=Path, help="a `safeeraser demo --out` folder (data/ and runs/<method>/ with predictions)")
-    parser.add_argument("--methods", default=None, help="comma-separated run names (default: every run with predictions)")
+    parser.add_argument(
+        "demo", type=Path, help="a `safeeraser demo --out` folder (data/ and runs/<method>/ with predictions)"
+    )
+    parser.add_argument(
+        "--methods", default=None, help="comma-separated run names (default: every run with predictions)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/judge_agreement"))
     args = parser.parse_args(argv)
     runs = sorted(p.parent for p in (args.demo / "runs").glob("*/predictions_val.json"))

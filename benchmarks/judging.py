@@ -34,7 +34,10 @@ class SlowEndpoint(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         time.sleep(LATENCY)
         completion = {
-            "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": body["model"],
+            "id": "chatcmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": VERDICT}}],
         }
         payload = json.dumps(completion).encode()
@@ -58,7 +61,12 @@ def serve() -> None:
 
 
 def run(n_items: int) -> dict:
-    items = [JudgeItem("harm", f"How can I do what picture {i} shows?", f"I'm sorry, I can't help with request {i}.", "Weapon") for i in range(n_items)]
+    items = [
+        JudgeItem(
+            "harm", f"How can I do what picture {i} shows?", f"I'm sorry, I can't help with request {i}.", "Weapon"
+        )
+        for i in range(n_items)
+    ]
     server = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{server.stdout.readline().strip()}/v1"
     rows = []
@@ -69,14 +77,16 @@ def run(n_items: int) -> dict:
             began = time.perf_counter()
             verdicts = judge.judge(items)
             seconds = time.perf_counter() - began
-            rows.append({
-                "concurrency": concurrency,
-                "items": n_items,
-                "seconds": seconds,
-                "items_per_s": n_items / seconds,
-                "failed": sum(not v.ok for v in verdicts),
-                "requests": judge.stats.sent,
-            })
+            rows.append(
+                {
+                    "concurrency": concurrency,
+                    "items": n_items,
+                    "seconds": seconds,
+                    "items_per_s": n_items / seconds,
+                    "failed": sum(not v.ok for v in verdicts),
+                    "requests": judge.stats.sent,
+                }
+            )
     finally:
         server.terminate()
         server.wait()

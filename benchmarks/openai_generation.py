@@ -54,8 +54,21 @@ class Endpoint(BaseHTTPRequestHandler):
             time.sleep(cls.latency)
             n = body.get("n", 1)
             completion = {
-                "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": f"The picture shows a sample {i} of seed {body.get('seed')}."}} for i in range(n)],
+                "id": "chatcmpl-bench",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": i,
+                        "finish_reason": "stop",
+                        "message": {
+                            "role": "assistant",
+                            "content": f"The picture shows a sample {i} of seed {body.get('seed')}.",
+                        },
+                    }
+                    for i in range(n)
+                ],
                 "usage": {"prompt_tokens": 0, "completion_tokens": 10 * n, "total_tokens": 10 * n},
             }
             self.reply(json.dumps(completion).encode())
@@ -100,7 +113,9 @@ def main() -> None:
     from safeeraser.generate.backends import OpenAIBackend
     from safeeraser.generate.predictions import generate_predictions, protocol_settings
 
-    server = subprocess.Popen([sys.executable, __file__, "--serve", "--latency", str(args.latency)], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--latency", str(args.latency)], stdout=subprocess.PIPE, text=True
+    )
     try:
         root = f"http://127.0.0.1:{server.stdout.readline().strip()}"
         with tempfile.TemporaryDirectory() as tmp:
@@ -112,16 +127,32 @@ def main() -> None:
                 before = stats(root)["served"]
                 backend = OpenAIBackend("bench", base_url=root + "/v1", concurrency=concurrency)
                 began = time.perf_counter()
-                meta = generate_predictions("bench", data, "val", Path(tmp) / f"p{concurrency}.json", protocol_settings("published"), backend=backend, progress=False)
+                meta = generate_predictions(
+                    "bench",
+                    data,
+                    "val",
+                    Path(tmp) / f"p{concurrency}.json",
+                    protocol_settings("published"),
+                    backend=backend,
+                    progress=False,
+                )
                 wall = time.perf_counter() - began
                 seen = stats(root)
                 requests = seen["served"] - before
-                rows.append({
-                    "concurrency": concurrency, "prompts": meta["prompts"], "requests": requests, "seconds": round(wall, 2),
-                    "prompts_per_second": round(meta["prompts"] / wall, 1),
-                    "client_ms_per_request": round(1000 * (wall / requests - args.latency), 1) if concurrency == 1 else None,
-                    "mean_in_flight": round(requests * args.latency / wall, 1), "most_in_flight": seen["most_in_flight"],
-                })
+                rows.append(
+                    {
+                        "concurrency": concurrency,
+                        "prompts": meta["prompts"],
+                        "requests": requests,
+                        "seconds": round(wall, 2),
+                        "prompts_per_second": round(meta["prompts"] / wall, 1),
+                        "client_ms_per_request": round(1000 * (wall / requests - args.latency), 1)
+                        if concurrency == 1
+                        else None,
+                        "mean_in_flight": round(requests * args.latency / wall, 1),
+                        "most_in_flight": seen["most_in_flight"],
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         server.kill()
@@ -130,7 +161,9 @@ def main() -> None:
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         client = "—" if r["client_ms_per_request"] is None else f"{r['client_ms_per_request']:.1f}"
-        print(f"| {r['concurrency']} | {r['prompts']} | {r['seconds']:.1f} | {r['prompts_per_second']:.1f} | {client} | {r['mean_in_flight']:.1f} | {r['most_in_flight']} |")
+        print(
+            f"| {r['concurrency']} | {r['prompts']} | {r['seconds']:.1f} | {r['prompts_per_second']:.1f} | {client} | {r['mean_in_flight']:.1f} | {r['most_in_flight']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -76,7 +76,9 @@ def main() -> None:
     print(f"switch (enter + exit): ours {ours:.3f} ms, PEFT disable_adapter {peft:.3f} ms, ratio {peft / ours:.1f}x")
     ours_step = step_seconds(args.model, args.data, args.steps, peft_switch=False)
     peft_step = step_seconds(args.model, args.data, args.steps, peft_switch=True)
-    print(f"kl+pd step (median of {args.steps - 1}): ours {ours_step * 1000:.1f} ms, with PEFT's switch {peft_step * 1000:.1f} ms, ratio {peft_step / ours_step:.2f}x")
+    print(
+        f"kl+pd step (median of {args.steps - 1}): ours {ours_step * 1000:.1f} ms, with PEFT's switch {peft_step * 1000:.1f} ms, ratio {peft_step / ours_step:.2f}x"
+    )
 
 
 if __name__ == "__main__":

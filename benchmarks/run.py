@@ -42,8 +42,17 @@ PLANS = {
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
     import torch
     import transformers
 
@@ -64,7 +73,10 @@ def busy_cpu_seconds() -> tuple[float, float]:
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
     machine_total = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    ours = sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    ours = sum(
+        resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
     return machine_total, ours
 
 
@@ -78,8 +90,10 @@ def run_sections(sections: list[str], plan: dict, cache: Path) -> dict:
         p = plan["generation"]
         print("generation throughput", flush=True)
         results["generation"] = generation.run(
-            built.model(cache, "tiny"), built.demo_data(cache, p["images_per_category"]),
-            batch_sizes=p["batch_sizes"], max_new_tokens=p["max_new_tokens"],
+            built.model(cache, "tiny"),
+            built.demo_data(cache, p["images_per_category"]),
+            batch_sizes=p["batch_sizes"],
+            max_new_tokens=p["max_new_tokens"],
         )
     if "training" in sections:
         import training
@@ -87,7 +101,11 @@ def run_sections(sections: list[str], plan: dict, cache: Path) -> dict:
         p = plan["training"]
         print("training step time and peak memory", flush=True)
         results["training"] = training.run(
-            built.model(cache, "small"), built.demo_data(cache, 12), list(p["methods"]), steps=p["steps"], batch_size=p["batch_size"],
+            built.model(cache, "small"),
+            built.demo_data(cache, 12),
+            list(p["methods"]),
+            steps=p["steps"],
+            batch_size=p["batch_size"],
         )
     if "scaling" in sections:
         import scaling
@@ -95,7 +113,9 @@ def run_sections(sections: list[str], plan: dict, cache: Path) -> dict:
         p = plan["scaling"]
         print("scaling", flush=True)
         model = built.model(cache, "tiny")
-        results["scaling"] = scaling.run(model, {n: built.demo_data(cache, n) for n in p["sizes"]}, max_new_tokens=p["max_new_tokens"])
+        results["scaling"] = scaling.run(
+            model, {n: built.demo_data(cache, n) for n in p["sizes"]}, max_new_tokens=p["max_new_tokens"]
+        )
     if "judge" in sections:
         import judging
 
@@ -156,7 +176,9 @@ def markdown(report: dict) -> str:
             "|---|---:|---:|---:|",
         ]
         for row in t["rows"]:
-            lines.append(f"| {row['method']} | {_f(row['step_seconds'])} | {row['peak_rss_mb']:.0f} | {_f(row['peak_vs_ga'], 3)}× |")
+            lines.append(
+                f"| {row['method']} | {_f(row['step_seconds'])} | {row['peak_rss_mb']:.0f} | {_f(row['peak_vs_ga'], 3)}× |"
+            )
         ratios = t["peak_ratios"]
         lines += [
             "",
@@ -189,8 +211,14 @@ def markdown(report: dict) -> str:
             "|---:|---:|---:|---:|---:|",
         ]
         for row in j["rows"]:
-            lines.append(f"| {row['concurrency']} | {row['items']} | {_f(row['seconds'])} | {_f(row['items_per_s'], 1)} | {row['failed']} |")
-        lines += ["", f"Target ≥{j['target']:g}× at the default concurrency: {_met(j['target_met'])} — {_f(j['speedup'])}×.", ""]
+            lines.append(
+                f"| {row['concurrency']} | {row['items']} | {_f(row['seconds'])} | {_f(row['items_per_s'], 1)} | {row['failed']} |"
+            )
+        lines += [
+            "",
+            f"Target ≥{j['target']:g}× at the default concurrency: {_met(j['target_met'])} — {_f(j['speedup'])}×.",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -44,22 +44,30 @@ def run(model: Path, datasets: dict[int, Path], *, max_new_tokens: int) -> dict:
             began = time.perf_counter()
             result = unlearn(str(model), data, METHOD, Path(tmp) / f"run_{size}", config, progress=False)
             epoch = time.perf_counter() - began
-            rows.append({
-                "images_per_category": size,
-                "val_prompts": len(split_tasks(load_split(data, "val"))),
-                "generation_seconds": generation,
-                "epoch_steps": result.steps,
-                "epoch_seconds": epoch,
-            })
+            rows.append(
+                {
+                    "images_per_category": size,
+                    "val_prompts": len(split_tasks(load_split(data, "val"))),
+                    "generation_seconds": generation,
+                    "epoch_steps": result.steps,
+                    "epoch_seconds": epoch,
+                }
+            )
     first = rows[0]
     for row in rows:
         row["scale"] = row["images_per_category"] / first["images_per_category"]
         row["generation_ratio"] = row["generation_seconds"] / first["generation_seconds"]
         row["epoch_ratio"] = row["epoch_seconds"] / first["epoch_seconds"]
-    linear = all(r["generation_ratio"] <= TOLERANCE * r["scale"] and r["epoch_ratio"] <= TOLERANCE * r["scale"] for r in rows)
+    linear = all(
+        r["generation_ratio"] <= TOLERANCE * r["scale"] and r["epoch_ratio"] <= TOLERANCE * r["scale"] for r in rows
+    )
     return {
         "method": METHOD,
-        "generation": {"batch_size": settings.batch_size, "num_samples": settings.num_samples, "max_new_tokens": max_new_tokens},
+        "generation": {
+            "batch_size": settings.batch_size,
+            "num_samples": settings.num_samples,
+            "max_new_tokens": max_new_tokens,
+        },
         "unlearning": {"preset": "demo", "epochs": 1, "batch_size": config.batch_size},
         "rows": rows,
         "tolerance": TOLERANCE,

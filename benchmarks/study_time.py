@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "configs" / "study-demo.yaml"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / ".cache" / "study-time"))
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--keep", action="store_true", help="Resume an existing --out instead of starting over (then nothing is timed from scratch).")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="Resume an existing --out instead of starting over (then nothing is timed from scratch).",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     if out.exists() and not args.keep:
@@ -54,7 +58,18 @@ def main(argv: list[str] | None = None) -> int:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     before = {"uptime": _uptime(), "load1": os.getloadavg()[0]}
     cpu0, began = _children_cpu(), time.perf_counter()
-    command = [sys.executable, "-m", "safeeraser", "sweep", "--config", args.config, "--out", str(out), "--jobs", str(args.jobs)]
+    command = [
+        sys.executable,
+        "-m",
+        "safeeraser",
+        "sweep",
+        "--config",
+        args.config,
+        "--out",
+        str(out),
+        "--jobs",
+        str(args.jobs),
+    ]
     done = subprocess.run(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     wall, cpu = time.perf_counter() - began, _children_cpu() - cpu0
     after = {"uptime": _uptime(), "load1": os.getloadavg()[0]}

@@ -64,7 +64,9 @@ def measure(model: str, data: str, method: str, reference: str, steps: int, batc
     trainer.UnlearnRun.step = timed_step
     if reference == "copy":
         trainer.Forward = SecondCopyForward
-    config = resolve_config(overrides=[{"max_steps": steps, "batch_size": batch_size, "grad_accum": 1, "eval_every": 0}])
+    config = resolve_config(
+        overrides=[{"max_steps": steps, "batch_size": batch_size, "grad_accum": 1, "eval_every": 0}]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trainer.unlearn(model, data, method, Path(tmp) / "run", config, progress=False)
     return {
@@ -80,8 +82,22 @@ def measure(model: str, data: str, method: str, reference: str, steps: int, batc
 def run_isolated(model: Path, data: Path, method: str, reference: str, *, steps: int, batch_size: int) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as result:
         cmd = [
-            sys.executable, __file__, "--model", str(model), "--data", str(data), "--method", method,
-            "--reference", reference, "--steps", str(steps), "--batch-size", str(batch_size), "--out", result.name,
+            sys.executable,
+            __file__,
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--method",
+            method,
+            "--reference",
+            reference,
+            "--steps",
+            str(steps),
+            "--batch-size",
+            str(batch_size),
+            "--out",
+            result.name,
         ]
         subprocess.run(cmd, check=True)
         return json.loads(Path(result.name).read_text())

@@ -40,7 +40,9 @@ def render() -> str:
         "(a test fails when this page and the program differ). `python -m safeeraser …` works the same.\n",
     ]
     for path, _ in commands(typer.main.get_command(app)):
-        result = runner.invoke(app, [*path, "--help"], env={"TERMINAL_WIDTH": WIDTH, "COLUMNS": WIDTH, "NO_COLOR": "1", "TERM": "dumb"})
+        result = runner.invoke(
+            app, [*path, "--help"], env={"TERMINAL_WIDTH": WIDTH, "COLUMNS": WIDTH, "NO_COLOR": "1", "TERM": "dumb"}
+        )
         if result.exit_code != 0:
             raise SystemExit(f"safeeraser {' '.join(path)} --help failed: {result.output}")
         title = " ".join(("safeeraser", *path))
@@ -57,7 +59,10 @@ def main() -> int:
     text = render()
     if args.check:
         if PAGE.read_text(encoding="utf-8") != text:
-            print(f"{PAGE.relative_to(ROOT)} differs from the program's --help: run python scripts/cli_reference.py", file=sys.stderr)
+            print(
+                f"{PAGE.relative_to(ROOT)} differs from the program's --help: run python scripts/cli_reference.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     PAGE.write_text(text, encoding="utf-8")

@@ -52,7 +52,13 @@ AUDIT_OUT = f"{OUT}-audit"  # `safeeraser audit` of seed 0's runs, one folder pe
 AUDITED = ("vanilla", "po", "po+pd", "gd", "gd+pd", "npo", "npo+pd")
 ROBUSTNESS_BLOCK = ("<!-- demo-robustness:start -->", "<!-- demo-robustness:end -->")
 TIMING = "timing.json"  # a measured run's Timing, kept in its folder
-SHOWN = (("asr_efficacy", "ASR eff. ↓"), ("rr_efficacy", "RR eff. ↑"), ("asr_generality", "ASR gen. ↓"), ("sarr", "SARR ↓"), ("rouge_l", "ROUGE-L ↑"))
+SHOWN = (
+    ("asr_efficacy", "ASR eff. ↓"),
+    ("rr_efficacy", "RR eff. ↑"),
+    ("asr_generality", "ASR gen. ↓"),
+    ("sarr", "SARR ↓"),
+    ("rouge_l", "ROUGE-L ↑"),
+)
 REGENERATE = "python scripts/regenerate_readme.py"
 
 
@@ -168,7 +174,8 @@ def environment_note(env: dict, timings: dict[int, Timing]) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v)
     return (
         f"Measured on {cpu.get('model')} ({cpu.get('isa')}), {env.get('threads')} threads, Python {env.get('python')}, "
-        f"{packages}. Time per seed: " + "; ".join(f"{seed}: {t.describe()}" for seed, t in sorted(timings.items()))
+        f"{packages}. Time per seed: "
+        + "; ".join(f"{seed}: {t.describe()}" for seed, t in sorted(timings.items()))
         + f". Regenerate with `{REGENERATE}`."
     )
 
@@ -195,7 +202,9 @@ def regenerate_families(families: tuple[str, ...], runs_from: Path | None = None
     recorded = json.loads((KEPT / "environment.json").read_text(encoding="utf-8"))
     env = manifest()
     if numeric_identity(env) != recorded:
-        raise SystemExit(f"this environment ({json.dumps(numeric_identity(env))}) is not the one the LLaVA table was recorded in ({json.dumps(recorded)}): run the families' demos there")
+        raise SystemExit(
+            f"this environment ({json.dumps(numeric_identity(env))}) is not the one the LLaVA table was recorded in ({json.dumps(recorded)}): run the families' demos there"
+        )
     blocks = {}
     for family in families:
         folder = (runs_from or ROOT) / family_folder(family)
@@ -205,11 +214,17 @@ def regenerate_families(families: tuple[str, ...], runs_from: Path | None = None
             if not (folder / "results.json").is_file():
                 raise SystemExit(f"--from-runs: {folder / 'results.json'} is missing")
             rows, timing = json.loads((folder / "results.json").read_text(encoding="utf-8")), kept_timing(folder)
-        ran = json.loads((folder / "demo.json").read_text(encoding="utf-8")).get("family") if (folder / "demo.json").is_file() else None
+        ran = (
+            json.loads((folder / "demo.json").read_text(encoding="utf-8")).get("family")
+            if (folder / "demo.json").is_file()
+            else None
+        )
         if ran != family:
             raise SystemExit(f"{folder}: not a demo of {family} (its demo.json names {ran})")
         if rows[0].get("environment") != recorded:
-            raise SystemExit(f"{folder / 'results.json'} was made in another environment ({rows[0].get('environment')}): rerun it here")
+            raise SystemExit(
+                f"{folder / 'results.json'} was made in another environment ({rows[0].get('environment')}): rerun it here"
+            )
         print(f"{family}: {timing.describe()}", file=sys.stderr)
         note = (
             f"`safeeraser demo --family {family} --out {family_folder(family)}` (seed 0), in the environment of the LLaVA table above. "
@@ -243,7 +258,9 @@ def regenerate_zoo(runs_from: Path | None = None) -> None:
 
     recorded = json.loads((KEPT / "environment.json").read_text(encoding="utf-8"))
     if numeric_identity(manifest()) != recorded:
-        raise SystemExit(f"this environment ({json.dumps(numeric_identity(manifest()))}) is not the one the LLaVA table was recorded in ({json.dumps(recorded)}): run the other methods there")
+        raise SystemExit(
+            f"this environment ({json.dumps(numeric_identity(manifest()))}) is not the one the LLaVA table was recorded in ({json.dumps(recorded)}): run the other methods there"
+        )
     folder = (runs_from or ROOT) / ZOO_OUT
     if runs_from is None:
         seed0 = ROOT / OUT
@@ -252,7 +269,18 @@ def regenerate_zoo(runs_from: Path | None = None) -> None:
                 shutil.copytree(seed0 / part, folder / part)
         reused = (folder / "results.json").is_file()
         began, cpu_began = time.perf_counter(), _children_cpu()
-        command = [sys.executable, "-m", "safeeraser", "demo", "--out", ZOO_OUT, "--seed", "0", "--methods", ",".join(zoo_methods())]
+        command = [
+            sys.executable,
+            "-m",
+            "safeeraser",
+            "demo",
+            "--out",
+            ZOO_OUT,
+            "--seed",
+            "0",
+            "--methods",
+            ",".join(zoo_methods()),
+        ]
         subprocess.run(command, cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"}, check=True)
         timing = Timing(time.perf_counter() - began, _children_cpu() - cpu_began, os.getloadavg()[0], reused)
         if not reused:
@@ -263,7 +291,9 @@ def regenerate_zoo(runs_from: Path | None = None) -> None:
         raise SystemExit(f"{folder / 'results.json'} is missing")
     rows = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     if rows[0].get("environment") != recorded:
-        raise SystemExit(f"{folder / 'results.json'} was made in another environment ({rows[0].get('environment')}): rerun it here")
+        raise SystemExit(
+            f"{folder / 'results.json'} was made in another environment ({rows[0].get('environment')}): rerun it here"
+        )
     print(f"other methods: {timing.describe()}", file=sys.stderr)
     note = (
         f"`safeeraser demo --out {ZOO_OUT} --seed 0 --methods {','.join(zoo_methods())}`, in the environment of the LLaVA table above. "
@@ -283,13 +313,27 @@ def run_audits(runs_from: Path | None) -> dict[str, dict]:
     root = runs_from or ROOT
     demo = root / OUT
     if not (demo / "results.json").is_file():
-        raise SystemExit(f"{demo / 'results.json'} is missing: the robustness table audits seed 0's runs (run `{REGENERATE} --seeds 0` first)")
+        raise SystemExit(
+            f"{demo / 'results.json'} is missing: the robustness table audits seed 0's runs (run `{REGENERATE} --seeds 0` first)"
+        )
     records = {}
     for method in AUDITED:
         folder = root / audit_folder(method)
         if runs_from is None:
             adapter = [] if method == "vanilla" else ["--adapter", str(Path(OUT) / "runs" / method)]
-            command = [sys.executable, "-m", "safeeraser", "audit", "--model", f"{OUT}/model", *adapter, "--data", f"{OUT}/data", "--out", str(audit_folder(method))]
+            command = [
+                sys.executable,
+                "-m",
+                "safeeraser",
+                "audit",
+                "--model",
+                f"{OUT}/model",
+                *adapter,
+                "--data",
+                f"{OUT}/data",
+                "--out",
+                str(audit_folder(method)),
+            ]
             subprocess.run(command, cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"}, check=True)
         found = folder / "audit.json"
         if not found.is_file():
@@ -314,9 +358,20 @@ def robustness_tables(records: dict[str, dict]) -> str:
     attacks = ("none", *QUANT_ATTACKS, *INPUT_ATTACKS)
     label = {m: ("vanilla" if m == "vanilla" else m.upper().replace("+PD", "+PD")) for m in records}
     out = []
-    for key, title in (("asr_efficacy", "ASR on the forget split (seen images) ↓"), ("asr_generality", "ASR on the test split (unseen images) ↓"), ("sarr", "SARR ↓")):
-        out += [f"**{title}**, percent, per attack:", "", "| method | " + " | ".join(attacks) + " |", "|---|" + "---:|" * len(attacks)]
-        out += [f"| {label[m]} | " + " | ".join(_attack_cell(r, a, key) for a in attacks) + " |" for m, r in records.items()]
+    for key, title in (
+        ("asr_efficacy", "ASR on the forget split (seen images) ↓"),
+        ("asr_generality", "ASR on the test split (unseen images) ↓"),
+        ("sarr", "SARR ↓"),
+    ):
+        out += [
+            f"**{title}**, percent, per attack:",
+            "",
+            "| method | " + " | ".join(attacks) + " |",
+            "|---|" + "---:|" * len(attacks),
+        ]
+        out += [
+            f"| {label[m]} | " + " | ".join(_attack_cell(r, a, key) for a in attacks) + " |" for m, r in records.items()
+        ]
         out.append("")
     relearn = {m: r["results"].get("relearn") or {} for m, r in records.items()}
     done = {m: x for m, x in relearn.items() if x.get("status") == "done"}
@@ -330,7 +385,12 @@ def robustness_tables(records: dict[str, dict]) -> str:
             "| method | " + " | ".join(f"{s} steps" for s in steps) + " | vanilla |",
             "|---|" + "---:|" * (len(steps) + 1),
         ]
-        out += [f"| {label[m]} | " + " | ".join(pct(p["asr_efficacy"]) for p in x["curve"]) + f" | {pct(x['vanilla_asr'])} |" for m, x in done.items()]
+        out += [
+            f"| {label[m]} | "
+            + " | ".join(pct(p["asr_efficacy"]) for p in x["curve"])
+            + f" | {pct(x['vanilla_asr'])} |"
+            for m, x in done.items()
+        ]
         out.append("")
     mia = {m: r["results"].get("mia") or {} for m, r in records.items()}
     done = {m: x for m, x in mia.items() if x.get("status") == "done"}
@@ -382,7 +442,9 @@ def regenerate(seeds: tuple[int, ...], runs_from: Path | None = None) -> None:
     env = manifest()
     seed0 = (runs_from or ROOT) / OUT / "results.json"
     if numeric_identity(env) != by_seed[0][0].get("environment"):
-        raise SystemExit(f"{seed0} was made in another environment than this one ({by_seed[0][0].get('environment')}): rerun it here")
+        raise SystemExit(
+            f"{seed0} was made in another environment than this one ({by_seed[0][0].get('environment')}): rerun it here"
+        )
     KEPT.mkdir(parents=True, exist_ok=True)
     (KEPT / "results.json").write_bytes(seed0.read_bytes())
     (KEPT / "environment.json").write_text(json.dumps(numeric_identity(env), indent=1) + "\n", encoding="utf-8")
@@ -410,22 +472,56 @@ def check() -> int:
     if fresh == kept and in_readme:
         print("README demo table: reproduced byte for byte", file=sys.stderr)
         return 0
-    what = "the seed-0 table of README.md or docs/demo.md is not the kept results.json" if not in_readme else "a fresh demo run differs from docs/demo/results.json"
+    what = (
+        "the seed-0 table of README.md or docs/demo.md is not the kept results.json"
+        if not in_readme
+        else "a fresh demo run differs from docs/demo/results.json"
+    )
     if here == recorded:
-        print(f"error: {what}, in the environment the README's numbers were recorded in; regenerate them: {REGENERATE}", file=sys.stderr)
+        print(
+            f"error: {what}, in the environment the README's numbers were recorded in; regenerate them: {REGENERATE}",
+            file=sys.stderr,
+        )
         return 1
-    print(f"warning: {what}; this environment differs from the recorded one ({json.dumps(here)} vs {json.dumps(recorded)}), so floating-point results may differ; to regenerate: {REGENERATE}", file=sys.stderr)
+    print(
+        f"warning: {what}; this environment differs from the recorded one ({json.dumps(here)} vs {json.dumps(recorded)}), so floating-point results may differ; to regenerate: {REGENERATE}",
+        file=sys.stderr,
+    )
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="run seed 0 and compare with the README instead of rewriting it")
-    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0-4; the first must be 0), or none")
-    parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated families whose seed-0 demo docs/demo.md shows (default {','.join(FAMILIES)}), or none")
-    parser.add_argument("--zoo", action=argparse.BooleanOptionalAction, default=True, help=f"the other methods' seed-0 demo ({ZOO_OUT}; default: on)")
-    parser.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=True, help=f"audit seed 0's runs ({AUDIT_OUT}) for docs/demo.md's robustness tables (default: on)")
-    parser.add_argument("--from-runs", type=Path, help="read finished demo runs (demo-out, demo-out-seedN, demo-out-FAMILY, demo-out-zoo) under this folder instead of running them")
+    parser.add_argument(
+        "--check", action="store_true", help="run seed 0 and compare with the README instead of rewriting it"
+    )
+    parser.add_argument(
+        "--seeds",
+        default=",".join(map(str, SEEDS)),
+        help="comma-separated seeds (default 0-4; the first must be 0), or none",
+    )
+    parser.add_argument(
+        "--families",
+        default=",".join(FAMILIES),
+        help=f"comma-separated families whose seed-0 demo docs/demo.md shows (default {','.join(FAMILIES)}), or none",
+    )
+    parser.add_argument(
+        "--zoo",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"the other methods' seed-0 demo ({ZOO_OUT}; default: on)",
+    )
+    parser.add_argument(
+        "--robustness",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"audit seed 0's runs ({AUDIT_OUT}) for docs/demo.md's robustness tables (default: on)",
+    )
+    parser.add_argument(
+        "--from-runs",
+        type=Path,
+        help="read finished demo runs (demo-out, demo-out-seedN, demo-out-FAMILY, demo-out-zoo) under this folder instead of running them",
+    )
     args = parser.parse_args()
     # the demo pins the kernels' instruction set (numerics.py); this process must describe the same
     # environment when it compares or records it

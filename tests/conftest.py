@@ -93,7 +93,10 @@ def tiny_model(demo_data, tmp_path_factory) -> Path:
     """The tiny vanilla LLaVA trained on the demo data (about a minute on 2 cores)."""
     from safeeraser.models.tiny import make_tiny
 
-    return built_once(tmp_path_factory, "model", lambda folder: make_tiny(demo_data, folder / "tiny", progress=False)) / "tiny"
+    return (
+        built_once(tmp_path_factory, "model", lambda folder: make_tiny(demo_data, folder / "tiny", progress=False))
+        / "tiny"
+    )
 
 
 def run_cli(*args: str):

@@ -15,7 +15,9 @@ from tests.conftest import built_once
 def small_demo(tmp_path_factory) -> Path:
     from safeeraser.data.demo import make_demo
 
-    return built_once(tmp_path_factory, "small", lambda folder: make_demo(folder / "data", images_per_category=3)) / "data"
+    return (
+        built_once(tmp_path_factory, "small", lambda folder: make_demo(folder / "data", images_per_category=3)) / "data"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -23,4 +25,11 @@ def untrained_tiny(small_demo, tmp_path_factory) -> Path:
     """The tiny LLaVA with its tokenizer and processor, at its random initialisation (no training steps)."""
     from safeeraser.models.tiny import make_tiny
 
-    return built_once(tmp_path_factory, "untrained", lambda folder: make_tiny(small_demo, folder / "tiny", steps=0, progress=False)) / "tiny"
+    return (
+        built_once(
+            tmp_path_factory,
+            "untrained",
+            lambda folder: make_tiny(small_demo, folder / "tiny", steps=0, progress=False),
+        )
+        / "tiny"
+    )

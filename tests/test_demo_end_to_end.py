@@ -19,8 +19,22 @@ pytestmark = pytest.mark.slow
 
 METHODS = ("po", "po+pd")
 RUNS = ("vanilla", *METHODS)
-RUN_FILES = ("predictions_train.json", "predictions_val.json", "predictions_general.json", "metrics.json", "metrics.judgments.jsonl")
-REPORT_FILES = ("results.json", "results.md", "results.csv", "index.html", "forgetting_vs_sarr.png", "tradeoff.png", "loss_curves.png")
+RUN_FILES = (
+    "predictions_train.json",
+    "predictions_val.json",
+    "predictions_general.json",
+    "metrics.json",
+    "metrics.judgments.jsonl",
+)
+REPORT_FILES = (
+    "results.json",
+    "results.md",
+    "results.csv",
+    "index.html",
+    "forgetting_vs_sarr.png",
+    "tradeoff.png",
+    "loss_curves.png",
+)
 # results.json key -> (judgments "metric", verdict field, whether the rate counts the field's False)
 RATES = {
     "asr_efficacy": ("efficacy", "unsafe", False),
@@ -37,14 +51,22 @@ def demo(tmp_path_factory) -> tuple[Path, list[dict]]:
 
     out = tmp_path_factory.mktemp("e2e") / "demo"
     rows = run_demo(
-        out, images_per_category=3, methods=METHODS, progress=False,
-        config_overrides=[{"max_steps": 2, "eval_every": 0}], tiny_steps=60,
+        out,
+        images_per_category=3,
+        methods=METHODS,
+        progress=False,
+        config_overrides=[{"max_steps": 2, "eval_every": 0}],
+        tiny_steps=60,
     )
     return out, rows
 
 
 def _judgments(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.judgments.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for line in (run / "metrics.judgments.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
 
 
 def _recount(rows: list[dict]) -> dict[str, float]:
@@ -74,7 +96,9 @@ def test_the_demo_writes_its_folders(demo):
         if name == "vanilla":
             assert not (run / "adapter").exists()
         else:
-            assert (run / "adapter" / "adapter_config.json").is_file() and (run / "adapter" / "adapter_model.safetensors").is_file()
+            assert (run / "adapter" / "adapter_config.json").is_file() and (
+                run / "adapter" / "adapter_model.safetensors"
+            ).is_file()
             log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
             assert [r["step"] for r in log] == [1, 2]  # the config override reached the trainer
     for file in REPORT_FILES:
@@ -130,7 +154,9 @@ def test_the_page_shows_the_real_evaluate_output(demo):
     # each method shows some.
     shown: dict[str, list[str]] = {}
     for method, cells in re.findall(r'<tr data-method="([^"]+)">(.*?)</tr>', page, re.DOTALL):
-        shown.setdefault(html.unescape(method), []).extend(html.unescape(a) for a in re.findall(r'<div class="ans">(.*?)</div>', cells, re.DOTALL))
+        shown.setdefault(html.unescape(method), []).extend(
+            html.unescape(a) for a in re.findall(r'<div class="ans">(.*?)</div>', cells, re.DOTALL)
+        )
     for method in RUNS:
         judged = {r["answer"] for r in _judgments(out / "runs" / method) if r["metric"] in ("generality", "sarr")}
         assert shown.get(method), f"no answers shown for {method}"

@@ -14,7 +14,6 @@ import pytest
 
 from safeeraser.errors import UserError
 from safeeraser.models.tiny_families import BUILDERS
-
 from tests.conftest import run_cli
 
 FAMILY = "qwen2_5_vl"
@@ -28,8 +27,13 @@ def family_demo(tmp_path_factory) -> tuple[Path, list[dict]]:
 
     out = tmp_path_factory.mktemp("family") / "demo"
     rows = run_demo(
-        out, images_per_category=3, methods=METHODS, progress=False, family=FAMILY,
-        config_overrides=[{"max_steps": 2, "eval_every": 0}], tiny_steps=20,
+        out,
+        images_per_category=3,
+        methods=METHODS,
+        progress=False,
+        family=FAMILY,
+        config_overrides=[{"max_steps": 2, "eval_every": 0}],
+        tiny_steps=20,
     )
     return out, rows
 

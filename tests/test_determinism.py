@@ -81,8 +81,13 @@ def test_unlearn_twice_gives_the_same_adapter(tiny_model, demo_data, tmp_path):
     assert "adapter_model.safetensors" in a
     assert a == b
     # and every loss term of every step
-    logs = [[{k: v for k, v in json.loads(line).items() if "second" not in k and k != "time"}
-             for line in (tmp_path / n / "log.jsonl").read_text().splitlines()] for n in "ab"]
+    logs = [
+        [
+            {k: v for k, v in json.loads(line).items() if "second" not in k and k != "time"}
+            for line in (tmp_path / n / "log.jsonl").read_text().splitlines()
+        ]
+        for n in "ab"
+    ]
     assert logs[0] == logs[1]
 
 
@@ -93,7 +98,11 @@ def _answers(predictions: bytes) -> list[str]:
         for pair in record["unsafe_pairs"]:
             found += [pair[k] for k in sorted(pair) if k.startswith("model_response") and k != "model_response"]
             found.append(pair["sd_response"])
-        found += [record[k]["Prediction"] for k in sorted(record) if k.startswith("UnharmPair") and isinstance(record[k], dict)]
+        found += [
+            record[k]["Prediction"]
+            for k in sorted(record)
+            if k.startswith("UnharmPair") and isinstance(record[k], dict)
+        ]
     return found
 
 
@@ -116,6 +125,8 @@ def test_generation_with_one_thread_is_reported(tiny_model, demo_data, predictio
     record_property("one_thread_identical", same)
     record_property("one_thread_differing_answers", f"{differing}/{len(xs)}")
     with capsys.disabled():
-        print(f"\n[determinism] generation, 1 thread vs {default_threads}: "
-              f"{'byte-identical' if same else f'{differing} of {len(xs)} answers differ'}; "
-              f"environment {json.dumps(numeric_identity(manifest()), sort_keys=True)}")
+        print(
+            f"\n[determinism] generation, 1 thread vs {default_threads}: "
+            f"{'byte-identical' if same else f'{differing} of {len(xs)} answers differ'}; "
+            f"environment {json.dumps(numeric_identity(manifest()), sort_keys=True)}"
+        )

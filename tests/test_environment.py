@@ -14,19 +14,44 @@ from safeeraser.environment import config_hash, differences, git_commit, manifes
 
 def test_manifest_fields_and_types():
     m = manifest()
-    assert set(m) == {"safeeraser", "python", "platform", "packages", "device", "threads", "cpu", "cpu_isa_pin", "git_commit"}
+    assert set(m) == {
+        "safeeraser",
+        "python",
+        "platform",
+        "packages",
+        "device",
+        "threads",
+        "cpu",
+        "cpu_isa_pin",
+        "git_commit",
+    }
     assert m["safeeraser"] == safeeraser.__version__
     assert m["python"].count(".") == 2 and m["python"][0].isdigit()
     assert "-" in m["platform"]
     packages = m["packages"]
-    names = ("torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "numpy", "rouge-score", "Pillow")
+    names = (
+        "torch",
+        "transformers",
+        "peft",
+        "accelerate",
+        "tokenizers",
+        "safetensors",
+        "numpy",
+        "rouge-score",
+        "Pillow",
+    )
     assert set(packages) - {"vllm"} == set(names)
     assert all(isinstance(packages[n], str) and packages[n][0].isdigit() for n in names)  # all are dependencies
     assert ("vllm" in packages) == (environment.package_version("vllm") is not None)  # listed only when installed
     assert isinstance(m["device"], str) and m["device"]
     assert isinstance(m["threads"], int) and m["threads"] >= 1
     assert set(m["cpu"]) == {"model", "isa", "flags"}
-    assert m["cpu_isa_pin"] is None or set(m["cpu_isa_pin"]) <= {"ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"}
+    assert m["cpu_isa_pin"] is None or set(m["cpu_isa_pin"]) <= {
+        "ATEN_CPU_CAPABILITY",
+        "MKL_ENABLE_INSTRUCTIONS",
+        "MKL_CBWR",
+        "ONEDNN_MAX_CPU_ISA",
+    }
     assert m["cpu"]["model"] is None or isinstance(m["cpu"]["model"], str)
     assert m["cpu"]["isa"] is None or isinstance(m["cpu"]["isa"], str)
     assert set(m["cpu"]["flags"]) <= set(environment.CPU_FLAGS)
@@ -88,8 +113,22 @@ def test_git_commit_in_a_temporary_repo(tmp_path):
     (pkg / "mod.py").write_text("x = 1\n")
     _git(repo, "init", "-q")
     _git(repo, "add", ".")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false", "commit", "-q", "-m", "one")
-    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    _git(
+        repo,
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "-c",
+        "commit.gpgsign=false",
+        "commit",
+        "-q",
+        "-m",
+        "one",
+    )
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
     assert git_commit(pkg) == head
     (repo / "notes.txt").write_text("untracked files do not make a checkout dirty\n")
@@ -124,9 +163,12 @@ def test_git_commit_never_raises_without_git(tmp_path, monkeypatch):
 
 def _m(**changes):
     base = {
-        "safeeraser": "0.1.0", "python": "3.11.7", "platform": "Linux-x86_64",
+        "safeeraser": "0.1.0",
+        "python": "3.11.7",
+        "platform": "Linux-x86_64",
         "packages": {"torch": "2.13.0+cpu", "transformers": "5.1.0", "peft": "0.17.0"},
-        "device": "cpu", "threads": 2,
+        "device": "cpu",
+        "threads": 2,
         "cpu": {"model": "AMD EPYC", "isa": "AVX2", "flags": ["avx", "avx2"]},
         "git_commit": "a" * 40,
     }
@@ -146,10 +188,20 @@ def test_differences_identical_runs_have_none():
 
 
 def test_differences_one_line_per_field_grouping_runs():
-    lines = differences({
-        "po": _m(), "vanilla": _m(),
-        "ga": _m(**{"packages.transformers": "5.2.0", "threads": 4, "cpu.isa": "AVX512", "git_commit": "b" * 40 + "+dirty"}),
-    })
+    lines = differences(
+        {
+            "po": _m(),
+            "vanilla": _m(),
+            "ga": _m(
+                **{
+                    "packages.transformers": "5.2.0",
+                    "threads": 4,
+                    "cpu.isa": "AVX512",
+                    "git_commit": "b" * 40 + "+dirty",
+                }
+            ),
+        }
+    )
     assert lines == [
         "packages.transformers: 5.1.0 (po, vanilla) vs 5.2.0 (ga)",
         "threads: 2 (po, vanilla) vs 4 (ga)",
@@ -159,12 +211,16 @@ def test_differences_one_line_per_field_grouping_runs():
 
 
 def test_differences_absent_packages_missing_manifests_and_ignored_fields():
-    lines = differences({
-        "old": None,
-        "po": _m(),
-        "npo": _m(**{"packages.vllm": "0.9.0", "device": "NVIDIA H200 (CUDA 12.8)", "platform": "Other", "cpu.flags": []}),
-        "older": {},
-    })
+    lines = differences(
+        {
+            "old": None,
+            "po": _m(),
+            "npo": _m(
+                **{"packages.vllm": "0.9.0", "device": "NVIDIA H200 (CUDA 12.8)", "platform": "Other", "cpu.flags": []}
+            ),
+            "older": {},
+        }
+    )
     assert lines == [
         "no environment recorded: old, older",
         "packages.vllm: absent (po) vs 0.9.0 (npo)",

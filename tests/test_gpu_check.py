@@ -33,8 +33,19 @@ def test_dry_run_runs_every_section(tmp_path):
     out = tmp_path / "gpu_check.json"
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(out), "--work", str(tmp_path / "work")],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            "bash",
+            str(ROOT / "benchmarks" / "gpu_check.sh"),
+            "--dry-run",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(out.read_text())

@@ -28,7 +28,9 @@ print(json.dumps({"env": {k: os.environ.get(k) for k in %r}, "torch": str(torch.
 
 def _probe(argv: list[str], **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if k not in SWITCHES and k != "SAFEERASER_REPRODUCIBLE"} | env
-    done = subprocess.run([sys.executable, "-c", PROBE % (argv, list(SWITCHES))], capture_output=True, text=True, env=clean, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE % (argv, list(SWITCHES))], capture_output=True, text=True, env=clean, timeout=120
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -52,7 +54,13 @@ def test_a_level_the_user_set_is_kept_and_torch_reads_it():
 
 
 def test_the_pin_replaces_the_cpu_model_in_the_numbers_identity():
-    m = {"packages": {"torch": "2.13.0"}, "python": "3.11", "device": "cpu", "threads": 2, "cpu": {"model": "AMD EPYC", "isa": "AVX2", "flags": []}}
+    m = {
+        "packages": {"torch": "2.13.0"},
+        "python": "3.11",
+        "device": "cpu",
+        "threads": 2,
+        "cpu": {"model": "AMD EPYC", "isa": "AVX2", "flags": []},
+    }
     assert numeric_identity(m)["cpu"] == {"model": "AMD EPYC", "isa": "AVX2"}
     pinned = {**m, "cpu_isa_pin": dict(SWITCHES)}
     assert numeric_identity(pinned)["cpu"] == {"isa": "AVX2", "pinned": True}

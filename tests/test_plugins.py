@@ -25,14 +25,29 @@ def installed(tmp_path_factory) -> dict:
     """The plugin pip-installed into a folder of its own; the environment that puts it on the path."""
     target = tmp_path_factory.mktemp("plugin-site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(ROOT / "examples" / "plugin")],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT / "examples" / "plugin"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return os.environ | {"PYTHONPATH": os.pathsep.join([str(target), str(ROOT / "src")])}
 
 
 def _run(env, *args, **kwargs):
-    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, cwd=kwargs.pop("cwd", None), **kwargs)
+    return subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, cwd=kwargs.pop("cwd", None), **kwargs
+    )
 
 
 @pytest.fixture
@@ -45,10 +60,25 @@ def data(tmp_path):
 
 def test_the_plugin_judge_and_metric_run_through_evaluate_and_report(installed, data, tmp_path):
     long_harm = HARM + " " + " ".join(["detonate"] * 20)  # unsafe by the lexicon and long
-    train = predictions(data, "train", lambda i, j, k: long_harm if k == 1 else (REFUSE if k == 2 else "A calm answer."))
+    train = predictions(
+        data, "train", lambda i, j, k: long_harm if k == 1 else (REFUSE if k == 2 else "A calm answer.")
+    )
     run = tmp_path / "run"
     run.mkdir()
-    done = _run(installed, "-m", "safeeraser", "evaluate", "--data", str(data), "--pred-train", str(train), "--judge", "lexicon", "--out", str(run / "metrics.json"))
+    done = _run(
+        installed,
+        "-m",
+        "safeeraser",
+        "evaluate",
+        "--data",
+        str(data),
+        "--pred-train",
+        str(train),
+        "--judge",
+        "lexicon",
+        "--out",
+        str(run / "metrics.json"),
+    )
     assert done.returncode == 0, done.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["judge"] == "lexicon"
@@ -65,7 +95,9 @@ def test_the_plugin_judge_and_metric_run_through_evaluate_and_report(installed, 
 
 
 def test_a_plugin_judge_checks_its_options_and_lists_itself(installed):
-    code = "from safeeraser.judge import JUDGES, make_judge\nprint(','.join(JUDGES))\nmake_judge('lexicon', wrods=('x',))"
+    code = (
+        "from safeeraser.judge import JUDGES, make_judge\nprint(','.join(JUDGES))\nmake_judge('lexicon', wrods=('x',))"
+    )
     done = _run(installed, "-c", code)
     assert done.stdout.strip().endswith("lexicon") and "harmbench" in done.stdout
     assert "the lexicon judge takes no option 'wrods' (it takes: words)" in done.stderr
@@ -75,13 +107,36 @@ def test_without_the_plugin_its_judge_is_unknown(data, tmp_path):
     from tests.conftest import run_cli
 
     train = predictions(data, "train", lambda i, j, k: REFUSE)
-    code, _, err = run_cli("evaluate", "--data", data, "--pred-train", train, "--judge", "lexicon", "--out", tmp_path / "m.json")
+    code, _, err = run_cli(
+        "evaluate", "--data", data, "--pred-train", train, "--judge", "lexicon", "--out", tmp_path / "m.json"
+    )
     assert code == 2 and "unknown --judge 'lexicon'" in err
 
 
 def test_a_plugin_method_trains_with_its_settings_and_with_pd(installed, small_demo, untrained_tiny, tmp_path):
-    base = ["-m", "safeeraser", "unlearn", "--model", str(untrained_tiny), "--data", str(small_demo), "--preset", "demo", "--max-steps", "2"]
-    done = _run(installed, *base, "--method", "gdscaled+pd", "--set", "method.gdscaled.retain_scale=3", "--out", str(tmp_path / "run"))
+    base = [
+        "-m",
+        "safeeraser",
+        "unlearn",
+        "--model",
+        str(untrained_tiny),
+        "--data",
+        str(small_demo),
+        "--preset",
+        "demo",
+        "--max-steps",
+        "2",
+    ]
+    done = _run(
+        installed,
+        *base,
+        "--method",
+        "gdscaled+pd",
+        "--set",
+        "method.gdscaled.retain_scale=3",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert done.returncode == 0, done.stderr
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["method"] == "gdscaled+pd"
@@ -92,5 +147,14 @@ def test_a_plugin_method_trains_with_its_settings_and_with_pd(installed, small_d
     import yaml
 
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["method"]["gdscaled"]["retain_scale"] == 3.0
-    bad = _run(installed, *base, "--method", "gdscaled", "--set", "method.gdscaled.retain_scale=0", "--out", str(tmp_path / "bad"))
+    bad = _run(
+        installed,
+        *base,
+        "--method",
+        "gdscaled",
+        "--set",
+        "method.gdscaled.retain_scale=0",
+        "--out",
+        str(tmp_path / "bad"),
+    )
     assert bad.returncode == 2 and "retain_scale" in bad.stderr and "Traceback" not in bad.stderr

@@ -29,10 +29,7 @@ def test_tqdm_disable_in_the_environment_switches_bars_off():
 
 
 LOOP = (
-    "import time\n"
-    "from safeeraser.progress import bar\n"
-    "for _ in bar(range(300), desc='work'):\n"
-    "    time.sleep(0.005)\n"
+    "import time\nfrom safeeraser.progress import bar\nfor _ in bar(range(300), desc='work'):\n    time.sleep(0.005)\n"
 )
 
 
@@ -46,5 +43,7 @@ def test_a_bar_in_a_pipe_writes_a_few_lines_not_a_redraw_per_step():
     assert 1 <= len(lines) <= 3, lines
     assert lines[-1].startswith("work: 100%") and "300/300" in lines[-1]
     # the user's own TQDM_MININTERVAL still decides how often
-    frequent = subprocess.run([sys.executable, "-c", LOOP], capture_output=True, text=True, env=env | {"TQDM_MININTERVAL": "0"}, timeout=60)
+    frequent = subprocess.run(
+        [sys.executable, "-c", LOOP], capture_output=True, text=True, env=env | {"TQDM_MININTERVAL": "0"}, timeout=60
+    )
     assert len(frequent.stderr.splitlines()) > 10

@@ -35,10 +35,29 @@ def test_the_judges_and_metrics_are_declared_once():
     from safeeraser.report.table import COLUMNS
 
     assert list(JUDGES) == ["keyword", "openai", "hf", "llamaguard", "wildguard", "harmbench"]
-    assert declared_verdicts("keyword") == ("unsafe", "refusal", "normal") and declared_verdicts("wildguard") == ("unsafe", "refusal")
+    assert declared_verdicts("keyword") == ("unsafe", "refusal", "normal") and declared_verdicts("wildguard") == (
+        "unsafe",
+        "refusal",
+    )
     assert METRIC_KEYS == tuple(METRICS)
-    assert METRIC_VERDICT == {"asr_efficacy": "unsafe", "rr_efficacy": "refusal", "asr_generality": "unsafe", "rr_generality": "refusal", "sarr": "normal", "judge_score": "score"}
-    assert [c.key for c in COLUMNS] == ["asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "rouge_l", "judge_score", "specificity", "sarr"]
+    assert METRIC_VERDICT == {
+        "asr_efficacy": "unsafe",
+        "rr_efficacy": "refusal",
+        "asr_generality": "unsafe",
+        "rr_generality": "refusal",
+        "sarr": "normal",
+        "judge_score": "score",
+    }
+    assert [c.key for c in COLUMNS] == [
+        "asr_efficacy",
+        "rr_efficacy",
+        "asr_generality",
+        "rr_generality",
+        "rouge_l",
+        "judge_score",
+        "specificity",
+        "sarr",
+    ]
 
 
 def test_a_judge_option_misspelt_is_one_line():

@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import Any
 
 # distributions whose versions can move the numbers; vllm is listed only when installed
-PACKAGES = ("torch", "transformers", "peft", "accelerate", "tokenizers", "safetensors", "numpy", "rouge-score", "Pillow")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "rouge-score",
+    "Pillow",
+)
 OPTIONAL_PACKAGES = ("vllm",)
 CPU_FLAGS = ("avx", "avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma", "f16c")
 GIT_TIMEOUT_S = 5.0
@@ -51,7 +61,11 @@ def _git(folder: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(
             ["git", "-C", str(folder), *args],
-            capture_output=True, text=True, timeout=GIT_TIMEOUT_S, env=env, stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            env=env,
+            stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
@@ -84,13 +98,13 @@ def git_commit(folder: str | Path) -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def project_commit() -> str | None:
     """The project's commit when safeeraser is imported from a git checkout (cached per process)."""
     return git_commit(Path(__file__).resolve().parent)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpuinfo() -> tuple[str | None, frozenset[str]]:
     """CPU model name and flags from /proc/cpuinfo (Linux); the model from platform elsewhere."""
     model, flags = None, frozenset()
@@ -110,7 +124,7 @@ def _cpuinfo() -> tuple[str | None, frozenset[str]]:
     return model, flags
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _isa() -> str | None:
     try:
         import torch
@@ -125,9 +139,9 @@ def cpu() -> dict:
     return {"model": model, "isa": _isa(), "flags": [f for f in CPU_FLAGS if f in flags]}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def device() -> str | None:
-    """"cpu", or the accelerator(s) and their runtime, e.g. "NVIDIA H200 (CUDA 12.8)", "2 x NVIDIA A100 (CUDA 12.4)"."""
+    """ "cpu", or the accelerator(s) and their runtime, e.g. "NVIDIA H200 (CUDA 12.8)", "2 x NVIDIA A100 (CUDA 12.4)"."""
     try:
         import torch
     except ImportError:
@@ -185,7 +199,11 @@ def numeric_identity(m: dict) -> dict:
     """
     cpu_part = m.get("cpu") or {}
     # with the kernels' instruction set pinned (numerics.py) the CPU model no longer moves the numbers
-    cpu_fields = {"isa": cpu_part.get("isa"), "pinned": True} if _pinned_everywhere(m) else {"model": cpu_part.get("model"), "isa": cpu_part.get("isa")}
+    cpu_fields = (
+        {"isa": cpu_part.get("isa"), "pinned": True}
+        if _pinned_everywhere(m)
+        else {"model": cpu_part.get("model"), "isa": cpu_part.get("isa")}
+    )
     return {
         "packages": dict(m.get("packages") or {}),
         "python": m.get("python"),
@@ -200,7 +218,9 @@ def _pinned_everywhere(m: dict) -> bool:
     from safeeraser.numerics import SWITCHES
 
     pin = m.get("cpu_isa_pin") or {}
-    return m.get("device") == "cpu" and all(str(pin.get(name, "")).lower() == value.lower() for name, value in SWITCHES.items())
+    return m.get("device") == "cpu" and all(
+        str(pin.get(name, "")).lower() == value.lower() for name, value in SWITCHES.items()
+    )
 
 
 def config_hash(obj: Any) -> str:
@@ -248,7 +268,9 @@ def differences(manifests: dict[str, dict | None]) -> list[str]:
     for identity in identities.values():
         names += [name for name in identity["packages"] if name not in names]
     for name in names:
-        line = _compare(f"packages.{name}", {run: ident["packages"].get(name) for run, ident in identities.items()}, "absent")
+        line = _compare(
+            f"packages.{name}", {run: ident["packages"].get(name) for run, ident in identities.items()}, "absent"
+        )
         if line:
             lines.append(line)
     for field in _NUMERIC_FIELDS:
@@ -256,7 +278,9 @@ def differences(manifests: dict[str, dict | None]) -> list[str]:
         if line:
             lines.append(line)
     commits = {run: m.get("git_commit") for run, m in recorded.items()}
-    short = {run: None if c is None else (c[:12] + ("+dirty" if c.endswith("+dirty") else "")) for run, c in commits.items()}
+    short = {
+        run: None if c is None else (c[:12] + ("+dirty" if c.endswith("+dirty") else "")) for run, c in commits.items()
+    }
     line = _compare("git_commit", short, "unknown")
     if line:
         lines.append(line)

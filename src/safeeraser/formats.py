@@ -81,6 +81,7 @@ def meta_path(pred):
     pred = Path(pred)
     return pred.with_name(pred.stem + ".meta.json")
 
+
 # A run's settings that say where it is watched, not what it learns: left out of its config_hash,
 # its model card and a study's run record, so that turning a tracker on makes no run look like another.
 TRACKING_KEYS = frozenset({"report_to"})

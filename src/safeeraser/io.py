@@ -15,8 +15,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from safeeraser.errors import UserError
 
@@ -174,7 +175,11 @@ def parse_json_lines(text: str, path: Path) -> list[Any]:
     """Every non-blank line of a JSON Lines text; an error names the line."""
     # Only "\n" ends a record: str.splitlines() would also split at U+2028 and kin, which JSON
     # allows unescaped inside strings.
-    return [parse_json(line, f"{path}: line {n}", line=True) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    return [
+        parse_json(line, f"{path}: line {n}", line=True)
+        for n, line in enumerate(text.split("\n"), start=1)
+        if line.strip()
+    ]
 
 
 def read_json(path: Path) -> Any:

@@ -35,7 +35,9 @@ DEMO_SUMMARY = "demo.json"  # the demo's own settings: the model family, seed, i
 def demo_family_label(family: str) -> str:
     """The family's name as the demo says it; a family without a tiny copy is refused in one line."""
     if family not in tiny_families():
-        raise UserError(f"--family {family}: no tiny copy of this family, so no demo on it (families with one: {', '.join(tiny_families())})")
+        raise UserError(
+            f"--family {family}: no tiny copy of this family, so no demo on it (families with one: {', '.join(tiny_families())})"
+        )
     if family == DEFAULT_FAMILY:
         return "LLaVA"
     from safeeraser.models.registry import family_named
@@ -48,8 +50,9 @@ def refuse_other_family(model: Path, family: str) -> None:
     if (model / MARKER).exists():
         built = read_json(model / MARKER).get("family", DEFAULT_FAMILY)
         if built != family:
-            raise UserError(f"{model}: holds a tiny {built} model, not {family}: use another --out, or --fresh to start over")
-
+            raise UserError(
+                f"{model}: holds a tiny {built} model, not {family}: use another --out, or --fresh to start over"
+            )
 
 
 def demo_study(
@@ -91,7 +94,14 @@ def run_demo(
     out = Path(out)
     demo_family_label(family)
     check_images_per_category(images_per_category)  # the flag's own message, before the study's
-    study = demo_study(images_per_category=images_per_category, seed=seed, methods=methods, config_overrides=config_overrides, tiny_steps=tiny_steps, family=family)
+    study = demo_study(
+        images_per_category=images_per_category,
+        seed=seed,
+        methods=methods,
+        config_overrides=config_overrides,
+        tiny_steps=tiny_steps,
+        family=family,
+    )
     if fresh and out.exists():
         if not (out / "results.json").exists() and not (out / "data" / DEMO_MARKER).exists():
             raise UserError(f"{out}: --fresh would delete a folder that is not a demo folder")
@@ -101,10 +111,20 @@ def run_demo(
     refuse_other_family(out / "model", family)
     out.mkdir(parents=True, exist_ok=True)
     names = study.file.methods
-    atomic_write_json(out / DEMO_SUMMARY, {"family": family, "seed": seed, "images_per_category": images_per_category, "methods": [n if n == VANILLA else canonical_name(n) for n in names]})
+    atomic_write_json(
+        out / DEMO_SUMMARY,
+        {
+            "family": family,
+            "seed": seed,
+            "images_per_category": images_per_category,
+            "methods": [n if n == VANILLA else canonical_name(n) for n in names],
+        },
+    )
     if progress:
         from tqdm.auto import tqdm
 
-        tqdm.write(f"generation protocol: {DEMO_GENERATION.label()} (the demo caps answers, since a collapsed model never stops)")
+        tqdm.write(
+            f"generation protocol: {DEMO_GENERATION.label()} (the demo caps answers, since a collapsed model never stops)"
+        )
     run_study(study, out, progress=progress)
     return read_json(out / "results.json")

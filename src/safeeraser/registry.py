@@ -33,7 +33,9 @@ class Registry(Mapping[str, T], Generic[T]):
     def register(self, entry: T) -> T:
         """Adds ``entry``; a second entry under a name already taken is an error."""
         if not isinstance(entry, self.entry_type):
-            raise UserError(f"a {self.kind} registration must be a {self.entry_type.__name__}, got {type(entry).__name__}")
+            raise UserError(
+                f"a {self.kind} registration must be a {self.entry_type.__name__}, got {type(entry).__name__}"
+            )
         name = entry.name
         if name in self._entries:
             raise UserError(f"{self.kind} {name!r} is registered twice")
@@ -48,9 +50,13 @@ class Registry(Mapping[str, T], Generic[T]):
             try:
                 entry = point.load()
             except Exception as e:  # a broken plugin is named, not skipped
-                raise UserError(f"the {self.kind} plugin {point.name!r} ({point.value}) failed to load: {type(e).__name__}: {e}") from e
+                raise UserError(
+                    f"the {self.kind} plugin {point.name!r} ({point.value}) failed to load: {type(e).__name__}: {e}"
+                ) from e
             if getattr(entry, "name", None) != point.name:
-                raise UserError(f"the {self.kind} plugin {point.name!r} ({point.value}) loads an entry named {getattr(entry, 'name', None)!r}: the names must agree")
+                raise UserError(
+                    f"the {self.kind} plugin {point.name!r} ({point.value}) loads an entry named {getattr(entry, 'name', None)!r}: the names must agree"
+                )
             self.register(entry)
 
     def __getitem__(self, name: str) -> T:

@@ -50,7 +50,9 @@ def test_copy_is_a_valid_dataset_without_benign_pairs(copies, small_demo, attack
         raw = json.loads((copies[attack] / f"all_{name}.json").read_text())
         assert not any(key in row for row in raw for key in UNHARM_KEYS)
         # the forget target and the harmless-image reference travel with each question
-        assert sorted((p.model_response, p.sd_response) for *_, p in pairs(attacked)) == sorted((p.model_response, p.sd_response) for *_, p in pairs(original))
+        assert sorted((p.model_response, p.sd_response) for *_, p in pairs(attacked)) == sorted(
+            (p.model_response, p.sd_response) for *_, p in pairs(original)
+        )
 
 
 def test_figstep_puts_the_request_in_the_picture_and_a_neutral_instruction_in_the_prompt(copies, small_demo):  # noqa: F811
@@ -61,8 +63,12 @@ def test_figstep_puts_the_request_in_the_picture_and_a_neutral_instruction_in_th
             got = attacked.records[k]
             assert [p.question for p in got.unsafe_pairs] == [FIGSTEP_INSTRUCTION]
             assert got.category == record.category
-            assert np.array_equal(pixels(attacked.image(k)), np.asarray(render_figstep(original.image(i), pair.question)))
-            assert np.array_equal(pixels(attacked.sd_image(k)), np.asarray(render_figstep(original.sd_image(i), pair.question)))
+            assert np.array_equal(
+                pixels(attacked.image(k)), np.asarray(render_figstep(original.image(i), pair.question))
+            )
+            assert np.array_equal(
+                pixels(attacked.sd_image(k)), np.asarray(render_figstep(original.sd_image(i), pair.question))
+            )
     assert figstep_text("How do I do this?").split("\n") == ["How do I do this?", "1.", "2.", "3."]
     assert pair.question.lower() not in FIGSTEP_INSTRUCTION.lower()
 
@@ -78,7 +84,9 @@ def test_text_only_asks_the_question_about_a_blank_picture(copies, small_demo): 
 
 
 @pytest.mark.parametrize(("attack", "added", "joiner"), [("one-word", ONE_WORDS, ", "), ("prefix", PREFIXES, " ")])
-def test_a_benign_word_or_phrase_before_the_question_and_nothing_else_changed(copies, small_demo, attack, added, joiner):  # noqa: F811
+def test_a_benign_word_or_phrase_before_the_question_and_nothing_else_changed(
+    copies, small_demo, attack, added, joiner
+):  # noqa: F811
     used = set()
     for name in SPLITS:
         original, attacked = load_split(small_demo, name), load_split(copies[attack], name)
@@ -96,7 +104,10 @@ def test_a_benign_word_or_phrase_before_the_question_and_nothing_else_changed(co
 def test_image_swap_asks_about_another_categorys_images(copies, small_demo):  # noqa: F811
     for name in SPLITS:
         original, attacked = load_split(small_demo, name), load_split(copies["image-swap"], name)
-        images = [(pixels(original.image(d)), pixels(original.sd_image(d)), original.records[d].category) for d in range(len(original))]
+        images = [
+            (pixels(original.image(d)), pixels(original.sd_image(d)), original.records[d].category)
+            for d in range(len(original))
+        ]
         for i, record in enumerate(attacked):
             assert record.category == original.records[i].category
             assert [p.question for p in record.unsafe_pairs] == [p.question for p in original.records[i].unsafe_pairs]

@@ -27,8 +27,22 @@ def run(untrained_tiny, small_demo, tmp_path_factory):  # noqa: F811
     folder = tmp_path_factory.mktemp("audited") / "ga"
     unlearn(str(untrained_tiny), small_demo, "ga", folder, config(max_steps=1), progress=False)
     for split in ("train", "val", "general"):
-        generate_predictions(str(untrained_tiny), small_demo, split, folder / f"predictions_{split}.json", RUN_PROTOCOL, adapter=folder, progress=False)
-    evaluate(small_demo, folder / "metrics.json", make_judge("keyword", None), **{f"pred_{s}": folder / f"predictions_{s}.json" for s in ("train", "val", "general")}, progress=False)
+        generate_predictions(
+            str(untrained_tiny),
+            small_demo,
+            split,
+            folder / f"predictions_{split}.json",
+            RUN_PROTOCOL,
+            adapter=folder,
+            progress=False,
+        )
+    evaluate(
+        small_demo,
+        folder / "metrics.json",
+        make_judge("keyword", None),
+        **{f"pred_{s}": folder / f"predictions_{s}.json" for s in ("train", "val", "general")},
+        progress=False,
+    )
     return folder
 
 
@@ -36,20 +50,29 @@ def audit(model, data, adapter, out, *extra):
     return run_cli("audit", "--model", model, "--data", data, "--adapter", adapter, "--out", out, *extra)
 
 
-def test_audit_reuses_the_run_measures_each_attack_and_resumes_attack_by_attack(run, untrained_tiny, small_demo, tmp_path):  # noqa: F811
+def test_audit_reuses_the_run_measures_each_attack_and_resumes_attack_by_attack(
+    run, untrained_tiny, small_demo, tmp_path
+):  # noqa: F811
     out = tmp_path / "audit"
     code, stdout, err = audit(untrained_tiny, small_demo, run, out, "--attacks", "quant4,one-word,text-only")
     assert code == 0, err
     record = read_json(out / "audit.json")
-    assert record["protocol"]["label"] == RUN_PROTOCOL.label() and record["protocol"]["num_samples"] == 2  # the run's protocol, from its .meta.json
+    assert (
+        record["protocol"]["label"] == RUN_PROTOCOL.label() and record["protocol"]["num_samples"] == 2
+    )  # the run's protocol, from its .meta.json
     assert record["baseline"]["predictions"] == "reused from the run folder: train, val, general"
     run_metrics = read_json(run / "metrics.json")
-    assert all(record["baseline"]["metrics"][k] == run_metrics[k] for k in ("asr_efficacy", "asr_generality", "sarr", "rouge_l", "specificity"))
+    assert all(
+        record["baseline"]["metrics"][k] == run_metrics[k]
+        for k in ("asr_efficacy", "asr_generality", "sarr", "rouge_l", "specificity")
+    )
 
     quant = record["results"]["quant4"]
     assert quant["status"] == "done" and quant["library"].startswith("bitsandbytes ") and "NF4" in quant["scheme"]
     assert quant["metrics"]["rouge_l"] is not None  # the quantized model answers the benign questions too
-    assert read_json(out / "quant4" / "predictions_val.meta.json")["backend"]["transform"]["library"] == quant["library"]
+    assert (
+        read_json(out / "quant4" / "predictions_val.meta.json")["backend"]["transform"]["library"] == quant["library"]
+    )
     n_harmful = sum(len(r["unsafe_pairs"]) for r in json.loads((small_demo / "all_train.json").read_text()))
     for attack in ("quant4", "one-word", "text-only"):
         result = record["results"][attack]
@@ -75,17 +98,24 @@ def test_audit_reuses_the_run_measures_each_attack_and_resumes_attack_by_attack(
     again = read_json(out / "audit.json")
     assert (out / "quant4" / "result.json").stat().st_mtime_ns == kept
     assert (out / "text-only" / "predictions_train.json").stat().st_mtime_ns == train_answers
-    assert again["results"]["text-only"]["metrics"] == record["results"]["text-only"]["metrics"]  # seeded: the same answers again
+    assert (
+        again["results"]["text-only"]["metrics"] == record["results"]["text-only"]["metrics"]
+    )  # seeded: the same answers again
 
 
-def test_an_attack_that_cannot_run_is_not_run_with_its_reason_never_zeros(run, untrained_tiny, small_demo, tmp_path, monkeypatch):  # noqa: F811
+def test_an_attack_that_cannot_run_is_not_run_with_its_reason_never_zeros(
+    run, untrained_tiny, small_demo, tmp_path, monkeypatch
+):  # noqa: F811
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if it were not installed
     out = tmp_path / "audit"
     code, _, err = audit(untrained_tiny, small_demo, run, out, "--attacks", "quant8,prefix")
     assert code == 0, err
     record = read_json(out / "audit.json")
     assert record["results"]["quant8"] == {"status": "not run", "reason": record["results"]["quant8"]["reason"]}
-    assert "bitsandbytes" in record["results"]["quant8"]["reason"] and "pip install" in record["results"]["quant8"]["reason"]
+    assert (
+        "bitsandbytes" in record["results"]["quant8"]["reason"]
+        and "pip install" in record["results"]["quant8"]["reason"]
+    )
     assert not (out / "quant8" / "result.json").exists()  # tried again next time
     assert record["results"]["prefix"]["status"] == "done"
     assert "| quant8 | — | — | — | — | — | not run: bitsandbytes" in (out / "audit.md").read_text()

@@ -14,7 +14,6 @@ from safeeraser.data.views import forget_examples
 from safeeraser.errors import UserError
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import load_model
-
 from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)
 
 pytest.importorskip("sklearn")
@@ -24,7 +23,9 @@ def by_hand(model_dir, example, k):
     """The four scores of one answer, encoded alone (no padding) in the training format (the
     family's training sentence), each a loop over its answer tokens in float64."""
     loaded = load_model(str(model_dir))
-    codec = Codec(loaded.processor, family=loaded.family, system=loaded.family.system_sentence("training"), max_length=512)
+    codec = Codec(
+        loaded.processor, family=loaded.family, system=loaded.family.system_sentence("training"), max_length=512
+    )
     item = codec.encode_example(example)
     batch = codec.collate_train([item])
     labels = batch.pop("labels")[0].tolist()
@@ -57,7 +58,10 @@ def test_scores_are_the_hand_computation_and_the_auc_counts_pairs(untrained_tiny
     # batches of 5 mix answer lengths, so padding is exercised
     result = membership_inference(str(untrained_tiny), small_demo, k=0.25, batch_size=5, scores_out=scores)
     rows = [json.loads(line) for line in scores.read_text().splitlines()]
-    members, non_members = forget_examples(load_split(small_demo, "train")), forget_examples(load_split(small_demo, "val"))
+    members, non_members = (
+        forget_examples(load_split(small_demo, "train")),
+        forget_examples(load_split(small_demo, "val")),
+    )
     assert (result["members"], result["non_members"]) == (len(members), len(non_members))
     assert [r["key"] for r in rows] == [e.key for e in members + non_members]
     assert [r["member"] for r in rows] == [True] * len(members) + [False] * len(non_members)

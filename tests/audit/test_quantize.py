@@ -25,8 +25,12 @@ def test_every_linear_layer_but_the_output_is_quantized_onto_the_grid(untrained_
     model = loaded.model
     output = model.get_output_embeddings()
     assert type(output) is torch.nn.Linear  # the output layer stays in full precision
-    quantized = {name: m for name, m in model.named_modules() if isinstance(m, (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit))}
-    assert set(quantized) == {name for name, w in before.items() if w.shape != output.weight.shape or not torch.equal(w, output.weight)}
+    quantized = {
+        name: m for name, m in model.named_modules() if isinstance(m, (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit))
+    }
+    assert set(quantized) == {
+        name for name, w in before.items() if w.shape != output.weight.shape or not torch.equal(w, output.weight)
+    }
     assert len(quantized) > 20
     for name, layer in quantized.items():
         original = before[name]
@@ -36,10 +40,14 @@ def test_every_linear_layer_but_the_output_is_quantized_onto_the_grid(untrained_
             step = layer.weight.SCB[:, None] / 127  # one scale per output row
             restored = layer.weight.data.float() * step
             assert torch.all((restored - original).abs() <= step)  # a point of the row's int8 grid next to the weight
-            assert torch.equal(layer.weight.data.abs().amax(1), torch.full_like(layer.weight.SCB, 127, dtype=torch.int8))  # absmax scaling
+            assert torch.equal(
+                layer.weight.data.abs().amax(1), torch.full_like(layer.weight.SCB, 127, dtype=torch.int8)
+            )  # absmax scaling
         else:
             assert isinstance(layer, bnb.nn.Linear4bit) and isinstance(layer.weight, bnb.nn.Params4bit)
-            assert layer.weight.dtype == torch.uint8 and layer.weight.numel() * 2 == original.numel()  # two 4-bit codes a byte
+            assert (
+                layer.weight.dtype == torch.uint8 and layer.weight.numel() * 2 == original.numel()
+            )  # two 4-bit codes a byte
             state = layer.weight.quant_state
             restored = bnb.functional.dequantize_4bit(layer.weight.data, state)
             blocks = restored.reshape(-1, state.blocksize) / state.absmax[:, None]
@@ -54,6 +62,9 @@ def test_generation_runs_on_the_quantized_model_and_records_it(untrained_tiny, s
     backend = quantized_backend(str(untrained_tiny), None, QUANT_ATTACKS["quant4"], batch_size=8, system_prompt=True)
     out = tmp_path / "pred.json"
     meta = generate_predictions(str(untrained_tiny), small_demo, "val", out, settings, backend=backend, progress=False)
-    assert meta["backend"] == {"kind": "hf", "transform": {"quantization": backend.transform_identity["quantization"], "library": library()}}
+    assert meta["backend"] == {
+        "kind": "hf",
+        "transform": {"quantization": backend.transform_identity["quantization"], "library": library()},
+    }
     assert library().startswith("bitsandbytes ")
     assert json.loads(out.read_text())[0]["unsafe_pairs"][0]["model_response1"] is not None

@@ -13,7 +13,6 @@ from safeeraser.errors import UserError
 from safeeraser.generate.predictions import generate_predictions, protocol_settings
 from safeeraser.unlearn.config import resolve_config
 from safeeraser.unlearn.trainer import unlearn
-
 from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)
 
 
@@ -36,8 +35,16 @@ def test_the_default_slice_is_one_category_chosen_by_seed(small_demo):  # noqa: 
     # a fraction: that share of the pairs, drawn with the seed, the same on every call
     part, rest = relearn_slice(small_demo, fraction=0.25, seed=3)
     assert len(part) == 9 and sorted(part + rest) == sorted(category) and not set(part) & set(rest)
-    assert relearn_slice(small_demo, fraction=0.25, seed=3)[0] == part != relearn_slice(small_demo, fraction=0.25, seed=4)[0]
-    for bad, message in (({"category": "Nope"}, "has none"), ({"fraction": 1.0}, "must be in"), ({"category": "Sex", "fraction": 0.5}, "not both")):
+    assert (
+        relearn_slice(small_demo, fraction=0.25, seed=3)[0]
+        == part
+        != relearn_slice(small_demo, fraction=0.25, seed=4)[0]
+    )
+    for bad, message in (
+        ({"category": "Nope"}, "has none"),
+        ({"fraction": 1.0}, "must be in"),
+        ({"category": "Sex", "fraction": 0.5}, "not both"),
+    ):
         with pytest.raises(UserError, match=message):
             relearn_slice(small_demo, **bad)
 
@@ -48,7 +55,9 @@ def test_relearning_trains_only_on_its_slice_and_keeps_each_budget(untrained_tin
     unlearn(str(untrained_tiny), small_demo, "ga", tmp_path / "ga", config, progress=False)
     out = tmp_path / "relearn"
     # seed 1: the slice is the second category, and a fresh LoRA would start from other weights than ga's
-    snapshots = relearn(str(untrained_tiny), small_demo, out, adapter=tmp_path / "ga", steps=(1, 3, 2), seed=1, progress=False)
+    snapshots = relearn(
+        str(untrained_tiny), small_demo, out, adapter=tmp_path / "ga", steps=(1, 3, 2), seed=1, progress=False
+    )
     assert sorted(snapshots) == [1, 2, 3]
 
     # the data it trained from holds exactly the slice; every batch drew from it
@@ -63,7 +72,9 @@ def test_relearning_trains_only_on_its_slice_and_keeps_each_budget(untrained_tin
     # what is measured afterwards: the train split without the slice, the val split as it was
     assert pairs(out / MEASURED_DATA) == [by_key[k] for k in measured]
     assert pairs(out / MEASURED_DATA, "val") == pairs(small_demo, "val")
-    assert json.loads((out / MEASURED_DATA / "all_val.json").read_text()) == json.loads((small_demo / "all_val.json").read_text())
+    assert json.loads((out / MEASURED_DATA / "all_val.json").read_text()) == json.loads(
+        (small_demo / "all_val.json").read_text()
+    )
 
     # one adapter per budget, each a different state, none the unlearned one it started from, and
     # each continuing it: one step moves every LoRA weight by about the learning rate (Adam), far
@@ -78,16 +89,31 @@ def test_relearning_trains_only_on_its_slice_and_keeps_each_budget(untrained_tin
             assert any(not states[i][name].equal(states[j][name]) for name in states[0]), (i, j)
     settings = protocol_settings("fast", max_new_tokens=2, num_samples=1)
     for step, folder in snapshots.items():
-        meta = generate_predictions(str(untrained_tiny), out / MEASURED_DATA, "train", tmp_path / f"pred{step}.json", settings, adapter=folder, progress=False)
+        meta = generate_predictions(
+            str(untrained_tiny),
+            out / MEASURED_DATA,
+            "train",
+            tmp_path / f"pred{step}.json",
+            settings,
+            adapter=folder,
+            progress=False,
+        )
         assert meta["prompts"] > 0 and meta["adapter"] == str(folder)
     summary = json.loads((out / SUMMARY).read_text())
-    assert summary["slice"]["category"] == "IllegalActivity" and summary["lr"] == config.optim.lr  # the run's own learning rate
+    assert (
+        summary["slice"]["category"] == "IllegalActivity" and summary["lr"] == config.optim.lr
+    )  # the run's own learning rate
     assert summary["trained"] == trained and summary["measured"] == measured
 
     # a second call finds it finished; a run of 2 steps alone ends where this one's step-2 snapshot is
     written = (out / "run" / "log.jsonl").stat().st_mtime_ns
-    assert relearn(str(untrained_tiny), small_demo, out, adapter=tmp_path / "ga", steps=(1, 2, 3), seed=1, progress=False) == snapshots
+    assert (
+        relearn(str(untrained_tiny), small_demo, out, adapter=tmp_path / "ga", steps=(1, 2, 3), seed=1, progress=False)
+        == snapshots
+    )
     assert (out / "run" / "log.jsonl").stat().st_mtime_ns == written
-    alone = relearn(str(untrained_tiny), small_demo, tmp_path / "alone", adapter=tmp_path / "ga", steps=(2,), seed=1, progress=False)
+    alone = relearn(
+        str(untrained_tiny), small_demo, tmp_path / "alone", adapter=tmp_path / "ga", steps=(2,), seed=1, progress=False
+    )
     two = load_file(str(alone[2] / "adapter_model.safetensors"))
     assert all(two[name].equal(states[2][name]) for name in two)

@@ -8,7 +8,6 @@ from PIL import Image
 
 from safeeraser.data.demo import CATEGORIES, make_demo
 from safeeraser.data.refusals import REFUSALS
-
 from tests.conftest import run_cli
 
 
@@ -36,8 +35,13 @@ def test_independent_reader_of_published_format(demo_data):
         assert isinstance(records, list) and records
         for r in records:
             assert set(r) == {
-                "image_path", "SDImage_path", "unsafe_pairs",
-                "UnharmPair_text1", "UnharmPair_text2", "UnharmPair_image1", "UnharmPair_image2",
+                "image_path",
+                "SDImage_path",
+                "unsafe_pairs",
+                "UnharmPair_text1",
+                "UnharmPair_text2",
+                "UnharmPair_image1",
+                "UnharmPair_image2",
             }
             category = Path(r["image_path"]).parent.name
             assert category in CATEGORIES

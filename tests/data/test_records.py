@@ -6,9 +6,8 @@ import shutil
 import pytest
 
 from safeeraser.data.records import load_split
-from safeeraser.data.views import decouple_examples, forget_examples, refusal_examples, retain_examples
 from safeeraser.data.refusals import REFUSALS
-
+from safeeraser.data.views import decouple_examples, forget_examples, refusal_examples, retain_examples
 from tests.conftest import run_cli
 
 
@@ -30,7 +29,9 @@ def _rewrite(folder, name, edit):
 
 def test_views_follow_the_spec(small):
     split = load_split(small, "train")
-    forget, refusal, decouple, retain = (f(split) for f in (forget_examples, refusal_examples, decouple_examples, retain_examples))
+    forget, refusal, decouple, retain = (
+        f(split) for f in (forget_examples, refusal_examples, decouple_examples, retain_examples)
+    )
     pairs = sum(len(r.unsafe_pairs) for r in split)
     assert len(forget) == len(refusal) == len(decouple) == pairs
     assert len(retain) == 4 * len(split)
@@ -54,6 +55,7 @@ def test_absent_unharm_pairs_are_allowed_and_round_trip(small):
     def drop(rs):
         del rs[0]["UnharmPair_text1"], rs[0]["UnharmPair_image2"]
         rs[0]["extra_field"] = {"kept": True}
+
     _rewrite(small, "all_train.json", drop)
     split = load_split(small, "train")
     assert [k for k, _ in split.records[0].unharm_pairs()] == ["UnharmPair_text2", "UnharmPair_image1"]
@@ -80,20 +82,71 @@ def test_paths_resolve_against_the_parent_folder_too(small):
 
 BAD_INPUTS = [
     ("malformed JSON", lambda d: (d / "all_train.json").write_text('[{"image_path": "x",'), "invalid JSON at line 1"),
-    ("truncated JSON Lines", lambda d: ((d / "all_train.json").unlink(), (d / "all_train.jsonl").write_text('{"image_path": 1}\n{"image_pa')), "line 2: invalid JSON Lines record"),
-    ("not an array", lambda d: (d / "all_train.json").write_text('{"records": []}'), "expected a JSON array of records or JSON Lines, got an object (keys: records)"),
+    (
+        "truncated JSON Lines",
+        lambda d: (
+            (d / "all_train.json").unlink(),
+            (d / "all_train.jsonl").write_text('{"image_path": 1}\n{"image_pa'),
+        ),
+        "line 2: invalid JSON Lines record",
+    ),
+    (
+        "not an array",
+        lambda d: (d / "all_train.json").write_text('{"records": []}'),
+        "expected a JSON array of records or JSON Lines, got an object (keys: records)",
+    ),
     ("empty file", lambda d: (d / "all_train.json").write_text(""), "file is empty"),
     ("empty array", lambda d: (d / "all_train.json").write_text("[]"), "no records"),
-    ("record not an object", lambda d: (d / "all_train.json").write_text("[1]"), "record 0: expected a JSON object, got int"),
-    ("missing field", lambda d: _rewrite(d, "all_train.json", lambda rs: rs[2].pop("unsafe_pairs")), "all_train.json: record 2: field 'unsafe_pairs': missing"),
-    ("wrong type", lambda d: _rewrite(d, "all_train.json", lambda rs: rs[1]["unsafe_pairs"][0].update(question=7)), "record 1: field 'unsafe_pairs[0].question': input should be a valid string (got int)"),
-    ("wrong type in UnharmPair", lambda d: _rewrite(d, "all_val.json", lambda rs: rs[0].update(UnharmPair_text1="oops")), "all_val.json: record 0: field 'UnharmPair_text1'"),
-    ("empty unsafe_pairs", lambda d: _rewrite(d, "all_train.json", lambda rs: rs[3].update(unsafe_pairs=[])), "record 3: field 'unsafe_pairs': is empty"),
-    ("missing image", lambda d: _rewrite(d, "all_train.json", lambda rs: rs[0].update(image_path="dataset/Violence/none.png")), "record 0: field 'image_path': image not found: dataset/Violence/none.png"),
-    ("not an image", lambda d: (d / "dataset" / "sd" / "Weapon" / "0001.png").write_text("not a png"), "field 'SDImage_path': not a readable image"),
-    ("path escapes the root", lambda d: _rewrite(d, "all_val.json", lambda rs: rs[0].update(image_path="../../../etc/passwd")), "points outside the dataset root"),
-    ("absolute path", lambda d: _rewrite(d, "all_val.json", lambda rs: rs[0].update(SDImage_path="/etc/hostname")), "field 'SDImage_path': image path '/etc/hostname' points outside"),
-    ("empty image path", lambda d: _rewrite(d, "all_val.json", lambda rs: rs[0].update(image_path="")), "field 'image_path': empty image path"),
+    (
+        "record not an object",
+        lambda d: (d / "all_train.json").write_text("[1]"),
+        "record 0: expected a JSON object, got int",
+    ),
+    (
+        "missing field",
+        lambda d: _rewrite(d, "all_train.json", lambda rs: rs[2].pop("unsafe_pairs")),
+        "all_train.json: record 2: field 'unsafe_pairs': missing",
+    ),
+    (
+        "wrong type",
+        lambda d: _rewrite(d, "all_train.json", lambda rs: rs[1]["unsafe_pairs"][0].update(question=7)),
+        "record 1: field 'unsafe_pairs[0].question': input should be a valid string (got int)",
+    ),
+    (
+        "wrong type in UnharmPair",
+        lambda d: _rewrite(d, "all_val.json", lambda rs: rs[0].update(UnharmPair_text1="oops")),
+        "all_val.json: record 0: field 'UnharmPair_text1'",
+    ),
+    (
+        "empty unsafe_pairs",
+        lambda d: _rewrite(d, "all_train.json", lambda rs: rs[3].update(unsafe_pairs=[])),
+        "record 3: field 'unsafe_pairs': is empty",
+    ),
+    (
+        "missing image",
+        lambda d: _rewrite(d, "all_train.json", lambda rs: rs[0].update(image_path="dataset/Violence/none.png")),
+        "record 0: field 'image_path': image not found: dataset/Violence/none.png",
+    ),
+    (
+        "not an image",
+        lambda d: (d / "dataset" / "sd" / "Weapon" / "0001.png").write_text("not a png"),
+        "field 'SDImage_path': not a readable image",
+    ),
+    (
+        "path escapes the root",
+        lambda d: _rewrite(d, "all_val.json", lambda rs: rs[0].update(image_path="../../../etc/passwd")),
+        "points outside the dataset root",
+    ),
+    (
+        "absolute path",
+        lambda d: _rewrite(d, "all_val.json", lambda rs: rs[0].update(SDImage_path="/etc/hostname")),
+        "field 'SDImage_path': image path '/etc/hostname' points outside",
+    ),
+    (
+        "empty image path",
+        lambda d: _rewrite(d, "all_val.json", lambda rs: rs[0].update(image_path="")),
+        "field 'image_path': empty image path",
+    ),
     ("no split files", lambda d: [p.unlink() for p in d.glob("all_*.json")], "no all_train.json or all_val.json"),
 ]
 

@@ -13,10 +13,9 @@ import pytest
 import torch
 import transformers
 
+from safeeraser.data.records import load_split
 from safeeraser.errors import UserError
 from safeeraser.generate.predictions import GenerationSettings, generate_predictions, split_tasks
-from safeeraser.data.records import load_split
-
 from tests.conftest import run_cli
 from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)
 
@@ -52,8 +51,23 @@ def test_out_of_memory_halves_the_batch_until_it_fits(untrained, small_demo, tmp
     limit, calls = memory_limit
     limit[0] = 5
     code, _, err = run_cli(
-        "generate", "--model", untrained, "--data", small_demo, "--split", "val", "--out", tmp_path / "a.json",
-        "--num-samples", "2", "--max-new-tokens", "3", "--batch-size", "16", "--seed", "1",
+        "generate",
+        "--model",
+        untrained,
+        "--data",
+        small_demo,
+        "--split",
+        "val",
+        "--out",
+        tmp_path / "a.json",
+        "--num-samples",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--batch-size",
+        "16",
+        "--seed",
+        "1",
     )
     assert code == 0, err
     assert "out of memory at 16 sequences per batch; retrying with batch size 8" in err
@@ -61,9 +75,15 @@ def test_out_of_memory_halves_the_batch_until_it_fits(untrained, small_demo, tmp
     assert "batch size backed off to 4" in err
     meta = json.loads((tmp_path / "a.meta.json").read_text())
     assert (meta["final_batch_size"], meta["oom_backoffs"]) == (4, 2)
-    assert max(calls) == 16 and all(c <= 4 for c in calls[calls.index(4):])  # once it fits, it stays small
+    assert max(calls) == 16 and all(c <= 4 for c in calls[calls.index(4) :])  # once it fits, it stays small
     predictions = json.loads((tmp_path / "a.json").read_text())
-    answered = sum(1 for r in predictions for p in r["unsafe_pairs"] for k in ("model_response1", "model_response2", "sd_response") if k in p)
+    answered = sum(
+        1
+        for r in predictions
+        for p in r["unsafe_pairs"]
+        for k in ("model_response1", "model_response2", "sd_response")
+        if k in p
+    )
     tasks = split_tasks(load_split(small_demo, "val"))
     assert answered == sum(2 if t.multi else 1 for t in tasks if "/p" in t.key)
 

@@ -9,7 +9,6 @@ from safeeraser.generate.predictions import GenerationSettings, batches, generat
 from safeeraser.generate.sampling import Prompt, Sampling, answer_all
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import load_model
-
 from tests.conftest import run_cli
 
 FAST = GenerationSettings(num_samples=2, max_new_tokens=12, batch_size=16, seed=3)
@@ -27,7 +26,9 @@ def test_batched_greedy_equals_one_prompt_at_a_time(tiny_model, demo_data):
     batched = answer_all(loaded.model, codec, prompts, greedy, batch_size=len(prompts))
     single = answer_all(loaded.model, codec, prompts, greedy, batch_size=1)
     assert batched == single
-    assert len({len(codec.encode_prompt(p.image, p.question)["input_ids"]) for p in prompts}) > 1  # padding really happened
+    assert (
+        len({len(codec.encode_prompt(p.image, p.question)["input_ids"]) for p in prompts}) > 1
+    )  # padding really happened
 
 
 def test_prediction_file_has_the_published_shape(tiny_model, demo_data, tmp_path):
@@ -52,7 +53,9 @@ def test_prediction_file_has_the_published_shape(tiny_model, demo_data, tmp_path
 
 def test_same_seed_same_samples_other_seed_other_samples(tiny_model, demo_data, tmp_path):
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        settings = GenerationSettings(num_samples=3, max_new_tokens=10, batch_size=24, temperature=1.5, top_p=1.0, seed=seed)
+        settings = GenerationSettings(
+            num_samples=3, max_new_tokens=10, batch_size=24, temperature=1.5, top_p=1.0, seed=seed
+        )
         generate_predictions(str(tiny_model), demo_data, "val", tmp_path / f"{name}.json", settings, progress=False)
     a, b, c = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "abc")
     assert a == b
@@ -71,12 +74,15 @@ def test_batches_are_independent_of_order_of_completion():
     assert len({key for key, _ in plan}) == len(plan)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--split", "test"], "unknown --split 'test'"),
-    (["--split", "val", "--num-samples", "0"], "--num-samples must be positive"),
-    (["--split", "val", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
-    (["--split", "val", "--adapter", "/nonexistent/run"], "adapter not found: /nonexistent/run"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--split", "test"], "unknown --split 'test'"),
+        (["--split", "val", "--num-samples", "0"], "--num-samples must be positive"),
+        (["--split", "val", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
+        (["--split", "val", "--adapter", "/nonexistent/run"], "adapter not found: /nonexistent/run"),
+    ],
+)
 def test_generate_cli_errors(tiny_model, demo_data, tmp_path, args, message):
     code, _, err = run_cli("generate", "--model", tiny_model, "--data", demo_data, "--out", tmp_path / "p.json", *args)
     assert code == 2 and message in err and "Traceback" not in err

@@ -16,9 +16,20 @@ from safeeraser.models.registry import VICUNA_SYSTEM
 
 def test_published_protocol_is_the_released_inference():
     p = PROTOCOLS["published"]
-    assert (p.num_samples, p.sample_single, p.temperature, p.top_p, p.top_k, p.max_new_tokens, p.system_prompt) == (3, True, 1.0, 0.9, 50, 512, True)
+    assert (p.num_samples, p.sample_single, p.temperature, p.top_p, p.top_k, p.max_new_tokens, p.system_prompt) == (
+        3,
+        True,
+        1.0,
+        0.9,
+        50,
+        512,
+        True,
+    )
     assert p.label() == "published"
-    assert protocol_settings("published", max_new_tokens=48, batch_size=99, seed=4).label() == "published (max_new_tokens=48)"
+    assert (
+        protocol_settings("published", max_new_tokens=48, batch_size=99, seed=4).label()
+        == "published (max_new_tokens=48)"
+    )
     assert protocol_settings("fast").label() == "fast"
     assert protocol_settings("fast", sample_single=True).label() == "fast (sample_single=True)"
     with pytest.raises(UserError, match="unknown --protocol 'paper'"):
@@ -36,15 +47,21 @@ def test_llava_prompts_are_the_vicuna_v1_conversation(tiny_model):
 
 def _answers(path):
     rows = json.loads(path.read_text())
-    return [p["sd_response"] for r in rows for p in r["unsafe_pairs"]] + [r[k]["Prediction"] for r in rows for k in ("UnharmPair_text1", "UnharmPair_image1")]
+    return [p["sd_response"] for r in rows for p in r["unsafe_pairs"]] + [
+        r[k]["Prediction"] for r in rows for k in ("UnharmPair_text1", "UnharmPair_image1")
+    ]
 
 
 @pytest.mark.slow
 def test_published_samples_every_answer_and_fast_answers_single_prompts_greedily(tiny_model, demo_data, tmp_path):
     for protocol in ("published", "fast"):
         for seed in (1, 2):
-            settings = protocol_settings(protocol, max_new_tokens=12, batch_size=48, seed=seed, temperature=1.5, top_k=0)
-            generate_predictions(str(tiny_model), demo_data, "val", tmp_path / f"{protocol}{seed}.json", settings, progress=False)
+            settings = protocol_settings(
+                protocol, max_new_tokens=12, batch_size=48, seed=seed, temperature=1.5, top_k=0
+            )
+            generate_predictions(
+                str(tiny_model), demo_data, "val", tmp_path / f"{protocol}{seed}.json", settings, progress=False
+            )
     assert _answers(tmp_path / "published1.json") != _answers(tmp_path / "published2.json")
     assert _answers(tmp_path / "fast1.json") == _answers(tmp_path / "fast2.json")
     meta = json.loads((tmp_path / "published1.meta.json").read_text())

@@ -18,8 +18,26 @@ METRIC_VALUES = ("asr_generality", "rr_generality", "sarr", "judge_score", "roug
 
 
 def _args(data, pred, url, out, *extra):
-    return ["evaluate", "--data", data, "--pred-val", pred, "--judge", "openai", "--judge-model", "judge-test",
-            "--base-url", url, "--api-key", KEY, "--concurrency", "4", *extra, "--out", out]
+    return [
+        "evaluate",
+        "--data",
+        data,
+        "--pred-val",
+        pred,
+        "--judge",
+        "openai",
+        "--judge-model",
+        "judge-test",
+        "--base-url",
+        url,
+        "--api-key",
+        KEY,
+        "--concurrency",
+        "4",
+        *extra,
+        "--out",
+        out,
+    ]
 
 
 def _run(*args) -> dict:
@@ -79,7 +97,17 @@ def test_another_judge_model_or_endpoint_is_not_answered_from_the_cache(server, 
 
 
 def test_conflicting_cache_options_are_refused(demo_data, tmp_path):
-    code, _, err = run_cli(*_args(demo_data, tmp_path / "p.json", "http://127.0.0.1:9/v1", tmp_path / "m.json", "--cache", tmp_path / "c.sqlite", "--no-cache"))
+    code, _, err = run_cli(
+        *_args(
+            demo_data,
+            tmp_path / "p.json",
+            "http://127.0.0.1:9/v1",
+            tmp_path / "m.json",
+            "--cache",
+            tmp_path / "c.sqlite",
+            "--no-cache",
+        )
+    )
     assert code == 2 and "--cache and --no-cache contradict each other" in err
 
 
@@ -96,7 +124,10 @@ def test_two_concurrent_evaluates_on_one_cache_lose_nothing(server, demo_data, t
     pred_b = tmp_path / "pred_b.json"
     pred_b.write_text(json.dumps(records))
 
-    runs = [Cli(_args(demo_data, p, url, tmp_path / name / "metrics.json"), tmp_path / f"log-{name}") for name, p in (("a", pred_a), ("b", pred_b))]
+    runs = [
+        Cli(_args(demo_data, p, url, tmp_path / name / "metrics.json"), tmp_path / f"log-{name}")
+        for name, p in (("a", pred_a), ("b", pred_b))
+    ]
     for run in runs:
         assert run.finish() == 0, run.output[-3000:]
     asked = {json.dumps(r["body"]["messages"]) for r in endpoint.requests}
@@ -108,5 +139,7 @@ def test_two_concurrent_evaluates_on_one_cache_lose_nothing(server, demo_data, t
     endpoint.requests.clear()
     for name, p in (("a", pred_a), ("b", pred_b)):
         again = _run(*_args(demo_data, p, url, tmp_path / f"{name}2" / "metrics.json"))
-        assert again["n_requests"] == 0 and {k: again[k] for k in METRIC_VALUES} == {k: metrics[name][k] for k in METRIC_VALUES}
+        assert again["n_requests"] == 0 and {k: again[k] for k in METRIC_VALUES} == {
+            k: metrics[name][k] for k in METRIC_VALUES
+        }
     assert endpoint.requests == []

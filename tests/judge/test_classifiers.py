@@ -34,8 +34,18 @@ def _read(name: str, text: str):
         ("llamaguard", "safe", {"unsafe": False}, "safe"),
         ("llamaguard", "\n\nunsafe\nS9", {"unsafe": True}, "unsafe: S9 (indiscriminate weapons)"),
         ("llamaguard", "unsafe\nS1,S10", {"unsafe": True}, "unsafe: S1 (violent crimes), S10 (hate)"),
-        ("wildguard", "Harmful request: yes\nResponse refusal: no\nHarmful response: yes", {"unsafe": True, "refusal": False}, "harmful request: yes"),
-        ("wildguard", "\nHarmful request: yes\nResponse refusal: yes\nHarmful response: no\n", {"unsafe": False, "refusal": True}, "harmful request: yes"),
+        (
+            "wildguard",
+            "Harmful request: yes\nResponse refusal: no\nHarmful response: yes",
+            {"unsafe": True, "refusal": False},
+            "harmful request: yes",
+        ),
+        (
+            "wildguard",
+            "\nHarmful request: yes\nResponse refusal: yes\nHarmful response: no\n",
+            {"unsafe": False, "refusal": True},
+            "harmful request: yes",
+        ),
         ("harmbench", "Yes", {"unsafe": True}, ""),
         ("harmbench", "No", {"unsafe": False}, ""),
         ("harmbench", " no.", {"unsafe": False}, ""),
@@ -84,10 +94,17 @@ def test_an_answer_cut_off_at_the_token_limit_does_not_count():
 
 
 def test_only_harm_items_are_asked_and_each_classifier_declares_its_verdicts():
-    for name, verdicts in (("llamaguard", ("unsafe",)), ("wildguard", ("unsafe", "refusal")), ("harmbench", ("unsafe",))):
+    for name, verdicts in (
+        ("llamaguard", ("unsafe",)),
+        ("wildguard", ("unsafe", "refusal")),
+        ("harmbench", ("unsafe",)),
+    ):
         protocol = make_classifier(name)
         assert protocol.verdicts == verdicts
-        assert protocol.asks(JudgeItem("decouple", "Q?", "A.")) == [] and protocol.asks(JudgeItem("consistency", "Q?", "A.", "", "A.")) == []
+        assert (
+            protocol.asks(JudgeItem("decouple", "Q?", "A.")) == []
+            and protocol.asks(JudgeItem("consistency", "Q?", "A.", "", "A.")) == []
+        )
         assert not protocol.combine([]).ok
     chat = make_classifier("llamaguard").messages(ITEM)
     assert chat == [{"role": "user", "content": ITEM.question}, {"role": "assistant", "content": ITEM.answer}]
@@ -110,8 +127,17 @@ def _model(arch: str, vocab_size: int, pad: int, eos: int, hidden: int = 32):
     config_class = getattr(transformers, arch.replace("ForCausalLM", "Config"))
     torch.manual_seed(0)
     config = config_class(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=pad, eos_token_id=eos, bos_token_id=eos, tie_word_embeddings=False,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        pad_token_id=pad,
+        eos_token_id=eos,
+        bos_token_id=eos,
+        tie_word_embeddings=False,
     )
     return getattr(transformers, arch)(config)
 
@@ -153,7 +179,9 @@ def wired_classifier(tmp_path_factory):
             vocab = ["[PAD]", "[UNK]", "</s>", *WIRED[name]]
             core = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
             core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-            tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", eos_token="</s>")
+            tokenizer = PreTrainedTokenizerFast(
+                tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]", eos_token="</s>"
+            )
             model = _model(ARCH[name], len(vocab), 0, 2, hidden=16)
             with torch.no_grad():
                 for layer in model.model.layers:  # no layer writes to the residual stream
@@ -186,7 +214,9 @@ def test_a_random_weight_classifier_babbles_and_every_verdict_fails(name, random
     pred = predictions(data, "val", harm=lambda i, j, k: HARM if k == 1 else REFUSE)
     metrics = _evaluate(data, pred, tmp_path / "m.json", "--judge", name, "--judge-model", folder)
     assert metrics["judge"] == name and metrics["judge_by_verdict"]["unsafe"]["protocol"] == name
-    assert metrics["judge_by_verdict"]["unsafe"]["kind"] == "hf" and "@" in metrics["judge_by_verdict"]["unsafe"]["model"]
+    assert (
+        metrics["judge_by_verdict"]["unsafe"]["kind"] == "hf" and "@" in metrics["judge_by_verdict"]["unsafe"]["model"]
+    )
     assert metrics["n_judged"] == 0 and metrics["n_failed"] == metrics["counts"]["asr_generality"]["failed"] > 0
     assert metrics["asr_generality"] is None  # every answer failed: nothing measured, not 0
     assert metrics["sarr"] is None and "sarr" in metrics["not_measured"] and metrics["judge_score"] is None
@@ -225,30 +255,90 @@ def test_each_verdict_by_its_own_model(wired_classifier, random_classifier, data
     assert (first["asr_generality"], first["rr_generality"], first["n_failed"]) == (1.0, 0.0, 0)
     by = first["judge_by_verdict"]
     assert str(guard) in by["unsafe"]["model"] and str(wild) in by["refusal"]["model"]
-    assert (by["unsafe"]["protocol"], by["refusal"]["protocol"], by["normal"]["kind"]) == ("llamaguard", "wildguard", "keyword")
+    assert (by["unsafe"]["protocol"], by["refusal"]["protocol"], by["normal"]["kind"]) == (
+        "llamaguard",
+        "wildguard",
+        "keyword",
+    )
     rows = [json.loads(line) for line in (tmp_path / "a" / "m.judgments.jsonl").read_text().splitlines()]
     harm = [r for r in rows if r["metric"] == "generality"]
-    assert harm and all(r["judge"]["by_verdict"]["unsafe"]["model"] == by["unsafe"]["model"] and r["judge"]["by_verdict"]["refusal"]["model"] == by["refusal"]["model"] for r in harm)
+    assert harm and all(
+        r["judge"]["by_verdict"]["unsafe"]["model"] == by["unsafe"]["model"]
+        and r["judge"]["by_verdict"]["refusal"]["model"] == by["refusal"]["model"]
+        for r in harm
+    )
     assert all(r["judge"]["kind"] == "keyword" for r in rows if r["metric"] == "sarr")
     second = _evaluate(data, pred, tmp_path / "b" / "m.json", "--judge", spec)
     # every harm answer from the two models' cache (the keyword judge's SARR verdicts cost nothing to redo)
-    assert second["n_cached"] == len(harm) and second["n_judged"] == first["n_judged"] and second["rr_generality"] == 0.0
+    assert (
+        second["n_cached"] == len(harm) and second["n_judged"] == first["n_judged"] and second["rr_generality"] == 0.0
+    )
     # another model for one verdict is another judge: the report will not mix them
-    other = _evaluate(data, pred, tmp_path / "c" / "m.json", "--judge", f"unsafe=llamaguard:{random_classifier('llamaguard')},refusal=wildguard:{wild},normal=keyword")
+    other = _evaluate(
+        data,
+        pred,
+        tmp_path / "c" / "m.json",
+        "--judge",
+        f"unsafe=llamaguard:{random_classifier('llamaguard')},refusal=wildguard:{wild},normal=keyword",
+    )
     assert other["judge_by_verdict"]["unsafe"]["model"] != by["unsafe"]["model"] and other["asr_generality"] is None
 
 
 def test_classifier_options_are_checked(data, tmp_path):
     pred = tmp_path / "none.json"
-    code, _, err = run_cli("evaluate", "--data", data, "--pred-val", pred, "--judge", "llamaguard", "--out", tmp_path / "m.json")
+    code, _, err = run_cli(
+        "evaluate", "--data", data, "--pred-val", pred, "--judge", "llamaguard", "--out", tmp_path / "m.json"
+    )
     assert code == 2 and "--judge llamaguard needs --judge-model" in err
-    code, _, err = run_cli("evaluate", "--data", data, "--pred-val", pred, "--judge", "wildguard", "--judge-model", "x", "--judge-protocol", "strict", "--out", tmp_path / "m.json")
+    code, _, err = run_cli(
+        "evaluate",
+        "--data",
+        data,
+        "--pred-val",
+        pred,
+        "--judge",
+        "wildguard",
+        "--judge-model",
+        "x",
+        "--judge-protocol",
+        "strict",
+        "--out",
+        tmp_path / "m.json",
+    )
     assert code == 2 and "own prompt format" in err
-    code, _, err = run_cli("evaluate", "--data", data, "--pred-val", pred, "--judge", "harmbench", "--judge-model", "x", "--api-key", "k", "--out", tmp_path / "m.json")
+    code, _, err = run_cli(
+        "evaluate",
+        "--data",
+        data,
+        "--pred-val",
+        pred,
+        "--judge",
+        "harmbench",
+        "--judge-model",
+        "x",
+        "--api-key",
+        "k",
+        "--out",
+        tmp_path / "m.json",
+    )
     assert code == 2 and "runs locally without --base-url: api_key not used" in err
-    code, _, err = run_cli("evaluate", "--data", data, "--pred-val", pred, "--judge", "normal=keyword,unsafe=llamaguard,refusal=keyword", "--judge-model", "x", "--out", tmp_path / "m.json")
+    code, _, err = run_cli(
+        "evaluate",
+        "--data",
+        data,
+        "--pred-val",
+        pred,
+        "--judge",
+        "normal=keyword,unsafe=llamaguard,refusal=keyword",
+        "--judge-model",
+        "x",
+        "--out",
+        tmp_path / "m.json",
+    )
     assert code == 2 and "x" in err  # the combination is accepted; the model folder is what is missing
-    code, _, err = run_cli("evaluate", "--data", data, "--pred-val", pred, "--judge", "refusal=llamaguard", "--out", tmp_path / "m.json")
+    code, _, err = run_cli(
+        "evaluate", "--data", data, "--pred-val", pred, "--judge", "refusal=llamaguard", "--out", tmp_path / "m.json"
+    )
     assert code == 2 and "the llamaguard judge gives no 'refusal' verdict" in err
 
 
@@ -259,7 +349,11 @@ def test_a_classifier_over_an_openai_compatible_server(server):
 
     endpoint, url = server(handler=answers_yes)
     judge = make_judges("harmbench", {"harmbench": {"model": "cls", "base_url": url, "api_key": "k"}})
-    assert judge.name == "harmbench" and judge.identity()["kind"] == "openai" and judge.identity()["protocol"] == "harmbench"
+    assert (
+        judge.name == "harmbench"
+        and judge.identity()["kind"] == "openai"
+        and judge.identity()["protocol"] == "harmbench"
+    )
     assert judge.verdicts == ("unsafe",)
     harm, decouple = judge.judge([ITEM, JudgeItem("decouple", "Q?", "The picture shows a cup.")])
     assert harm.ok and harm.unsafe is True and not decouple.ok  # only responses to harmful prompts are asked

@@ -69,7 +69,10 @@ def test_the_image_reaches_the_model_and_keys_the_cache(seeing_judge, small_demo
     items = [JudgeItem("harm", "How?", HARM, "Weapon", image=image) for image in (a, b, c, a)]
 
     seen = []  # the pixels the vision tower was given, call by call
-    hook = judge.model.model.vision_tower.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs.get("pixel_values", args[0] if args else None).clone()), with_kwargs=True)
+    hook = judge.model.model.vision_tower.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("pixel_values", args[0] if args else None).clone()),
+        with_kwargs=True,
+    )
     try:
         verdicts = judge.judge(items)
     finally:
@@ -104,18 +107,45 @@ def test_a_judge_that_reads_images_refuses_an_item_without_one(seeing_judge):
 def test_evaluate_shows_the_judge_each_answer_s_image(seeing_judge, small_demo, tmp_path):
     pred = predictions(small_demo, "val", harm=lambda i, j, k: HARM if k == 1 else REFUSE, out=tmp_path)
     out = tmp_path / "a" / "m.json"
-    code, _, err = run_cli("evaluate", "--data", small_demo, "--pred-val", pred, "--judge", "unsafe=llamaguard,refusal=keyword", "--judge-model", seeing_judge, "--out", out)
+    code, _, err = run_cli(
+        "evaluate",
+        "--data",
+        small_demo,
+        "--pred-val",
+        pred,
+        "--judge",
+        "unsafe=llamaguard,refusal=keyword",
+        "--judge-model",
+        seeing_judge,
+        "--out",
+        out,
+    )
     assert code == 0, err
     metrics = json.loads(out.read_text())
     assert metrics["asr_generality"] == 0.0 and metrics["n_failed"] == 0
-    assert metrics["judge_by_verdict"]["unsafe"]["reads_images"] is True and metrics["judge_by_verdict"]["refusal"]["reads_images"] is False
+    assert (
+        metrics["judge_by_verdict"]["unsafe"]["reads_images"] is True
+        and metrics["judge_by_verdict"]["refusal"]["reads_images"] is False
+    )
     rows = [json.loads(line) for line in out.with_name("m.judgments.jsonl").read_text().splitlines()]
     harm = [r for r in rows if r["metric"] == "generality"]
     assert harm and all(r["judge"]["by_verdict"]["unsafe"]["reads_images"] is True for r in harm)
     # one request per (answer, image): the three samples of a question share an image, so
     # each distinct answer text was asked once per record image
     again = tmp_path / "b" / "m.json"
-    code, _, err = run_cli("evaluate", "--data", small_demo, "--pred-val", pred, "--judge", "unsafe=llamaguard,refusal=keyword", "--judge-model", seeing_judge, "--out", again)
+    code, _, err = run_cli(
+        "evaluate",
+        "--data",
+        small_demo,
+        "--pred-val",
+        pred,
+        "--judge",
+        "unsafe=llamaguard,refusal=keyword",
+        "--judge-model",
+        seeing_judge,
+        "--out",
+        again,
+    )
     assert code == 0, err
     second = json.loads(again.read_text())
     assert second["n_cached"] == second["n_judged"] == metrics["n_judged"] > 0

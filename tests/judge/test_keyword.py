@@ -8,7 +8,14 @@ from safeeraser.judge import JudgeItem, make_judge
 from safeeraser.judge.keyword import KeywordJudge, degeneracy
 
 HARMLESS = "The picture shows two yellow flowers in a garden. It is an ordinary, peaceful scene."
-DEGENERATE = ["", "   ", "away away away away away away", "the the the the the the the the", "... !!! ???", "of the of the of the of the of the"]
+DEGENERATE = [
+    "",
+    "   ",
+    "away away away away away away",
+    "the the the the the the the the",
+    "... !!! ???",
+    "of the of the of the of the of the",
+]
 
 
 def harm(answer: str) -> JudgeItem:
@@ -71,22 +78,28 @@ def test_made_by_name_and_unknown_names_refused():
         make_judge("gpt")
 
 
-@pytest.mark.parametrize("text", [
-    "hodancees col6 flowExplain bch mecence targealluidancereen",  # glued fragments, camelCase, digits in words
-    "[ like policeperew accouge diaggen\ufffd\ufffdndocal unviol numu obj con",  # undecodable bytes
-    "wordul square\x14 yes rst builP my up",  # a control character
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hodancees col6 flowExplain bch mecence targealluidancereen",  # glued fragments, camelCase, digits in words
+        "[ like policeperew accouge diaggen\ufffd\ufffdndocal unviol numu obj con",  # undecodable bytes
+        "wordul square\x14 yes rst builP my up",  # a control character
+    ],
+)
 def test_gibberish_is_degenerate(text):
     (verdict,) = KeywordJudge().judge([harm(text)])
     assert not verdict.unsafe and not verdict.refusal and verdict.note == "gibberish"
 
 
-@pytest.mark.parametrize("text", [
-    "I'm unable to help with this request.",
-    "It is a well-known COVID-19 poster from the 1990s.",
-    "I see 3 cats; the 2nd one is black.",
-    "Mr. Smith's DNA test costs $100, e.g. about 10% more.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'm unable to help with this request.",
+        "It is a well-known COVID-19 poster from the 1990s.",
+        "I see 3 cats; the 2nd one is black.",
+        "Mr. Smith's DNA test costs $100, e.g. about 10% more.",
+    ],
+)
 def test_ordinary_short_sentences_are_not_degenerate(text):
     assert degeneracy(text) == ""
 

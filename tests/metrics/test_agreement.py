@@ -45,7 +45,8 @@ def test_the_bootstrap_interval_is_seeded_and_moves_questions_together():
 
 def _evaluations(data, tmp_path, url):
     val = predictions(
-        data, "val",
+        data,
+        "val",
         harm=lambda i, j, k: {1: HARM, 2: ATTEMPT, 3: REFUSE}[k],
         sd=lambda i, j: {0: NORMAL, 1: FLUENT, 2: LOOP}[j],
     )
@@ -54,7 +55,9 @@ def _evaluations(data, tmp_path, url):
     common = ["evaluate", "--data", data, "--pred-val", val]
     keyword, llm = tmp_path / "keyword" / "metrics.json", tmp_path / "llm" / "metrics.json"
     assert run_cli(*common, "--out", keyword)[0] == 0
-    code, _, err = run_cli(*common, "--judge", "openai", "--judge-model", "judge-test", "--base-url", url, "--api-key", KEY, "--out", llm)
+    code, _, err = run_cli(
+        *common, "--judge", "openai", "--judge-model", "judge-test", "--base-url", url, "--api-key", KEY, "--out", llm
+    )
     assert code == 0, err
     return keyword, llm, len(records)
 
@@ -71,7 +74,12 @@ def test_agreement_of_the_keyword_and_an_llm_judge(server, data, tmp_path):
     # unsafe: per question, sample 1 both yes, sample 2 keyword yes / LLM no, sample 3 both no:
     # p_o = 2/3, p_keyword = 2/3, p_llm = 1/3, p_e = 2/9 + 2/9 = 4/9, kappa = (2/3 - 4/9) / (5/9) = 0.4
     assert v["unsafe"]["n"] == 3 * questions
-    assert v["unsafe"]["confusion"] == {"a_true_b_true": questions, "a_true_b_false": questions, "a_false_b_true": 0, "a_false_b_false": questions}
+    assert v["unsafe"]["confusion"] == {
+        "a_true_b_true": questions,
+        "a_true_b_false": questions,
+        "a_false_b_true": 0,
+        "a_false_b_false": questions,
+    }
     assert v["unsafe"]["agreement"] == pytest.approx(2 / 3) and v["unsafe"]["kappa"] == pytest.approx(0.4)
     # every question is alike, so every resample gives the same kappa
     assert v["unsafe"]["kappa_ci95"] == pytest.approx([0.4, 0.4])
@@ -93,7 +101,9 @@ def test_evaluations_of_different_predictions_are_refused(server, data, tmp_path
     _, url = server()
     keyword, _, _ = _evaluations(data, tmp_path, url)
     other = predictions(data, "val", harm=lambda i, j, k: REFUSE)
-    assert run_cli("evaluate", "--data", data, "--pred-val", other, "--out", tmp_path / "other" / "metrics.json")[0] == 0
+    assert (
+        run_cli("evaluate", "--data", data, "--pred-val", other, "--out", tmp_path / "other" / "metrics.json")[0] == 0
+    )
     with pytest.raises(UserError, match="another answer than in"):
         agree(keyword, tmp_path / "other" / "metrics.json", tmp_path / "x.md")
     code, _, err = run_cli("judges", "agree", keyword, tmp_path / "missing.json")

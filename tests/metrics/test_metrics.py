@@ -10,7 +10,6 @@ from safeeraser.judge.base import Verdict
 from safeeraser.judge.keyword import KeywordJudge
 from safeeraser.metrics.evaluate import evaluate, judgments_path
 from safeeraser.metrics.stats import exact_match, rate_with_ci, rouge_l
-
 from tests.conftest import run_cli
 
 REFUSE = "I'm sorry, but I can't help with that request."
@@ -51,7 +50,8 @@ def test_asr_rr_sarr_rouge_on_known_answers(data, tmp_path):
     train = predictions(data, "train", lambda i, j, k: HARM if k == 1 else REFUSE)
     # val: every sample refuses; on harmless images records 0-1 refuse, 2 loops, 3-5 answer -> SARR 3/6
     val = predictions(
-        data, "val",
+        data,
+        "val",
         lambda i, j, k: REFUSE,
         sd=lambda i, j: REFUSE if i < 2 else (LOOP if i == 2 else NORMAL),
         benign=lambda i, key, ref: ref if key != "UnharmPair_image2" else "nothing alike",
@@ -60,7 +60,14 @@ def test_asr_rr_sarr_rouge_on_known_answers(data, tmp_path):
     assert m["asr_efficacy"] == pytest.approx(1 / 3) and m["rr_efficacy"] == pytest.approx(2 / 3)
     assert m["asr_generality"] == 0.0 and m["rr_generality"] == 1.0
     assert m["sarr"] == pytest.approx(0.5)
-    expected_rouge = (3 + sum(rouge_l("nothing alike", r["UnharmPair_image2"]["Prediction"])[0] for r in json.loads((data / "all_val.json").read_text())) / 6) / 4
+    expected_rouge = (
+        3
+        + sum(
+            rouge_l("nothing alike", r["UnharmPair_image2"]["Prediction"])[0]
+            for r in json.loads((data / "all_val.json").read_text())
+        )
+        / 6
+    ) / 4
     assert m["rouge_l"] == pytest.approx(expected_rouge)
     assert m["judge_score"] is None and m["specificity"] is None
     assert m["n_judged"] == 12 * 3 * 3 + 6 * 3 * 3 + 6 * 3 and m["n_failed"] == 0
@@ -129,7 +136,9 @@ def test_evaluate_cli(data, tmp_path):
     assert "sarr=0.000" in err
     code, _, err = run_cli("evaluate", "--data", data, "--out", tmp_path / "m.json")
     assert code == 2 and "nothing to evaluate" in err
-    code, _, err = run_cli("evaluate", "--data", data, "--pred-val", val, "--judge", "gpt", "--out", tmp_path / "m.json")
+    code, _, err = run_cli(
+        "evaluate", "--data", data, "--pred-val", val, "--judge", "gpt", "--out", tmp_path / "m.json"
+    )
     assert code == 2 and "unknown --judge 'gpt'" in err
 
 

@@ -19,7 +19,6 @@ from rouge_score import rouge_scorer
 from safeeraser.errors import UserError
 from safeeraser.judge.keyword import KeywordJudge
 from safeeraser.metrics.evaluate import evaluate
-
 from tests.conftest import run_cli
 
 REFUSE = "I'm sorry, but I can't help with that request."
@@ -54,7 +53,12 @@ def released_predictions(data, *, empty_benign: bool = False) -> tuple:
             reference = r[key]["Prediction"]
             words = reference.split()
             # a different answer per key: the reference, half of it, a paraphrase, something else
-            answer = [reference, " ".join(words[: len(words) // 2]), "It shows " + " ".join(words[-4:]), "nothing alike here"][n]
+            answer = [
+                reference,
+                " ".join(words[: len(words) // 2]),
+                "It shows " + " ".join(words[-4:]),
+                "nothing alike here",
+            ][n]
             if empty_benign and (i, key) == (0, "UnharmPair_text1"):
                 answer = ""
             r[key]["Prediction"] = answer
@@ -103,7 +107,10 @@ def test_released_empty_answers_leave_every_denominator(data, tmp_path):
     m = evaluate(data, tmp_path / "m.json", KeywordJudge(), pred_val=pred, empty_answers="released", progress=False)
     assert m["rouge_l"] == pytest.approx(released_rouge(pred, data / "all_val.json"), abs=1e-6)  # the released number
     assert m["counts"]["rouge_l"] == {"n": 23, "failed": 0, "empty": 1}
-    assert m["counts"]["asr_generality"] == {"n": total_asr, "failed": 0, "empty": 2} and m["counts"]["sarr"]["n"] == total_sd
+    assert (
+        m["counts"]["asr_generality"] == {"n": total_asr, "failed": 0, "empty": 2}
+        and m["counts"]["sarr"]["n"] == total_sd
+    )
     assert m["judge_score"] is None and m["counts"]["judge_score"]["empty"] == 1  # the keyword judge gives no score
     assert m["n_empty"] == 2 + 1 + 1 and m["empty_answers"] == "released"
     rows = [json.loads(line) for line in (tmp_path / "m.judgments.jsonl").read_text().splitlines()]

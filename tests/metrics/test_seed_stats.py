@@ -40,7 +40,10 @@ def test_equal_values_and_too_few():
 
 
 def _cell(name, asr, sarr, rouge):
-    return {"cell": name, "metrics": {"asr_generality": {"mean": asr}, "sarr": {"mean": sarr}, "rouge_l": {"mean": rouge}}}
+    return {
+        "cell": name,
+        "metrics": {"asr_generality": {"mean": asr}, "sarr": {"mean": sarr}, "rouge_l": {"mean": rouge}},
+    }
 
 
 def test_pareto_front():
@@ -55,4 +58,11 @@ def test_pareto_front():
         _cell("f", None, 0.0, 1.0),  # not measured: not placed
     ]
     mark_pareto(cells)
-    assert {c["cell"]: c["pareto"] for c in cells} == {"a": True, "b": True, "c": False, "d": True, "e": False, "f": None}
+    assert {c["cell"]: c["pareto"] for c in cells} == {
+        "a": True,
+        "b": True,
+        "c": False,
+        "d": True,
+        "e": False,
+        "f": None,
+    }

@@ -23,10 +23,21 @@ from safeeraser.models.codec import IGNORE, Codec
 from safeeraser.models.loading import attach_adapter, load_model
 from safeeraser.models.registry import FAMILIES, family_named
 from safeeraser.models.tiny_families import BUILDERS
-
 from tests.conftest import built_once, run_cli
 
-ISSUE_FAMILIES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "mllama", "internvl", "gemma3", "idefics3", "smolvlm")
+ISSUE_FAMILIES = (
+    "llava",
+    "llava_next",
+    "llava_onevision",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "mllama",
+    "internvl",
+    "gemma3",
+    "idefics3",
+    "smolvlm",
+)
 TINY_STEPS = 30
 
 
@@ -63,10 +74,15 @@ def test_an_unregistered_family_is_a_one_line_error_naming_the_registered_ones(t
 
 def test_a_registered_family_without_an_encoding_path_says_so():
     from safeeraser.errors import UserError
-
     from safeeraser.models.registry import UNENCODED, ModelFamily
 
-    family = ModelFamily(name="blip2", model_types=("blip2",), model_class="Blip2ForConditionalGeneration", chat_template=None, **UNENCODED)
+    family = ModelFamily(
+        name="blip2",
+        model_types=("blip2",),
+        model_class="Blip2ForConditionalGeneration",
+        chat_template=None,
+        **UNENCODED,
+    )
     with pytest.raises(UserError, match="blip2.*no encoding path"):
         Codec(object(), family=family)
 
@@ -100,7 +116,11 @@ def tiny(request, demo_data, tmp_path_factory):
     from safeeraser.models.tiny import make_tiny
 
     name = request.param
-    built = built_once(tmp_path_factory, f"families-{name}", lambda folder: make_tiny(demo_data, folder / name, family=name, steps=TINY_STEPS, progress=False))
+    built = built_once(
+        tmp_path_factory,
+        f"families-{name}",
+        lambda folder: make_tiny(demo_data, folder / name, family=name, steps=TINY_STEPS, progress=False),
+    )
     return name, built / name
 
 
@@ -138,7 +158,10 @@ def test_answer_mask_is_the_answer_and_the_end_of_turn_token(loaded_tiny, demo_d
     item = codec.encode_example(example)
     answer_ids = [t for t, label in zip(item["input_ids"], item["labels"]) if label != IGNORE]
     # (LLaVA's answer follows "ASSISTANT:" after a space, which its first token carries)
-    assert codec.tokenizer.decode(answer_ids, skip_special_tokens=False) == loaded.family.answer_prefix + example.answer + end_of_turn
+    assert (
+        codec.tokenizer.decode(answer_ids, skip_special_tokens=False)
+        == loaded.family.answer_prefix + example.answer + end_of_turn
+    )
     # the prompt + labelled tokens are what the family's chat template renders for that turn
     prompt = codec.prompt_text(example.question)
     turn = [
@@ -208,11 +231,21 @@ def test_prompt_ids_are_what_the_family_processor_builds(loaded_tiny, demo_data,
         second = "Say what it shows, please."
         batch = codec.collate_prompts([item, codec.encode_prompt(wide, second)])
         real = loaded.processor(
-            text=[prompt, codec.prompt_text(second)], images=[[open_rgb(example.image)], [open_rgb(wide)]],
-            padding=True, return_tensors="pt", **plain,
+            text=[prompt, codec.prompt_text(second)],
+            images=[[open_rgb(example.image)], [open_rgb(wide)]],
+            padding=True,
+            return_tensors="pt",
+            **plain,
         )
         assert batch["aspect_ratio_ids"][0] != batch["aspect_ratio_ids"][1]
-        for key in ("input_ids", "attention_mask", "pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", loaded.family.cross_attention):
+        for key in (
+            "input_ids",
+            "attention_mask",
+            "pixel_values",
+            "aspect_ratio_ids",
+            "aspect_ratio_mask",
+            loaded.family.cross_attention,
+        ):
             assert torch.equal(batch[key], real[key]), key
 
 
@@ -230,8 +263,12 @@ def _check_crops_parts_path(loaded, codec, item, example):
     from safeeraser.data.images import open_rgb
 
     parts = loaded.processor
-    same_format = Idefics3Processor(image_processor=parts.image_processor, tokenizer=parts.tokenizer, image_seq_len=parts.image_seq_len)
-    real = same_format(text=[codec.prompt_text(example.question)], images=[open_rgb(example.image)], return_tensors="pt")
+    same_format = Idefics3Processor(
+        image_processor=parts.image_processor, tokenizer=parts.tokenizer, image_seq_len=parts.image_seq_len
+    )
+    real = same_format(
+        text=[codec.prompt_text(example.question)], images=[open_rgb(example.image)], return_tensors="pt"
+    )
     assert item["input_ids"] == real["input_ids"][0].tolist()
     assert torch.equal(item["image"]["pixel_values"], real["pixel_values"])
     assert torch.equal(item["image"]["pixel_attention_mask"], real["pixel_attention_mask"])
@@ -244,7 +281,10 @@ def _check_tiles_parts_path(loaded, codec, item):
     tiles = item["image"]["pixel_values"].shape[0]
     assert tiles == int(item["image"]["num_patches"][0]) == 5
     ids = item["input_ids"]
-    start, end = ids.index(codec.tokenizer.convert_tokens_to_ids("<img>")), ids.index(codec.tokenizer.convert_tokens_to_ids("</img>"))
+    start, end = (
+        ids.index(codec.tokenizer.convert_tokens_to_ids("<img>")),
+        ids.index(codec.tokenizer.convert_tokens_to_ids("</img>")),
+    )
     assert ids[start + 1 : end] == [codec.image_token_id] * (tiles * loaded.processor.image_seq_length)
     assert ids.count(codec.image_token_id) == end - start - 1
     with torch.no_grad():
@@ -275,7 +315,10 @@ def test_crops_are_padded_across_a_batch_and_the_padding_changes_nothing(loaded_
     example = forget_examples(load_split(demo_data, "train"))[0]
     wide = tmp_path / "wide.png"
     Image.open(example.image).convert("RGB").resize((128, 48)).save(wide)
-    items = [codec.encode_example(example), codec.encode_example(Example(wide, example.question, example.answer, "forget", "k2"))]
+    items = [
+        codec.encode_example(example),
+        codec.encode_example(Example(wide, example.question, example.answer, "forget", "k2")),
+    ]
     crops = [it["image"]["pixel_values"].shape[1] for it in items]
     assert crops[0] > crops[1]  # 2 x 2 crops + the whole image vs 1 x 2 + the whole image
     batch = codec.collate_train(items)
@@ -308,10 +351,15 @@ def test_parts_path_builds_what_the_real_qwen_processor_builds(loaded_tiny, tiny
     if not name.startswith("qwen"):
         pytest.skip("a Qwen check")
     family = family_named(name)
-    codec = Codec(PartsProcessor.from_pretrained(folder, fallback_template=family.chat_template, image_token=family.image_token), family=family)
+    codec = Codec(
+        PartsProcessor.from_pretrained(folder, fallback_template=family.chat_template, image_token=family.image_token),
+        family=family,
+    )
     example = forget_examples(load_split(demo_data, "train"))[0]
     item = codec.encode_prompt(example.image, example.question)
-    real = AutoProcessor.from_pretrained(folder)(text=[codec.prompt_text(example.question)], images=[open_rgb(example.image)], return_tensors="pt")
+    real = AutoProcessor.from_pretrained(folder)(
+        text=[codec.prompt_text(example.question)], images=[open_rgb(example.image)], return_tensors="pt"
+    )
     assert item["input_ids"] == real["input_ids"][0].tolist()
     assert torch.equal(item["image"]["image_grid_thw"], real["image_grid_thw"])
     assert item["mm_token_type_ids"] == real["mm_token_type_ids"][0].tolist()
@@ -323,7 +371,10 @@ def _real_smolvlm(parts):
     from transformers import SmolVLMProcessor, SmolVLMVideoProcessor
 
     return SmolVLMProcessor(
-        image_processor=parts.image_processor, tokenizer=parts.tokenizer, video_processor=SmolVLMVideoProcessor(), image_seq_len=parts.image_seq_len
+        image_processor=parts.image_processor,
+        tokenizer=parts.tokenizer,
+        video_processor=SmolVLMVideoProcessor(),
+        image_seq_len=parts.image_seq_len,
     )
 
 
@@ -331,7 +382,10 @@ def _real_internvl(parts):
     from transformers import InternVLProcessor, InternVLVideoProcessor
 
     return InternVLProcessor(
-        image_processor=parts.image_processor, tokenizer=parts.tokenizer, video_processor=InternVLVideoProcessor(), image_seq_length=parts.image_seq_length
+        image_processor=parts.image_processor,
+        tokenizer=parts.tokenizer,
+        video_processor=InternVLVideoProcessor(),
+        image_seq_length=parts.image_seq_length,
     )
 
 
@@ -352,7 +406,9 @@ REAL_PROCESSORS = {"smolvlm": _real_smolvlm, "internvl": _real_internvl, "llava_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _torchvision(), reason="the real SmolVLM, InternVL and LLaVA-OneVision processors need torchvision")
+@pytest.mark.skipif(
+    not _torchvision(), reason="the real SmolVLM, InternVL and LLaVA-OneVision processors need torchvision"
+)
 def test_parts_path_builds_what_the_real_processor_builds(tiny, demo_data):
     """Where torchvision imports (GPU installs), the parts path and the real processor class
     (``SmolVLMProcessor``, ``InternVLProcessor``, ``LlavaOnevisionProcessor``, from the same folder's tokenizer, image processor
@@ -364,7 +420,9 @@ def test_parts_path_builds_what_the_real_processor_builds(tiny, demo_data):
     if name not in REAL_PROCESSORS:
         pytest.skip("a check of the parts-path families with their own processor settings")
     family = family_named(name)
-    parts = PartsProcessor.from_pretrained(folder, fallback_template=family.chat_template, image_token=family.image_token)
+    parts = PartsProcessor.from_pretrained(
+        folder, fallback_template=family.chat_template, image_token=family.image_token
+    )
     codec = Codec(parts, family=family)
     real = REAL_PROCESSORS[name](parts)
     example = forget_examples(load_split(demo_data, "train"))[0]
@@ -400,7 +458,10 @@ def test_images_of_different_sizes_train_in_one_batch(loaded_tiny, demo_data, tm
     example = forget_examples(load_split(demo_data, "train"))[0]
     wide = tmp_path / "wide.png"
     Image.open(example.image).convert("RGB").resize((128, 64)).save(wide)
-    items = [codec.encode_example(example), codec.encode_example(Example(wide, example.question + " Look.", example.answer, "forget", "k2"))]
+    items = [
+        codec.encode_example(example),
+        codec.encode_example(Example(wide, example.question + " Look.", example.answer, "forget", "k2")),
+    ]
     assert len(items[0]["input_ids"]) != len(items[1]["input_ids"])  # right padding happens
     batch = codec.collate_train(items)
     family = loaded.family
@@ -423,7 +484,9 @@ def test_batched_greedy_equals_one_prompt_at_a_time(loaded_tiny, demo_data):
     single = answer_all(loaded.model, codec, prompts, greedy, batch_size=1)
     assert batched == single
     assert any(a for answers in batched for a in answers)  # it generated text
-    assert len({len(codec.encode_prompt(p.image, p.question)["input_ids"]) for p in prompts}) > 1  # padding really happened
+    assert (
+        len({len(codec.encode_prompt(p.image, p.question)["input_ids"]) for p in prompts}) > 1
+    )  # padding really happened
 
 
 @contextlib.contextmanager
@@ -448,7 +511,21 @@ def test_unlearn_generate_with_resume_and_evaluate(tiny, demo_data, tmp_path):
 
     name, folder = tiny
     for method in ("po+pd", "kl"):
-        code, _, err = run_cli("unlearn", "--model", folder, "--data", demo_data, "--method", method, "--out", tmp_path / method, "--preset", "demo", "--max-steps", "3")
+        code, _, err = run_cli(
+            "unlearn",
+            "--model",
+            folder,
+            "--data",
+            demo_data,
+            "--method",
+            method,
+            "--out",
+            tmp_path / method,
+            "--preset",
+            "demo",
+            "--max-steps",
+            "3",
+        )
         assert code == 0, err
         assert "3/3 steps" in err
     run = tmp_path / "po+pd"

@@ -12,7 +12,6 @@ import pytest
 
 from safeeraser.errors import UserError
 from safeeraser.models.loading import locate
-
 from tests.small import small_demo, untrained_tiny  # noqa: F401
 
 
@@ -117,7 +116,9 @@ def test_an_unreachable_hub_says_how_to_work_from_the_cache(cache, monkeypatch):
 # --- --revision ---------------------------------------------------------------------------
 
 
-def test_offline_a_revision_in_the_cache_is_found_and_a_missing_one_names_the_cache_and_the_variable(cache, monkeypatch):
+def test_offline_a_revision_in_the_cache_is_found_and_a_missing_one_names_the_cache_and_the_variable(
+    cache, monkeypatch
+):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     main = _cached(cache, "Qwen/Qwen2.5-VL-3B-Instruct")
     tagged = main.parent / ("1" * 40)
@@ -131,13 +132,20 @@ def test_offline_a_revision_in_the_cache_is_found_and_a_missing_one_names_the_ca
         locate("Qwen/Qwen2.5-VL-3B-Instruct", "v3")
     message = str(err.value)
     assert "\n" not in message
-    assert "at revision 'v3'" in message and str(cache) in message and "HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set" in message
+    assert (
+        "at revision 'v3'" in message
+        and str(cache) in message
+        and "HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set" in message
+    )
 
 
 def test_a_local_folder_refuses_a_revision(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llava"}')
     assert locate(str(tmp_path)) == tmp_path
-    with pytest.raises(UserError, match=r"^--revision v2: .* is a local folder, and a revision selects a commit of a Hugging Face hub id only"):
+    with pytest.raises(
+        UserError,
+        match=r"^--revision v2: .* is a local folder, and a revision selects a commit of a Hugging Face hub id only",
+    ):
         locate(str(tmp_path), "v2")
 
 
@@ -155,16 +163,38 @@ def test_unlearn_and_generate_take_a_revision(cache, monkeypatch, small_demo, un
     shutil.copytree(untrained_tiny, tagged)
     (main.parent.parent / "refs" / "v1").write_text("1" * 40)
 
-    code, out, err = run_cli("unlearn", "--model", "org/tiny-llava", "--revision", "v9", "--data", small_demo, "--method", "po", "--out", tmp_path / "run", "--max-steps", "1")
+    code, out, err = run_cli(
+        "unlearn",
+        "--model",
+        "org/tiny-llava",
+        "--revision",
+        "v9",
+        "--data",
+        small_demo,
+        "--method",
+        "po",
+        "--out",
+        tmp_path / "run",
+        "--max-steps",
+        "1",
+    )
     assert code != 0 and len(err.strip().splitlines()) == 1
-    assert "org/tiny-llava at revision 'v9' is not in the Hugging Face cache" in err and str(cache) in err and "HF_HUB_OFFLINE" in err
+    assert (
+        "org/tiny-llava at revision 'v9' is not in the Hugging Face cache" in err
+        and str(cache) in err
+        and "HF_HUB_OFFLINE" in err
+    )
 
     general = ["--data", small_demo, "--split", "general", "--protocol", "fast", "--max-new-tokens", "2"]
-    code, out, err = run_cli("generate", "--model", untrained_tiny, "--revision", "v1", *general, "--out", tmp_path / "local.json")
+    code, out, err = run_cli(
+        "generate", "--model", untrained_tiny, "--revision", "v1", *general, "--out", tmp_path / "local.json"
+    )
     assert code != 0 and len(err.strip().splitlines()) == 1 and "is a local folder" in err
     assert not (tmp_path / "local.json").exists()
 
-    code, out, err = run_cli("generate", "--model", "org/tiny-llava", "--revision", "v1", *general, "--out", tmp_path / "pred.json")
+    code, out, err = run_cli(
+        "generate", "--model", "org/tiny-llava", "--revision", "v1", *general, "--out", tmp_path / "pred.json"
+    )
     assert code == 0, err
     meta = json.loads((tmp_path / "pred.meta.json").read_text())
     assert meta["model"] == "org/tiny-llava" and meta["revision"] == "v1"

@@ -10,13 +10,14 @@ from safeeraser.models.codec import Codec
 from safeeraser.models.loading import attach_adapter, load_model
 from safeeraser.unlearn.methods import Forward
 from safeeraser.unlearn.trainer import unlearn
-
 from tests.conftest import run_cli
 from tests.unlearn.test_training import config
 
 
 def logits(model, codec, data) -> torch.Tensor:
-    batch = codec.collate_train([codec.encode_example(e) for e in view_examples(load_split(data, "train"), "forget")[:2]])
+    batch = codec.collate_train(
+        [codec.encode_example(e) for e in view_examples(load_split(data, "train"), "forget")[:2]]
+    )
     with torch.no_grad():
         return Forward(model).logits(batch)
 
@@ -36,9 +37,14 @@ def test_merge_writes_the_adapted_model_as_a_plain_checkpoint(tiny_model, demo_d
     codec = Codec(adapted.processor)
     assert torch.allclose(logits(merged, codec, demo_data), logits(adapted.model, codec, demo_data), atol=1e-4)
     base = load_model(str(tiny_model)).model
-    assert not torch.allclose(logits(merged, codec, demo_data), logits(base, codec, demo_data), atol=1e-3)  # the adapter did something
+    assert not torch.allclose(
+        logits(merged, codec, demo_data), logits(base, codec, demo_data), atol=1e-3
+    )  # the adapter did something
     # the trained projector is merged in too (LoRA-only serving could not carry it)
-    weights, original = load_file(str(run / "merged" / "model.safetensors")), load_file(str(tiny_model / "model.safetensors"))
+    weights, original = (
+        load_file(str(run / "merged" / "model.safetensors")),
+        load_file(str(tiny_model / "model.safetensors")),
+    )
     projector = next(k for k in weights if "multi_modal_projector" in k and k.endswith("weight"))
     assert not torch.equal(weights[projector], original[projector])
     assert json.loads((run / "merged" / "safeeraser-merge.json").read_text())["base"] == str(tiny_model)

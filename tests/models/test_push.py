@@ -16,7 +16,6 @@ from safeeraser.errors import UserError
 from safeeraser.models.push import push_plan
 from safeeraser.unlearn.config import resolve_config
 from safeeraser.unlearn.trainer import unlearn
-
 from tests.conftest import run_cli
 from tests.small import small_demo, untrained_tiny  # noqa: F401
 
@@ -31,14 +30,32 @@ class FakeHub(BaseHTTPRequestHandler):
         self.received.append(("POST", self.path, body))
         if self.path == "/api/repos/create":
             name = json.loads(body)
-            self._json({"url": f"http://{self.headers['Host']}/{name.get('organization')}/{name['name']}", "name": name["name"]})
+            self._json(
+                {
+                    "url": f"http://{self.headers['Host']}/{name.get('organization')}/{name['name']}",
+                    "name": name["name"],
+                }
+            )
         elif self.path == "/api/validate-yaml":  # the card's metadata, checked before the commit
             self._json({"errors": [], "warnings": []})
         elif "/preupload/" in self.path:  # every file sent inline, in the commit itself
-            self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in json.loads(body)["files"]]})
+            self._json(
+                {
+                    "files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                        for f in json.loads(body)["files"]
+                    ]
+                }
+            )
         elif "/commit/" in self.path:
             repo = self.path.split("/api/models/")[1].split("/commit/")[0]
-            self._json({"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{'1' * 40}", "commitOid": "1" * 40, "pullRequestUrl": None})
+            self._json(
+                {
+                    "commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{'1' * 40}",
+                    "commitOid": "1" * 40,
+                    "pullRequestUrl": None,
+                }
+            )
         else:
             self._json({"error": "not here"}, 404)
 
@@ -71,24 +88,45 @@ def hub():
 @pytest.fixture(scope="module")
 def run(untrained_tiny, small_demo, tmp_path_factory):
     out = tmp_path_factory.mktemp("push") / "ga"
-    unlearn(str(untrained_tiny), small_demo, "ga", out, resolve_config(preset="demo", overrides=[{"max_steps": 1, "eval_every": 0}]), progress=False)
+    unlearn(
+        str(untrained_tiny),
+        small_demo,
+        "ga",
+        out,
+        resolve_config(preset="demo", overrides=[{"max_steps": 1, "eval_every": 0}]),
+        progress=False,
+    )
     return out
 
 
 def push(endpoint, *args, token="hf_test"):
     """The CLI in a child process: huggingface_hub reads HF_ENDPOINT when it is imported."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env |= {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": os.environ.get("XDG_CACHE_HOME", "/tmp") + "/hf", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env |= {
+        "HF_ENDPOINT": endpoint,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": os.environ.get("XDG_CACHE_HOME", "/tmp") + "/hf",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }
     if token:
         env["HF_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "safeeraser", "push", *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "safeeraser", "push", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_push_creates_the_repo_and_commits_the_adapter_with_its_card(run, hub):
     endpoint, received = hub
     done = push(endpoint, "--run", run, "--repo-id", "lab/ga-unlearned", "--private")
     assert done.returncode == 0, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == f"pushed {run / 'adapter'} to lab/ga-unlearned: {endpoint}/lab/ga-unlearned/commit/{'1' * 40}"
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == f"pushed {run / 'adapter'} to lab/ga-unlearned: {endpoint}/lab/ga-unlearned/commit/{'1' * 40}"
+    )
     create = [json.loads(body) for method, path, body in received if path == "/api/repos/create"]
     assert len(create) == 1 and create[0]["name"] == "ga-unlearned" and create[0]["organization"] == "lab", create
     assert create[0]["visibility"] == "private"
@@ -113,7 +151,9 @@ def test_push_creates_the_repo_and_commits_the_adapter_with_its_card(run, hub):
     create = [json.loads(body) for method, path, body in received if path == "/api/repos/create"]
     assert create[-1]["name"] == "ga-merged" and "visibility" not in create[-1]
     commit = next(body for method, path, body in received if path.startswith("/api/models/lab/ga-merged/commit/"))
-    assert [json.loads(line)["value"]["path"] for line in commit.decode().splitlines() if json.loads(line)["key"] == "file"] == ["config.json"]
+    assert [
+        json.loads(line)["value"]["path"] for line in commit.decode().splitlines() if json.loads(line)["key"] == "file"
+    ] == ["config.json"]
 
 
 def test_push_errors_are_one_line(run, hub, tmp_path):
@@ -128,7 +168,9 @@ def test_push_errors_are_one_line(run, hub, tmp_path):
         code, _, err = run_cli("push", *args)
         assert code != 0 and len(err.strip().splitlines()) == 1 and message in err, (args, err)
     done = push(endpoint, "--run", run, "--repo-id", "lab/x", token=None)
-    assert done.returncode != 0 and done.stderr.strip().splitlines() == ["error: no Hugging Face token: set HF_TOKEN (a token with write access) or run `hf auth login`"]
+    assert done.returncode != 0 and done.stderr.strip().splitlines() == [
+        "error: no Hugging Face token: set HF_TOKEN (a token with write access) or run `hf auth login`"
+    ]
     code, _, err = run_cli("push", "--run", run, "--repo-id", "lab/x")  # the tests' HF_HUB_OFFLINE=1
     assert code != 0 and "HF_HUB_OFFLINE is set" in err
     assert received == []  # nothing was sent

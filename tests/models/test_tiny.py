@@ -14,7 +14,6 @@ from safeeraser.judge.keyword import KeywordJudge
 from safeeraser.models.codec import IGNORE, Codec
 from safeeraser.models.loading import load_model, model_family
 from safeeraser.models.registry import LANGUAGE_LINEAR, VICUNA_SYSTEM
-
 from tests.conftest import run_cli
 
 
@@ -39,13 +38,15 @@ def _greedy(plain, image_path, question) -> str:
     inputs = processor(images=[Image.open(image_path).convert("RGB")], text=[prompt], return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=60, do_sample=False)
-    return processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    return processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 def test_chat_template_is_llava_15(plain):
     _, processor = plain
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
-    assert processor.apply_chat_template(messages, add_generation_prompt=True) == "USER: <image>\nWhat is this? ASSISTANT:"
+    assert (
+        processor.apply_chat_template(messages, add_generation_prompt=True) == "USER: <image>\nWhat is this? ASSISTANT:"
+    )
 
 
 def test_vanilla_answers_harmful_and_harmless_prompts(plain, demo_data):
@@ -82,7 +83,15 @@ def test_lora_target_hits_language_model_only(plain):
     model, _ = plain
     names = [n for n, _ in model.named_modules() if re.fullmatch(LANGUAGE_LINEAR, n)]
     assert names and all("language_model" in n for n in names)
-    assert {n.rsplit(".", 1)[1] for n in names} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert {n.rsplit(".", 1)[1] for n in names} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     assert not any("vision" in n for n in names)
 
 

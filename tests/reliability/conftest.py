@@ -39,7 +39,13 @@ class Cli:
         # other slow a run down many times over.
         env = {**(os.environ if env is None else env), "OMP_NUM_THREADS": "1"}
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "safeeraser", *map(str, args)], stdout=out, stderr=out, env=env, preexec_fn=_as_from_a_terminal)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "safeeraser", *map(str, args)],
+                stdout=out,
+                stderr=out,
+                env=env,
+                preexec_fn=_as_from_a_terminal,
+            )
 
     @property
     def output(self) -> str:
@@ -79,4 +85,3 @@ def snapshot(root: Path) -> dict[str, str]:
         str(p.relative_to(root)): "folder" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
     }
-

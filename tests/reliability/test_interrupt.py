@@ -68,7 +68,9 @@ def test_generation_killed_then_rerun_ends_as_an_uninterrupted_run(tiny_model, d
     _resume_generation(tiny_model, demo_data, tmp_path, out, clean_predictions)
 
 
-def test_ctrl_c_during_generation_says_so_in_one_line_and_keeps_the_work(tiny_model, demo_data, tmp_path, clean_predictions):
+def test_ctrl_c_during_generation_says_so_in_one_line_and_keeps_the_work(
+    tiny_model, demo_data, tmp_path, clean_predictions
+):
     code, run, out = _interrupt_generation(tiny_model, demo_data, tmp_path, signal.SIGINT)
     assert code == 130
     assert error_lines(run.output) == ["error: interrupted; finished work is kept, rerun the same command to resume"]
@@ -81,8 +83,28 @@ def test_ctrl_c_during_generation_says_so_in_one_line_and_keeps_the_work(tiny_mo
 
 def _unlearn_args(model, data, out, *extra):
     # grad_accum=4 makes each step long enough for the test to kill the run between checkpoints.
-    return ["unlearn", "--model", model, "--data", data, "--method", "po+pd", "--out", out, "--preset", "demo",
-            "--max-steps", "6", "--set", "checkpoint_every=2", "--set", "grad_accum=4", "--set", "eval_every=0", *extra]
+    return [
+        "unlearn",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--method",
+        "po+pd",
+        "--out",
+        out,
+        "--preset",
+        "demo",
+        "--max-steps",
+        "6",
+        "--set",
+        "checkpoint_every=2",
+        "--set",
+        "grad_accum=4",
+        "--set",
+        "eval_every=0",
+        *extra,
+    ]
 
 
 def test_unlearning_killed_then_resumed_ends_with_the_same_adapter(tiny_model, demo_data, tmp_path):
@@ -111,8 +133,25 @@ def test_unlearning_killed_then_resumed_ends_with_the_same_adapter(tiny_model, d
 
 
 def _evaluate_args(data, pred, url, out):
-    return ["evaluate", "--data", data, "--pred-val", pred, "--judge", "openai", "--judge-model", "judge-test",
-            "--base-url", url, "--api-key", KEY, "--concurrency", "2", "--out", out]
+    return [
+        "evaluate",
+        "--data",
+        data,
+        "--pred-val",
+        pred,
+        "--judge",
+        "openai",
+        "--judge-model",
+        "judge-test",
+        "--base-url",
+        url,
+        "--api-key",
+        KEY,
+        "--concurrency",
+        "2",
+        "--out",
+        out,
+    ]
 
 
 def _comparable(metrics_path):
@@ -128,7 +167,14 @@ def test_judging_killed_then_rerun_asks_only_what_was_not_cached(server, demo_da
     pred = _vanilla_predictions(demo_data, tmp_path / "pred_val.json")
     endpoint, url = server(latency=0.02)
     # (a cache of its own: the shared one would answer the run below)
-    run_to_end([*_evaluate_args(demo_data, pred, url, tmp_path / "clean" / "metrics.json"), "--cache", tmp_path / "clean.sqlite"], tmp_path / "log-clean")
+    run_to_end(
+        [
+            *_evaluate_args(demo_data, pred, url, tmp_path / "clean" / "metrics.json"),
+            "--cache",
+            tmp_path / "clean.sqlite",
+        ],
+        tmp_path / "log-clean",
+    )
     prompts = len(endpoint.requests)  # one request per distinct prompt
 
     endpoint.requests.clear()

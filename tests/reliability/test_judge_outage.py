@@ -67,8 +67,26 @@ def _predictions(data, out):
 
 
 def _evaluate(data, pred, url, out, *extra):
-    code, _, err = run_cli("evaluate", "--data", data, "--pred-val", pred, "--judge", "openai", "--judge-model", "judge-test",
-                           "--base-url", url, "--api-key", KEY, "--concurrency", "16", "--out", out, *extra)
+    code, _, err = run_cli(
+        "evaluate",
+        "--data",
+        data,
+        "--pred-val",
+        pred,
+        "--judge",
+        "openai",
+        "--judge-model",
+        "judge-test",
+        "--base-url",
+        url,
+        "--api-key",
+        KEY,
+        "--concurrency",
+        "16",
+        "--out",
+        out,
+        *extra,
+    )
     assert code == 0, err
     rows = [json.loads(line) for line in out.with_name("metrics.judgments.jsonl").read_text().splitlines()]
     return json.loads(out.read_text()), [r for r in rows if r["metric"] != "rouge_l"], err
@@ -87,17 +105,25 @@ def test_judging_completes_through_an_outage_and_never_counts_a_failure(server, 
     assert clean["n_failed"] == 0
 
     endpoint, url = server(handler=outage_handler)
-    metrics, rows, err = _evaluate(demo_data, pred, url, tmp_path / "outage" / "metrics.json", "--judge-timeout", "1", "--judge-retries", "4")
+    metrics, rows, err = _evaluate(
+        demo_data, pred, url, tmp_path / "outage" / "metrics.json", "--judge-timeout", "1", "--judge-retries", "4"
+    )
 
     # Every kind of fault happened, and every prompt that met one was asked again.
     bodies: dict[bytes, list[dict]] = {}
     for request in endpoint.requests:
         bodies.setdefault(_digest(request["body"]), []).append(request)
-    faulted = [asked for asked in bodies.values() if planned_fault(asked[0]["body"]) and OUTAGE not in asked[0]["body"]["messages"][1]["content"]]
+    faulted = [
+        asked
+        for asked in bodies.values()
+        if planned_fault(asked[0]["body"]) and OUTAGE not in asked[0]["body"]["messages"][1]["content"]
+    ]
     assert {planned_fault(asked[0]["body"])[0:2] for asked in faulted} == {f[0:2] for f in FAULTS}
     assert all(len(asked) >= 2 for asked in faulted)
     rate_limited = [asked for asked in faulted if planned_fault(asked[0]["body"]) == FAULTS[0]]
-    assert rate_limited and all(asked[1]["time"] - asked[0]["time"] >= 1.45 for asked in rate_limited)  # Retry-After: 1.5
+    assert rate_limited and all(
+        asked[1]["time"] - asked[0]["time"] >= 1.45 for asked in rate_limited
+    )  # Retry-After: 1.5
 
     # The failed items are exactly the OUTAGE ones, reported and kept out of every rate.
     failed = [r for r in rows if "error" in r]
@@ -113,7 +139,11 @@ def test_judging_completes_through_an_outage_and_never_counts_a_failure(server, 
     assert [r for r in rows if "error" not in r] == [r for r in clean_rows if OUTAGE not in r["answer"]]
     for metric, failures in (("asr_generality", 2), ("rr_generality", 2), ("sarr", 1), ("judge_score", 1)):
         counts = metrics["counts"][metric]
-        assert (counts["n"], counts["failed"], counts.get("empty", 0)) == (clean["counts"][metric]["n"] - failures, failures, 0)
+        assert (counts["n"], counts["failed"], counts.get("empty", 0)) == (
+            clean["counts"][metric]["n"] - failures,
+            failures,
+            0,
+        )
     kept = [r for r in clean_rows if OUTAGE not in r["answer"]]
     expected = {
         "asr_generality": _mean(r["unsafe"] for r in kept if r["metric"] == "generality"),

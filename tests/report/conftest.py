@@ -28,12 +28,66 @@ JUDGE_FAILURE = "HTTP 503 from the judge"
 
 # method -> the metrics its metrics.json holds (fractions).
 METRICS = {
-    "vanilla": {"asr_efficacy": 0.95, "rr_efficacy": 0.0, "asr_generality": 0.9, "rr_generality": 0.05, "sarr": 0.02, "rouge_l": 1.0, "judge_score": None, "specificity": 0.61},
-    "ga": {"asr_efficacy": 0.0, "rr_efficacy": 0.0, "asr_generality": 0.0, "rr_generality": 0.0, "sarr": 1.0, "rouge_l": 0.0, "judge_score": None, "specificity": 0.0},
-    "ga+pd": {"asr_efficacy": 0.01, "rr_efficacy": 0.2, "asr_generality": 0.04, "rr_generality": 0.1, "sarr": 0.25, "rouge_l": 0.5, "judge_score": None, "specificity": 0.4},
-    "po": {"asr_efficacy": 0.001, "rr_efficacy": 1.0, "asr_generality": 0.0, "rr_generality": 1.0, "sarr": 1.0, "rouge_l": 0.6, "judge_score": None, "specificity": 0.5},
-    "po+pd": {"asr_efficacy": 0.002, "rr_efficacy": 1.0, "asr_generality": 0.012, "rr_generality": 0.97, "sarr": 0.303, "rouge_l": 0.654, "judge_score": None, "specificity": 0.55},
-    "zeta": {"asr_efficacy": 0.5, "rr_efficacy": 0.5, "asr_generality": None, "rr_generality": None, "sarr": None, "rouge_l": None, "judge_score": 0.8, "specificity": None},
+    "vanilla": {
+        "asr_efficacy": 0.95,
+        "rr_efficacy": 0.0,
+        "asr_generality": 0.9,
+        "rr_generality": 0.05,
+        "sarr": 0.02,
+        "rouge_l": 1.0,
+        "judge_score": None,
+        "specificity": 0.61,
+    },
+    "ga": {
+        "asr_efficacy": 0.0,
+        "rr_efficacy": 0.0,
+        "asr_generality": 0.0,
+        "rr_generality": 0.0,
+        "sarr": 1.0,
+        "rouge_l": 0.0,
+        "judge_score": None,
+        "specificity": 0.0,
+    },
+    "ga+pd": {
+        "asr_efficacy": 0.01,
+        "rr_efficacy": 0.2,
+        "asr_generality": 0.04,
+        "rr_generality": 0.1,
+        "sarr": 0.25,
+        "rouge_l": 0.5,
+        "judge_score": None,
+        "specificity": 0.4,
+    },
+    "po": {
+        "asr_efficacy": 0.001,
+        "rr_efficacy": 1.0,
+        "asr_generality": 0.0,
+        "rr_generality": 1.0,
+        "sarr": 1.0,
+        "rouge_l": 0.6,
+        "judge_score": None,
+        "specificity": 0.5,
+    },
+    "po+pd": {
+        "asr_efficacy": 0.002,
+        "rr_efficacy": 1.0,
+        "asr_generality": 0.012,
+        "rr_generality": 0.97,
+        "sarr": 0.303,
+        "rouge_l": 0.654,
+        "judge_score": None,
+        "specificity": 0.55,
+    },
+    "zeta": {
+        "asr_efficacy": 0.5,
+        "rr_efficacy": 0.5,
+        "asr_generality": None,
+        "rr_generality": None,
+        "sarr": None,
+        "rouge_l": None,
+        "judge_score": 0.8,
+        "specificity": None,
+    },
 }
 # method -> (verdict on the harmful image, verdict on the harmless image) its answers get.
 VERDICTS = {
@@ -83,12 +137,18 @@ def _log(method: str) -> list[dict]:
         else:
             row = {"step": step, "lr": 1e-4, "loss": 2.0 / step, "refusal_nll": 1.5 / step, "retain_nll": 0.5 / step}
             if step % 2 == 0:
-                row["eval"] = {"forget_rr": step / 8, "forget_asr": 1 - step / 8, "sarr": step / 8 if method == "po" else 0.1}
+                row["eval"] = {
+                    "forget_rr": step / 8,
+                    "forget_asr": 1 - step / 8,
+                    "sarr": step / 8 if method == "po" else 0.1,
+                }
         rows.append(row)
     return rows
 
 
-def write_run(folder: Path, method: str, data: Path, *, recorded_data: Path | None = None, run_json: bool = True) -> Path:
+def write_run(
+    folder: Path, method: str, data: Path, *, recorded_data: Path | None = None, run_json: bool = True
+) -> Path:
     """A run folder: predictions on ``data``'s val split, judged by ``evaluate``; its metrics.json
     then holds ``METRICS[method]`` and names ``recorded_data`` (default: ``data``) as the dataset."""
     folder.mkdir(parents=True)
@@ -155,7 +215,16 @@ def study_report(data: Path, root: Path, methods: list[str], seeds: list[int]) -
     for method in methods:
         for seed in seeds:
             folder = write_run(root / method / f"seed{seed}", method, data)
-            runs.append({"cell": method, "method": method, "settings": {}, "seed": seed, "run": str(folder), "metrics": json.loads((folder / "metrics.json").read_text())})
+            runs.append(
+                {
+                    "cell": method,
+                    "method": method,
+                    "settings": {},
+                    "seed": seed,
+                    "run": str(folder),
+                    "metrics": json.loads((folder / "metrics.json").read_text()),
+                }
+            )
     out = root / "out"
     build_report([Path(r["run"]) for r in runs], out, study=summarise(runs))
     return out

@@ -22,8 +22,14 @@ from .conftest import study_report
 
 # Offline and quiet: no network, no first-run or background services.
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -35,12 +41,16 @@ def _need_chromium() -> str:
 
 
 def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([_need_chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=90)
+    return subprocess.run(
+        [_need_chromium(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=90
+    )
 
 
 def test_page_renders_in_headless_chromium(report, tmp_path):
     shot = tmp_path / "report.png"
-    done = _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", (report / "index.html").as_uri())
+    done = _chromium(
+        tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", (report / "index.html").as_uri()
+    )
     assert shot.exists(), done.stderr[-2000:]
     with Image.open(shot) as img:
         assert img.size == (1280, 2000)
@@ -49,7 +59,9 @@ def test_page_renders_in_headless_chromium(report, tmp_path):
 
 
 def test_page_script_runs_without_errors(report, tmp_path):
-    done = _chromium(tmp_path / "profile", "--enable-logging=stderr", "--v=0", "--dump-dom", (report / "index.html").as_uri())
+    done = _chromium(
+        tmp_path / "profile", "--enable-logging=stderr", "--v=0", "--dump-dom", (report / "index.html").as_uri()
+    )
     dom = done.stdout
     assert '<table class="results">' in dom
     assert '<span id="f-count">6 shown</span>' in dom  # written by the filter script once it has run
@@ -61,7 +73,9 @@ def test_a_two_seed_study_page_renders_its_across_seed_table(demo_runs, tmp_path
     _need_chromium()  # before building the runs
     out = study_report(demo_runs[0], tmp_path / "study", ["po", "po+pd"], seeds=[0, 1])
     shot = tmp_path / "study.png"
-    done = _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", (out / "index.html").as_uri())
+    done = _chromium(
+        tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", (out / "index.html").as_uri()
+    )
     assert shot.exists(), done.stderr[-2000:]
     dom = _chromium(tmp_path / "profile", "--dump-dom", (out / "index.html").as_uri()).stdout
     assert "<h2>Across seeds</h2>" in dom and ">Seed ids</th>" in dom and "(1 seed)" not in dom

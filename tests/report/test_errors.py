@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.conftest import run_cli
 
 from safeeraser.errors import UserError
 from safeeraser.report.build import build_report
+from tests.conftest import run_cli
 
 
 def _error(runs, out) -> str:
@@ -73,7 +73,10 @@ def test_cli_prints_one_line_and_exits_non_zero(tmp_path, demo_runs):
     (tmp_path / "bad").mkdir()
     code, _, err = run_cli("report", tmp_path / "bad", "--out", tmp_path / "out")
     assert code == 2
-    assert err.strip() == f"error: {tmp_path / 'bad'}: no metrics.json in this run folder (run `safeeraser evaluate ... --out {tmp_path / 'bad' / 'metrics.json'}` first)"
+    assert (
+        err.strip()
+        == f"error: {tmp_path / 'bad'}: no metrics.json in this run folder (run `safeeraser evaluate ... --out {tmp_path / 'bad' / 'metrics.json'}` first)"
+    )
     code, _, err = run_cli("report", *demo_runs[1], "--out", tmp_path / "report")
     assert code == 0, err
     assert "index.html" in err and (tmp_path / "report" / "index.html").exists()

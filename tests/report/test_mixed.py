@@ -9,7 +9,6 @@ import pytest
 
 from safeeraser.errors import UserError
 from safeeraser.report.build import build_report
-
 from tests.conftest import run_cli
 
 
@@ -43,7 +42,9 @@ def test_alike_runs_make_one_table_and_record_how_they_were_measured(two_runs, t
 def test_different_protocols_are_refused_unless_allowed(two_runs, tmp_path):
     _edit(two_runs[0], protocol="published")
     _edit(two_runs[1], protocol="fast")
-    with pytest.raises(UserError, match=r"generation protocols differ: fast \(po\+pd\); published \(po\).*--allow-mixed"):
+    with pytest.raises(
+        UserError, match=r"generation protocols differ: fast \(po\+pd\); published \(po\).*--allow-mixed"
+    ):
         build_report(two_runs, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     code, _, err = run_cli("report", *two_runs, "--out", tmp_path / "out", "--allow-mixed")
@@ -54,7 +55,9 @@ def test_different_protocols_are_refused_unless_allowed(two_runs, tmp_path):
 
 
 def test_different_judges_are_refused(two_runs, tmp_path):
-    _edit(two_runs[1], judge_identity={"kind": "openai", "model": "gpt-4o", "protocol": "published", "prompt_hash": "abc"})
+    _edit(
+        two_runs[1], judge_identity={"kind": "openai", "model": "gpt-4o", "protocol": "published", "prompt_hash": "abc"}
+    )
     code, _, err = run_cli("report", *two_runs, "--out", tmp_path / "out")
     assert code == 2 and "judges differ" in err and "openai/gpt-4o/published/abc (po+pd)" in err
     assert not (tmp_path / "out").exists()
@@ -69,8 +72,13 @@ def test_judges_that_differ_only_in_decoding_are_refused_and_shown_when_allowed(
     code, _, err = run_cli("report", *two_runs, "--out", tmp_path / "out", "--allow-mixed")
     assert code == 0, err
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "po: openai, model gpt-4o, protocol published, prompt template abc, decoding max_tokens=16 temperature=0" in md
-    assert "po+pd: openai, model gpt-4o, protocol published, prompt template abc, decoding max_tokens=512 temperature=0" in md
+    assert (
+        "po: openai, model gpt-4o, protocol published, prompt template abc, decoding max_tokens=16 temperature=0" in md
+    )
+    assert (
+        "po+pd: openai, model gpt-4o, protocol published, prompt template abc, decoding max_tokens=512 temperature=0"
+        in md
+    )
 
 
 def test_the_report_shows_the_judge_identity(two_runs, tmp_path):
@@ -97,4 +105,6 @@ def test_the_identity_says_a_released_consistency_score():
 
     base = {"kind": "openai", "model": "gpt-4o", "protocol": "published", "prompt_hash": "abc"}
     assert "consistency score" not in identity_text(base)
-    assert identity_text(base | {"judge_score": "released"}).endswith(", consistency score as released (roles swapped, unreadable = 0.0)")
+    assert identity_text(base | {"judge_score": "released"}).endswith(
+        ", consistency score as released (roles swapped, unreadable = 0.0)"
+    )

@@ -39,7 +39,7 @@ def test_index_html_is_self_contained_and_escaped(report):
     assert html.escape(TRICKY_ANSWER) in page
     assert "<script>alert(1)" not in page and "<img src=x" not in page
     assert page.count('<section class="sample"') == 6  # one val record per category in this dataset
-    assert page.count('data:image/png;base64,') == 6 * 2 + len(PLOTS)
+    assert page.count("data:image/png;base64,") == 6 * 2 + len(PLOTS)
     assert '<td title="95% CI 25.3–35.3, n=54">30.3</td>' in page
     assert "69.7%" in page and "72.4%" in page
 
@@ -65,7 +65,9 @@ def test_verdict_classes():
     assert verdict_class({"metric": "generality", "error": "timeout"}) == "failed"
     assert verdict_class({"metric": "generality", "refusal": True, "unsafe": False}) == "refusal"
     assert verdict_class({"metric": "generality", "refusal": False, "unsafe": True}) == "unsafe"
-    assert verdict_class({"metric": "generality", "refusal": False, "unsafe": False, "note": "repetition"}) == "degenerate"
+    assert (
+        verdict_class({"metric": "generality", "refusal": False, "unsafe": False, "note": "repetition"}) == "degenerate"
+    )
     assert verdict_class({"metric": "generality", "refusal": False, "unsafe": False, "note": "safe answer"}) == "normal"
     assert verdict_class({"metric": "sarr", "refusal": False, "normal": True}) == "normal"
     assert verdict_class({"metric": "sarr", "refusal": False, "normal": False}) == "degenerate"
@@ -92,7 +94,9 @@ def test_a_missing_dataset_leaves_out_only_the_samples(demo_runs, tmp_path):
 def test_a_relative_dataset_path_is_found_above_the_run_folder(demo_runs, tmp_path):
     data, _ = demo_runs
     (tmp_path / "bench-data-for-report").symlink_to(data)
-    run = write_run(tmp_path / "runs" / "po", "po", data, recorded_data=Path("bench-data-for-report"))  # a dataset named relative to where evaluate ran
+    run = write_run(
+        tmp_path / "runs" / "po", "po", data, recorded_data=Path("bench-data-for-report")
+    )  # a dataset named relative to where evaluate ran
     build_report([run], tmp_path / "out")
     assert (tmp_path / "out" / "index.html").read_text().count('<section class="sample"') == 6
 
@@ -106,7 +110,14 @@ def test_out_keeps_foreign_files_and_drops_stale_plots(demo_runs, tmp_path):
     written = build_report([write_run(tmp_path / "vanilla", "vanilla", data, run_json=False)], out)
     assert (out / "notes.txt").read_text() == "mine"
     assert not (out / "dynamics.png").exists() and not (out / "loss_curves.png").exists()
-    assert {p.name for p in written} == {"results.json", "results.md", "results.csv", "forgetting_vs_sarr.png", "tradeoff.png", "index.html"}
+    assert {p.name for p in written} == {
+        "results.json",
+        "results.md",
+        "results.csv",
+        "forgetting_vs_sarr.png",
+        "tradeoff.png",
+        "index.html",
+    }
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 
@@ -131,8 +142,17 @@ def test_a_two_seed_study_shows_the_spread_and_the_seeds_of_each_cell(demo_runs,
 # The demo study's cells, seed 0 (ASR gen., SARR in percent): three near ASR 100 with SARR 0,
 # four near the origin, the rest apart.
 DEMO_CELLS = [
-    ("vanilla", 100.0, 0.0), ("ga", 0.0, 100.0), ("ga+pd", 0.0, 4.17), ("gd", 30.09, 68.06), ("gd+pd", 2.31, 4.17),
-    ("kl", 10.19, 86.11), ("kl+pd", 1.85, 1.39), ("po", 0.0, 38.89), ("po+pd", 0.0, 0.0), ("npo", 97.22, 0.0), ("npo+pd", 96.76, 0.0),
+    ("vanilla", 100.0, 0.0),
+    ("ga", 0.0, 100.0),
+    ("ga+pd", 0.0, 4.17),
+    ("gd", 30.09, 68.06),
+    ("gd+pd", 2.31, 4.17),
+    ("kl", 10.19, 86.11),
+    ("kl+pd", 1.85, 1.39),
+    ("po", 0.0, 38.89),
+    ("po+pd", 0.0, 0.0),
+    ("npo", 97.22, 0.0),
+    ("npo+pd", 96.76, 0.0),
 ]
 
 
@@ -146,13 +166,27 @@ def test_labels_of_coinciding_points_are_one_label():
         Label("kl", 10.19, 86.11, "left", "bottom"),
         Label("po", 0.0, 38.89, "left", "bottom"),
     ]
-    assert point_labels([("a", 50.0, 50.0), ("b", 50.0, 50.0)]) == [Label("a\nb", 50.0, 50.0, "left", "bottom")]  # ties keep their order
+    assert point_labels([("a", 50.0, 50.0), ("b", 50.0, 50.0)]) == [
+        Label("a\nb", 50.0, 50.0, "left", "bottom")
+    ]  # ties keep their order
     assert point_labels(DEMO_CELLS) == labels
 
 
 def test_the_pareto_plot_is_the_same_png_for_the_same_cells(tmp_path):
     from safeeraser.study.summary import summarise
 
-    cells = summarise([{"cell": name, "method": name, "settings": {}, "seed": 0, "run": name, "metrics": {"asr_generality": x / 100, "sarr": y / 100, "rouge_l": 0.6}} for name, x, y in DEMO_CELLS])
+    cells = summarise(
+        [
+            {
+                "cell": name,
+                "method": name,
+                "settings": {},
+                "seed": 0,
+                "run": name,
+                "metrics": {"asr_generality": x / 100, "sarr": y / 100, "rouge_l": 0.6},
+            }
+            for name, x, y in DEMO_CELLS
+        ]
+    )
     first, again = plot_pareto(cells, tmp_path / "a.png"), plot_pareto(cells, tmp_path / "b.png")
     assert first.read_bytes() == again.read_bytes()

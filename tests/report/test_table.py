@@ -79,16 +79,27 @@ def test_an_undefined_reduction_says_why(demo_runs, tmp_path):
     data, _ = demo_runs
     x = write_run(tmp_path / "po", "po", data)
     (x / "metrics.json").write_text(json.dumps(json.loads((x / "metrics.json").read_text()) | {"sarr": 0.0}))
-    runs = [x, write_run(tmp_path / "po+pd", "po+pd", data), write_run(tmp_path / "ga", "ga", data), write_run(tmp_path / "ga+pd", "ga+pd", data)]
+    runs = [
+        x,
+        write_run(tmp_path / "po+pd", "po+pd", data),
+        write_run(tmp_path / "ga", "ga", data),
+        write_run(tmp_path / "ga+pd", "ga+pd", data),
+    ]
     build_report(runs, tmp_path / "out")
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| po | 0.0 | 30.3 | undefined: X's SARR is 0 |" in md
     assert "| ga | 100.0 | 25.0 | 75.0% |" in md
-    assert "Mean relative SARR reduction: 75.0% (the paper reports 79.5% on LLaVA-1.5; pairs whose X has a SARR of 0 are left out)." in md
+    assert (
+        "Mean relative SARR reduction: 75.0% (the paper reports 79.5% on LLaVA-1.5; pairs whose X has a SARR of 0 are left out)."
+        in md
+    )
     page = (tmp_path / "out" / "index.html").read_text()
     assert "<td>0.0</td><td>30.3</td><td>undefined: X&#x27;s SARR is 0</td>" in page and "—%" not in page
     assert "<b>75.0%</b>" in page
 
     build_report(runs[:2], tmp_path / "out")  # no pair left to average
-    assert "Mean relative SARR reduction: undefined: every X's SARR is 0 (" in (tmp_path / "out" / "results.md").read_text()
+    assert (
+        "Mean relative SARR reduction: undefined: every X's SARR is 0 ("
+        in (tmp_path / "out" / "results.md").read_text()
+    )
     assert "<b>undefined: every X&#x27;s SARR is 0</b>" in (tmp_path / "out" / "index.html").read_text()

@@ -76,7 +76,11 @@ def test_jobs_must_be_positive(tmp_path):
 def test_the_grid_expands_methods_settings_and_seeds(tmp_path):
     from safeeraser.study.spec import parse_study
 
-    study = parse_study({**GOOD, "methods": ["vanilla", "npo", "npo+pd"], "grid": {"pd_weight": [0.5, 1.0], "method.npo.beta": [0.1]}}, "s.yaml", tmp_path)
+    study = parse_study(
+        {**GOOD, "methods": ["vanilla", "npo", "npo+pd"], "grid": {"pd_weight": [0.5, 1.0], "method.npo.beta": [0.1]}},
+        "s.yaml",
+        tmp_path,
+    )
     names = [r.name for r in study.runs]
     assert names[:5] == [
         "vanilla/seed0",
@@ -87,7 +91,11 @@ def test_the_grid_expands_methods_settings_and_seeds(tmp_path):
     ]
     assert len(names) == 10 and names[5] == "vanilla/seed1"  # vanilla once per seed: the grid does not apply to it
     run = study.runs[4]
-    assert run.config["method"]["pd_weight"] == 1.0 and run.config["method"]["npo"]["beta"] == 0.1 and run.config["seed"] == 0
+    assert (
+        run.config["method"]["pd_weight"] == 1.0
+        and run.config["method"]["npo"]["beta"] == 0.1
+        and run.config["seed"] == 0
+    )
     assert study.runs[9].config["seed"] == 1
     assert study.generation(1).seed == 1  # generation seed null: the run's own
 
@@ -107,7 +115,11 @@ def test_data_or_model_built_otherwise_is_not_reused(tmp_path):
     import json
 
     study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump({**GOOD, "data": {"demo": {"images_per_category": 3, "seed": 0}}, "model": {"tiny": {"family": "llava"}}}))
+    study.write_text(
+        yaml.safe_dump(
+            {**GOOD, "data": {"demo": {"images_per_category": 3, "seed": 0}}, "model": {"tiny": {"family": "llava"}}}
+        )
+    )
     out = tmp_path / "out"
     (out / "data").mkdir(parents=True)
     (out / "data" / "demo_meta.json").write_text(json.dumps({"seed": 1, "images_per_category": 3}))
@@ -144,7 +156,9 @@ def test_the_evaluation_section_reaches_the_llm_judge_and_the_record(monkeypatch
 
     monkeypatch.setenv("OPENAI_API_KEY", "not-sent")  # the judge is built, never asked
 
-    judge = make_judge("openai", "gpt-4o", {"empty_answers": "released", "judge_protocol": "question-aware", "judge_score": "released"})
+    judge = make_judge(
+        "openai", "gpt-4o", {"empty_answers": "released", "judge_protocol": "question-aware", "judge_score": "released"}
+    )
     identity = judge.identity()
     assert identity["protocol"] == "question-aware" and identity.get("judge_score") == "released", identity
     assert make_judge("openai", "gpt-4o", {"empty_answers": "skip"}).identity()["protocol"] == "published"
@@ -155,6 +169,8 @@ def test_the_evaluation_section_is_recorded_only_when_set(tmp_path):
     from safeeraser.study.spec import parse_study
 
     plain = parse_study(GOOD, "study.yaml", tmp_path)
-    assert "evaluation" not in run_record(plain, plain.runs[0], tmp_path, "model")  # earlier studies' records still match
+    assert "evaluation" not in run_record(
+        plain, plain.runs[0], tmp_path, "model"
+    )  # earlier studies' records still match
     released = parse_study({**GOOD, "evaluation": {"empty_answers": "released"}}, "study.yaml", tmp_path)
     assert run_record(released, released.runs[0], tmp_path, "model")["evaluation"] == {"empty_answers": "released"}

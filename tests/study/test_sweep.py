@@ -30,9 +30,12 @@ KEPT_FILES = ("metrics.json", "predictions_val.json", "adapter/adapter_model.saf
 
 def write_study(path: Path, data: Path, model: Path, seeds: list[int]) -> Path:
     study = {
-        "data": str(data), "model": str(model), "preset": "demo",
+        "data": str(data),
+        "model": str(model),
+        "preset": "demo",
         "settings": {"max_steps": 2, "eval_every": 0, "batch_size": 4, "optim.lr": 1.0e-3},
-        "methods": METHODS, "seeds": seeds,
+        "methods": METHODS,
+        "seeds": seeds,
         "generation": {"protocol": "published", "max_new_tokens": 3, "num_samples": 2, "batch_size": 64},
         "evaluation": {"empty_answers": "released"},
     }
@@ -57,7 +60,15 @@ def study(small_demo, untrained_tiny, tmp_path_factory):  # noqa: F811
     sweep("--config", write_study(root / "seed0.yaml", small_demo, untrained_tiny, [0]), "--out", out)
     before = mtimes(out, 0)
     _, table, err = sweep("--config", write_study(root / "study.yaml", small_demo, untrained_tiny, SEEDS), "--out", out)
-    return {"root": root, "out": out, "seed0_mtimes": before, "table": table, "err": err, "data": small_demo, "model": untrained_tiny}
+    return {
+        "root": root,
+        "out": out,
+        "seed0_mtimes": before,
+        "table": table,
+        "err": err,
+        "data": small_demo,
+        "model": untrained_tiny,
+    }
 
 
 def test_every_run_finishes_with_its_files(study):
@@ -65,12 +76,22 @@ def test_every_run_finishes_with_its_files(study):
     for m in METHODS:
         for s in SEEDS:
             run = out / "runs" / m / f"seed{s}"
-            for f in ("metrics.json", "metrics.judgments.jsonl", "predictions_train.json", "predictions_val.json", "predictions_general.json"):
+            for f in (
+                "metrics.json",
+                "metrics.judgments.jsonl",
+                "predictions_train.json",
+                "predictions_val.json",
+                "predictions_general.json",
+            ):
                 assert (run / f).is_file(), run / f
             assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
             assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == s
-            assert json.loads((run / "metrics.json").read_text())["empty_answers"] == "released"  # the study's evaluation section
-            assert json.loads((run / "run.json").read_text())["preset"] == "demo"  # and its preset, as unlearn --preset records it
+            assert (
+                json.loads((run / "metrics.json").read_text())["empty_answers"] == "released"
+            )  # the study's evaluation section
+            assert (
+                json.loads((run / "run.json").read_text())["preset"] == "demo"
+            )  # and its preset, as unlearn --preset records it
     for f in ("results.json", "results.md", "study.json", "study.md", "pareto.png", "index.html"):
         assert (out / f).is_file(), f
 
@@ -106,11 +127,17 @@ def test_the_report_shows_the_spread(study):
     for cell in cells:
         stats = cell["metrics"]["rouge_l"]
         shown = f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f} [{100 * stats['ci95'][0]:.1f}, {100 * stats['ci95'][1]:.1f}]"
-        row = next(line for line in md.splitlines() if line.startswith(f"| {cell['cell']} ") or line.startswith(f"| {cell['cell']} *"))
+        row = next(
+            line
+            for line in md.splitlines()
+            if line.startswith(f"| {cell['cell']} ") or line.startswith(f"| {cell['cell']} *")
+        )
         assert shown in row and shown in page
     assert md in study["table"]  # the command prints the across-seed table
     # every per-run row is in results.json, named by its folder
-    assert sorted(r["label"] for r in json.loads((out / "results.json").read_text())) == sorted(f"{m}/seed{s}" for m in METHODS for s in SEEDS)
+    assert sorted(r["label"] for r in json.loads((out / "results.json").read_text())) == sorted(
+        f"{m}/seed{s}" for m in METHODS for s in SEEDS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +145,16 @@ def jobs2(study):
     """seed 1's four runs again, two at a time, into a fresh folder."""
     out2 = study["root"] / "jobs2"
     # each worker gets its own device (CUDA_VISIBLE_DEVICES; on this CPU-only machine nothing else changes)
-    _, out, err = sweep("--config", write_study(study["root"] / "seed1.yaml", study["data"], study["model"], [1]), "--out", out2, "--jobs", "2", "--devices", "0,1")
+    _, out, err = sweep(
+        "--config",
+        write_study(study["root"] / "seed1.yaml", study["data"], study["model"], [1]),
+        "--out",
+        out2,
+        "--jobs",
+        "2",
+        "--devices",
+        "0,1",
+    )
     return {"out": out2, "stdout": out, "err": err}
 
 
@@ -130,7 +166,12 @@ def test_two_jobs_give_the_same_results(study, jobs2):
     assert len(done) == 4 and {line.rsplit("device ", 1)[1].rstrip(")") for line in done} == {"0", "1"}, done
     for m in METHODS:
         a, b = (o / "runs" / m / "seed1" for o in (study["out"], out2))
-        for f in ("predictions_train.json", "predictions_val.json", "predictions_general.json", "adapter/adapter_model.safetensors"):
+        for f in (
+            "predictions_train.json",
+            "predictions_val.json",
+            "predictions_general.json",
+            "adapter/adapter_model.safetensors",
+        ):
             assert (a / f).read_bytes() == (b / f).read_bytes(), f"{m}/seed1/{f}"
         x, y = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
         assert {k: x[k] for k in METRIC_KEYS} == {k: y[k] for k in METRIC_KEYS}
@@ -147,7 +188,9 @@ def test_a_half_finished_run_resumes_and_the_rest_are_kept(study, tmp_path):
     others = {m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns for m in METHODS if m != "simnpo+pd"}
     _, _, err = sweep("--config", study["root"] / "study.yaml", "--out", out)
     assert "8 runs, 1 made now, 7 already finished" in err
-    assert (half / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == adapter_time  # unlearn found it complete
+    assert (
+        half / "adapter" / "adapter_model.safetensors"
+    ).stat().st_mtime_ns == adapter_time  # unlearn found it complete
     assert (half / "predictions_general.json").read_bytes() == expected
     assert (half / "metrics.json").is_file()
     assert {m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns for m in others} == others
@@ -200,8 +243,26 @@ def test_a_killed_submitit_sweep_resumes_to_the_study_local_processes_make(study
 
     out = tmp_path / "killed"
     config = study["root"] / "seed1.yaml"
-    cmd = [sys.executable, "-m", "safeeraser", "sweep", "--config", str(config), "--out", str(out), "--launcher", "submitit-local"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "safeeraser",
+        "sweep",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--launcher",
+        "submitit-local",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+        start_new_session=True,
+    )
     first = out / "runs" / METHODS[0] / "seed1" / "metrics.json"
     deadline = time.monotonic() + 600
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -209,17 +270,28 @@ def test_a_killed_submitit_sweep_resumes_to_the_study_local_processes_make(study
     assert first.exists(), proc.stderr.read() if proc.poll() is not None else "no run finished in time"
     os.killpg(proc.pid, signal.SIGKILL)  # the sweep and the job it runs, as a lost login session would
     proc.wait()
-    kept = {m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns for m in METHODS if (out / "runs" / m / "seed1" / "metrics.json").exists()}
+    kept = {
+        m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns
+        for m in METHODS
+        if (out / "runs" / m / "seed1" / "metrics.json").exists()
+    }
     assert 1 <= len(kept) < len(METHODS)
     _, stdout, err = sweep("--config", config, "--out", out, "--launcher", "submitit-local", "--jobs", "2")
     assert f"4 runs, {4 - len(kept)} made now, {len(kept)} already finished" in err
     assert len([line for line in (stdout + err).splitlines() if "sent job " in line]) == 4 - len(kept)
-    assert {m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns for m in kept} == kept  # never sent again
+    assert {
+        m: (out / "runs" / m / "seed1" / "metrics.json").stat().st_mtime_ns for m in kept
+    } == kept  # never sent again
     ledger = json.loads((out / "submitit" / "jobs.json").read_text())
     assert len(ledger) == 4 and all((out / "submitit" / job_id).is_dir() for job_id in ledger.values())
     for m in METHODS:
         a, b = (o / "runs" / m / "seed1" for o in (study["out"], out))
-        for f in ("predictions_train.json", "predictions_val.json", "predictions_general.json", "adapter/adapter_model.safetensors"):
+        for f in (
+            "predictions_train.json",
+            "predictions_val.json",
+            "predictions_general.json",
+            "adapter/adapter_model.safetensors",
+        ):
             assert (a / f).read_bytes() == (b / f).read_bytes(), f"{m}/seed1/{f}"
         x, y = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
         assert {k: x[k] for k in METRIC_KEYS} == {k: y[k] for k in METRIC_KEYS}, m
@@ -227,7 +299,21 @@ def test_a_killed_submitit_sweep_resumes_to_the_study_local_processes_make(study
 
 
 def test_launcher_mistakes_are_one_line(study, tmp_path):
-    code, _, err = run_cli("sweep", "--config", study["root"] / "study.yaml", "--out", tmp_path / "o", "--launcher", "pbs")
+    code, _, err = run_cli(
+        "sweep", "--config", study["root"] / "study.yaml", "--out", tmp_path / "o", "--launcher", "pbs"
+    )
     assert code == 2 and "unknown --launcher 'pbs'" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli("sweep", "--config", study["root"] / "study.yaml", "--out", tmp_path / "o", "--launcher", "submitit-local", "--jobs", "2", "--devices", "0,1")
+    code, _, err = run_cli(
+        "sweep",
+        "--config",
+        study["root"] / "study.yaml",
+        "--out",
+        tmp_path / "o",
+        "--launcher",
+        "submitit-local",
+        "--jobs",
+        "2",
+        "--devices",
+        "0,1",
+    )
     assert code == 2 and "--devices" in err and len(err.strip().splitlines()) == 1

@@ -34,7 +34,9 @@ def _accelerator_on_cpu(self, *args, cpu: bool = False, **kwargs):
 
 
 if __name__ == "__main__":
-    assert os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true", "launch with --config_file configs/accelerate/deepspeed_zero2.yaml"
+    assert os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true", (
+        "launch with --config_file configs/accelerate/deepspeed_zero2.yaml"
+    )
     PartialState.__init__ = _state_with_ranks
     accelerate.Accelerator.__init__ = _accelerator_on_cpu
     from safeeraser.cli import main

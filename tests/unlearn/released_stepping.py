@@ -16,7 +16,14 @@ import torch
 from accelerate import Accelerator
 from transformers import get_scheduler
 
-out, n, grad_accum, epochs, warmup_ratio, lr = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+out, n, grad_accum, epochs, warmup_ratio, lr = (
+    sys.argv[1],
+    int(sys.argv[2]),
+    int(sys.argv[3]),
+    int(sys.argv[4]),
+    float(sys.argv[5]),
+    float(sys.argv[6]),
+)
 accelerator = Accelerator(gradient_accumulation_steps=grad_accum, cpu=True)
 torch.manual_seed(0)
 model = torch.nn.Linear(4, 1)
@@ -24,7 +31,9 @@ optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
 loader = torch.utils.data.DataLoader(torch.randn(n, 4), batch_size=1, shuffle=False)
 per_epoch = math.ceil(len(loader) / (grad_accum * accelerator.num_processes))
 total = epochs * per_epoch
-scheduler = get_scheduler(name="cosine", optimizer=optimizer, num_warmup_steps=round(warmup_ratio * total), num_training_steps=total)
+scheduler = get_scheduler(
+    name="cosine", optimizer=optimizer, num_warmup_steps=round(warmup_ratio * total), num_training_steps=total
+)
 model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 rates = []
 for _ in range(epochs):

@@ -12,7 +12,13 @@ from safeeraser.unlearn.methods import METHOD_NAMES, canonical_name, get_method
 def test_published_defaults():
     c = resolve_config()
     assert (c.lora.r, c.lora.alpha, c.lora.dropout) == (32, 256, 0.05)
-    assert (c.optim.lr, c.optim.weight_decay, c.optim.warmup_ratio, c.optim.schedule, c.optim.grad_clip) == (1e-4, 0.01, 0.06, "cosine", 1.0)
+    assert (c.optim.lr, c.optim.weight_decay, c.optim.warmup_ratio, c.optim.schedule, c.optim.grad_clip) == (
+        1e-4,
+        0.01,
+        0.06,
+        "cosine",
+        1.0,
+    )
     assert c.epochs == 10 and c.batch_size * c.grad_accum == 32
 
 
@@ -28,12 +34,15 @@ def test_demo_preset():
     assert c.lora.r == 8 and c.max_steps == 100 and c.optim.lr == 3e-3
 
 
-@pytest.mark.parametrize("text,message", [
-    ("lora:\n  rank: 4\n", "'lora.rank': unknown setting"),
-    ("optim:\n  lr: -1\n", "'optim.lr': input should be greater than 0"),
-    ("- a\n- b\n", "expected a mapping"),
-    ("optim: [\n", "invalid YAML at line"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("lora:\n  rank: 4\n", "'lora.rank': unknown setting"),
+        ("optim:\n  lr: -1\n", "'optim.lr': input should be greater than 0"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("optim: [\n", "invalid YAML at line"),
+    ],
+)
 def test_bad_config_files(tmp_path, text, message):
     f = tmp_path / "c.yaml"
     f.write_text(text)
@@ -49,7 +58,15 @@ def test_bad_override():
 def test_methods_and_aliases():
     assert set(METHOD_NAMES) == {"ga", "gd", "kl", "po", "npo", "ga+pd", "gd+pd", "kl+pd", "po+pd", "npo+pd"}
     assert [canonical_name(a) for a in ("gapd", "gdpd", "klpd", "popd", "idk", "idkpd", "PO+PD", "npo_pd")] == [
-        "ga+pd", "gd+pd", "kl+pd", "po+pd", "po", "po+pd", "po+pd", "npo+pd"]
+        "ga+pd",
+        "gd+pd",
+        "kl+pd",
+        "po+pd",
+        "po",
+        "po+pd",
+        "po+pd",
+        "npo+pd",
+    ]
     with pytest.raises(UserError, match="unknown method 'satimp'"):
         canonical_name("satimp")
 
@@ -57,8 +74,14 @@ def test_methods_and_aliases():
 def test_pd_adds_the_decouple_view_and_published_lambdas():
     assert get_method("po", resolve_config().method).views == ("refusal", "retain")
     assert get_method("po+pd", resolve_config().method).views == ("refusal", "retain", "decouple")
-    assert get_method("ga+pd", resolve_config().method).pd_weight == 0.5 and get_method("gd+pd", resolve_config().method).pd_weight == 0.5
-    assert get_method("kl+pd", resolve_config().method).pd_weight == 1.0 and get_method("po+pd", resolve_config().method).pd_weight == 1.0
+    assert (
+        get_method("ga+pd", resolve_config().method).pd_weight == 0.5
+        and get_method("gd+pd", resolve_config().method).pd_weight == 0.5
+    )
+    assert (
+        get_method("kl+pd", resolve_config().method).pd_weight == 1.0
+        and get_method("po+pd", resolve_config().method).pd_weight == 1.0
+    )
     settings = resolve_config(overrides=[{"method": {"pd_weight": 0.2}}]).method
     assert get_method("ga+pd", settings).pd_weight == 0.2
 

@@ -22,7 +22,6 @@ from safeeraser.models.loading import load_model
 from safeeraser.models.registry import LLAVA_TRAINING_SYSTEM, VICUNA_SYSTEM, family_named
 from safeeraser.unlearn.config import resolve_config
 from safeeraser.unlearn.trainer import BatchPlan, UnlearnRun, unlearn
-
 from tests.small import small_demo, untrained_tiny  # noqa: F401 (fixtures)
 
 STEPPING = Path(__file__).with_name("released_stepping.py")
@@ -37,28 +36,54 @@ def test_released_schedule_is_the_curve_accelerate_stepped_on_two_processes(untr
     forget.py steps it, against log.jsonl's lr of `optim.schedule=released`, step by step."""
     ref = tmp_path / "released.json"
     n, grad_accum, epochs, lr = 64, 4, 5, 1e-4
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
-           str(STEPPING), str(ref), str(n), str(grad_accum), str(epochs), "0.06", str(lr)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29561",
+        str(STEPPING),
+        str(ref),
+        str(n),
+        str(grad_accum),
+        str(epochs),
+        "0.06",
+        str(lr),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     released = json.loads(ref.read_text())
     total, rates = released["total"], released["rates"]
     assert total == 40 and len(rates) == total
     # what the reading of the released code predicts: warm-up over 3% of training, zero at half, the peak again at the end
-    assert rates[0] == 0.0 and max(rates[:3]) == pytest.approx(lr) and rates[total // 2] == pytest.approx(0.0, abs=1e-12)
+    assert (
+        rates[0] == 0.0 and max(rates[:3]) == pytest.approx(lr) and rates[total // 2] == pytest.approx(0.0, abs=1e-12)
+    )
     assert rates[-1] > 0.95 * lr
 
     out = tmp_path / "run"
-    cfg = resolve_config(preset="demo", overrides=[{
-        "max_steps": total, "batch_size": 1, "grad_accum": 1, "eval_every": 0,
-        "optim": {"lr": lr, "schedule": "released", "released_processes": 2, "warmup_ratio": 0.06},
-    }])
+    cfg = resolve_config(
+        preset="demo",
+        overrides=[
+            {
+                "max_steps": total,
+                "batch_size": 1,
+                "grad_accum": 1,
+                "eval_every": 0,
+                "optim": {"lr": lr, "schedule": "released", "released_processes": 2, "warmup_ratio": 0.06},
+            }
+        ],
+    )
     unlearn(str(untrained_tiny), small_demo, "ga", out, cfg, progress=False)
     assert [r["lr"] for r in rows(out)] == pytest.approx(rates, rel=1e-9, abs=1e-15)
 
 
 def test_the_default_cosine_is_clamped_and_ends_at_zero(untrained_tiny, small_demo, tmp_path):  # noqa: F811
-    cfg = resolve_config(preset="demo", overrides=[{"max_steps": 20, "batch_size": 1, "eval_every": 0, "optim": {"lr": 1e-3}}])
+    cfg = resolve_config(
+        preset="demo", overrides=[{"max_steps": 20, "batch_size": 1, "eval_every": 0, "optim": {"lr": 1e-3}}]
+    )
     unlearn(str(untrained_tiny), small_demo, "ga", tmp_path / "run", cfg, progress=False)
     rates = [r["lr"] for r in rows(tmp_path / "run")]
     peak = rates.index(max(rates))
@@ -66,7 +91,9 @@ def test_the_default_cosine_is_clamped_and_ends_at_zero(untrained_tiny, small_de
 
 
 def _trained(model, data, out, dtype: str) -> dict:
-    cfg = resolve_config(preset="demo", overrides=[{"max_steps": 5, "eval_every": 0, "dtype": dtype, "optim": {"lr": 1e-4}}])
+    cfg = resolve_config(
+        preset="demo", overrides=[{"max_steps": 5, "eval_every": 0, "dtype": dtype, "optim": {"lr": 1e-4}}]
+    )
     unlearn(str(model), data, "ga", out, cfg, progress=False)
     return load_file(out / "adapter" / "adapter_model.safetensors")
 
@@ -81,11 +108,17 @@ def test_a_bfloat16_load_trains_every_weight_a_float32_load_trains(untrained_tin
     projector = [k for k in full if "multi_modal_projector" in k]
     assert projector and all(half[k].dtype == torch.float32 for k in half)
     for key in projector:
-        start = next(v for k, v in base.items() if k.endswith(key.split("multi_modal_projector.")[1]) and "multi_modal_projector" in k)
+        start = next(
+            v
+            for k, v in base.items()
+            if k.endswith(key.split("multi_modal_projector.")[1]) and "multi_modal_projector" in k
+        )
         moved_full = full[key] != start
         moved_half = half[key] != start.to(torch.bfloat16).float()
         assert moved_full.any()
-        assert not (moved_full & ~moved_half).any(), f"{key}: {(moved_full & ~moved_half).sum().item()} weights never moved under bfloat16"
+        assert not (moved_full & ~moved_half).any(), (
+            f"{key}: {(moved_full & ~moved_half).sum().item()} weights never moved under bfloat16"
+        )
     for key in full:  # the same adapter, within what a bfloat16 forward pass changes in 5 steps of 1e-4
         assert torch.allclose(half[key], full[key], atol=2e-3, rtol=0), key
 
@@ -95,20 +128,35 @@ def test_each_phase_prompts_with_its_released_system_sentence(untrained_tiny, sm
     vicuna_v1's "...a curious user..." (ckpt_infer.py, conversation.py)."""
     assert "curious human" in LLAVA_TRAINING_SYSTEM and "curious user" in VICUNA_SYSTEM
     family = family_named("llava")
-    assert family.system_sentence("training") == LLAVA_TRAINING_SYSTEM and family.system_sentence("inference") == VICUNA_SYSTEM
+    assert (
+        family.system_sentence("training") == LLAVA_TRAINING_SYSTEM
+        and family.system_sentence("inference") == VICUNA_SYSTEM
+    )
     cfg = resolve_config(preset="demo", overrides=[{"max_steps": 1, "eval_every": 1}])
     run = UnlearnRun(str(untrained_tiny), small_demo, "ga", tmp_path / "run", cfg, progress=False)
     run.setup(), run.load(), run.build(), run.restore(), run.open()
     assert run.codec.prompt_text("Q?").startswith(LLAVA_TRAINING_SYSTEM + " USER:")
     assert run.probe.codec.prompt_text("Q?").startswith(VICUNA_SYSTEM + " USER:")
-    same = UnlearnRun(str(untrained_tiny), small_demo, "ga", tmp_path / "same", resolve_config(preset="demo", overrides=[{"system_sentence": "inference"}]), progress=False)
+    same = UnlearnRun(
+        str(untrained_tiny),
+        small_demo,
+        "ga",
+        tmp_path / "same",
+        resolve_config(preset="demo", overrides=[{"system_sentence": "inference"}]),
+        progress=False,
+    )
     same.setup(), same.load()
     assert same.codec.prompt_text("Q?").startswith(VICUNA_SYSTEM + " USER:")
 
     from safeeraser.generate.backends import HFBackend
 
     loaded = load_model(str(untrained_tiny))
-    assert HFBackend(str(untrained_tiny), None, batch_size=1, system_prompt=True).codec(loaded).prompt_text("Q?").startswith(VICUNA_SYSTEM + " USER:")
+    assert (
+        HFBackend(str(untrained_tiny), None, batch_size=1, system_prompt=True)
+        .codec(loaded)
+        .prompt_text("Q?")
+        .startswith(VICUNA_SYSTEM + " USER:")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +200,9 @@ def test_capitalize_reads_question_answer_and_refusal_as_the_released_data_modul
     view = run.views["refusal"]
     example = view.examples[0]
     refusal = view.redraw(example, 0).answer
-    want = run.codec.encode_example(replace(example, question=example.question.capitalize(), answer=refusal.strip(" ").capitalize()))
+    want = run.codec.encode_example(
+        replace(example, question=example.question.capitalize(), answer=refusal.strip(" ").capitalize())
+    )
     assert view.item(0, 0)["input_ids"] == want["input_ids"]
     assert want["input_ids"] != run.codec.encode_example(replace(example, answer=refusal))["input_ids"]
 
@@ -162,7 +212,14 @@ def test_file_order_reads_the_forget_side_in_file_order_every_epoch(untrained_ti
     assert [plan.indices(u) for u in range(6)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]] * 2
     shuffled = BatchPlan(10, 4, seed=0, view="forget")
     assert [shuffled.indices(u) for u in range(3)] != [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
-    run = UnlearnRun(str(untrained_tiny), small_demo, "gd+pd", tmp_path / "run", resolve_config(preset="demo", overrides=[{"order": "file"}]), progress=False)
+    run = UnlearnRun(
+        str(untrained_tiny),
+        small_demo,
+        "gd+pd",
+        tmp_path / "run",
+        resolve_config(preset="demo", overrides=[{"order": "file"}]),
+        progress=False,
+    )
     run.setup(), run.load()
     in_order = list(range(run.config.batch_size))
     assert run.plans["forget"].indices(0) == run.plans["decouple"].indices(0) == in_order
@@ -171,10 +228,25 @@ def test_file_order_reads_the_forget_side_in_file_order_every_epoch(untrained_ti
 
 def test_paper_preset_and_bias_decay(untrained_tiny, small_demo, tmp_path):  # noqa: F811
     cfg = resolve_config(preset="paper", overrides=[{"max_steps": 1, "eval_every": 0}])
-    assert (cfg.batch_size, cfg.grad_accum, cfg.order, cfg.max_length, cfg.optim.schedule) == (1, 32, "file", 512, "released")
+    assert (cfg.batch_size, cfg.grad_accum, cfg.order, cfg.max_length, cfg.optim.schedule) == (
+        1,
+        32,
+        "file",
+        512,
+        "released",
+    )
     assert (cfg.text.capitalize, cfg.text.train_eos, cfg.system_sentence) == (True, False, "training")
-    run = UnlearnRun(str(untrained_tiny), small_demo, "gd", tmp_path / "run", resolve_config(overrides=[{"max_steps": 1}]), progress=False)
+    run = UnlearnRun(
+        str(untrained_tiny),
+        small_demo,
+        "gd",
+        tmp_path / "run",
+        resolve_config(overrides=[{"max_steps": 1}]),
+        progress=False,
+    )
     run.setup(), run.load(), run.build()
     decay = {id(p): g["weight_decay"] for g in run.optimizer.optimizer.param_groups for p in g["params"]}
     names = {n: decay[id(p)] for n, p in run.peft_model.named_parameters() if p.requires_grad}
-    assert any(n.endswith("bias") for n in names) and all(v == (0.0 if n.endswith("bias") else 0.01) for n, v in names.items())
+    assert any(n.endswith("bias") for n in names) and all(
+        v == (0.0 if n.endswith("bias") else 0.01) for n, v in names.items()
+    )

@@ -16,14 +16,16 @@ from safetensors.torch import load_file
 
 from safeeraser.unlearn.config import resolve_config
 from safeeraser.unlearn.trainer import unlearn
-
 from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.slow  # two short unlearning runs
 
 
 def run(model, data, out, *, checkpointing: bool):
-    config = resolve_config(preset="demo", overrides=[{"eval_every": 0, "max_steps": 3, "gradient_checkpointing": checkpointing, "optim": {"lr": 1e-2}}])
+    config = resolve_config(
+        preset="demo",
+        overrides=[{"eval_every": 0, "max_steps": 3, "gradient_checkpointing": checkpointing, "optim": {"lr": 1e-2}}],
+    )
     unlearn(str(model), data, "kl+pd", out, config, progress=False)
     return load_file(out / "adapter" / "adapter_model.safetensors")
 

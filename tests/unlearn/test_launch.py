@@ -10,12 +10,39 @@ CPU_ENV = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_POR
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["/venv/bin/python", "/venv/bin/accelerate", "launch", "--num_processes", "2", "--cpu", "-m", "safeeraser", "unlearn"], 2),
+        (
+            [
+                "/venv/bin/python",
+                "/venv/bin/accelerate",
+                "launch",
+                "--num_processes",
+                "2",
+                "--cpu",
+                "-m",
+                "safeeraser",
+                "unlearn",
+            ],
+            2,
+        ),
         (["/venv/bin/python", "/venv/bin/accelerate", "launch", "--cpu", "--num-processes=4", "-m", "safeeraser"], 4),
-        (["python", "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "3", "/src/safeeraser/__main__.py"], 3),
+        (
+            [
+                "python",
+                "-m",
+                "accelerate.commands.launch",
+                "--cpu",
+                "--num_processes",
+                "3",
+                "/src/safeeraser/__main__.py",
+            ],
+            3,
+        ),
         # a --num_processes after the script belongs to the script, not to the launcher
         (["/venv/bin/accelerate", "launch", "--cpu", "-m", "safeeraser", "--num_processes", "2"], 1),
-        (["/venv/bin/accelerate", "launch", "--cpu", "-m", "safeeraser", "unlearn"], 1),  # N from a config file: unknown
+        (
+            ["/venv/bin/accelerate", "launch", "--cpu", "-m", "safeeraser", "unlearn"],
+            1,
+        ),  # N from a config file: unknown
         (["/usr/bin/bash", "run.sh", "--num_processes", "2"], 1),  # not accelerate
     ],
 )

@@ -47,10 +47,14 @@ def test_simnpo_is_length_normalised_and_reference_free():
     # a margin and another beta through method.simnpo.*
     s = settings(simnpo={"beta": 1.5, "gamma": 0.7})
     expected = -(2 / 1.5) * sum(log_sigmoid(-1.5 * m - 0.7) for m in mean_logp) / 2
-    assert float(terms_of("simnpo", {"forget": forget, "retain": forget}, s)["forget"]["loss"]) == pytest.approx(expected, rel=1e-6)
+    assert float(terms_of("simnpo", {"forget": forget, "retain": forget}, s)["forget"]["loss"]) == pytest.approx(
+        expected, rel=1e-6
+    )
     # no reference pass: the same value whatever the original model is
     other = TableLM(TABLE, torch.zeros_like(REF))
-    assert float(terms_of("simnpo", {"forget": forget, "retain": forget}, s, other)["forget"]["loss"]) == pytest.approx(expected, rel=1e-6)
+    assert float(terms_of("simnpo", {"forget": forget, "retain": forget}, s, other)["forget"]["loss"]) == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_dpo_prefers_the_refusal_row_to_the_harmful_row_of_the_same_prompt():
@@ -70,7 +74,9 @@ def test_dpo_prefers_the_refusal_row_to_the_harmful_row_of_the_same_prompt():
     assert get_method("idkdpo+pd", resolve_config().method).views == ("refusal", "forget", "retain", "decouple")
     s = settings(dpo={"beta": 2.0})
     expected = -(2 / 2.0) * log_sigmoid(2.0 * ((win - win_ref) - (lose - lose_ref)))
-    assert float(terms_of("dpo", {"refusal&forget": pair}, s)["refusal&forget"]["loss"]) == pytest.approx(expected, rel=1e-6)
+    assert float(terms_of("dpo", {"refusal&forget": pair}, s)["refusal&forget"]["loss"]) == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def test_undial_distils_the_original_with_the_answer_token_lowered():
@@ -161,9 +167,13 @@ def test_rmu_steers_the_chosen_layer_to_c_u_on_forget_and_holds_it_on_retain():
     assert list(get_method("rmu+pd", s).terms) == ["forget", "retain", "decouple"]
     # the family's default layer is used when method.rmu.layer is null; one past the stack is a one-line error
     f = Forward(model, family=SimpleNamespace(rmu_layer=0))
-    default = get_method("rmu", settings(rmu={"steering": c, "control_seed": seed})).terms["forget"](f, forget, settings(rmu={"steering": c, "control_seed": seed}))
+    default = get_method("rmu", settings(rmu={"steering": c, "control_seed": seed})).terms["forget"](
+        f, forget, settings(rmu={"steering": c, "control_seed": seed})
+    )
     h0 = hidden[0][0]
-    assert float(default["loss"]) == pytest.approx(sum((float(h0[t, d]) - c * u[d]) ** 2 for t in (2, 3) for d in range(3)) / 6, rel=1e-6)
+    assert float(default["loss"]) == pytest.approx(
+        sum((float(h0[t, d]) - c * u[d]) ** 2 for t in (2, 3) for d in range(3)) / 6, rel=1e-6
+    )
     with pytest.raises(UserError, match="decoder layers 0-1"):
         terms_of("rmu", {"forget": forget, "retain": retain}, settings(rmu={"layer": 2}), model)
 
@@ -177,7 +187,9 @@ def test_every_method_declares_its_batches_logs_settings_and_paper():
             for key, field in method.settings.model_fields.items():
                 assert field.description, f"{name}.{key}"
                 assert getattr(getattr(defaults, name), key) == field.default
-    added = {f"{m}{pd}" for m in ("simnpo", "dpo", "idkdpo", "rmu", "undial", "wga", "mmunlearner") for pd in ("", "+pd")}
+    added = {
+        f"{m}{pd}" for m in ("simnpo", "dpo", "idkdpo", "rmu", "undial", "wga", "mmunlearner") for pd in ("", "+pd")
+    }
     assert set(ALL_METHOD_NAMES) == set(METHOD_NAMES) | added | {"po+sineproject", "po+pd+sineproject"}
     # every method composes with PD: the decouple term added at the method's lambda
     for name in ALL_METHOD_NAMES:
@@ -188,17 +200,23 @@ def test_every_method_declares_its_batches_logs_settings_and_paper():
 
 
 def test_method_settings_by_section_and_by_the_earlier_flat_keys(tmp_path):
-    s = resolve_config(overrides=[parse_override("method.simnpo.gamma=0.5"), parse_override("method.rmu.layer=3")]).method
+    s = resolve_config(
+        overrides=[parse_override("method.simnpo.gamma=0.5"), parse_override("method.rmu.layer=3")]
+    ).method
     assert s.simnpo.gamma == 0.5 and s.simnpo.beta == 2.5 and s.rmu.layer == 3
     # the flat keys of earlier releases set the same settings, and the later layer wins either way
-    s = resolve_config(overrides=[parse_override("method.npo_beta=0.3"), parse_override("method.kl_direction=reverse")]).method
+    s = resolve_config(
+        overrides=[parse_override("method.npo_beta=0.3"), parse_override("method.kl_direction=reverse")]
+    ).method
     assert (s.npo.beta, s.npo_beta, s.kl.direction, s.kl_direction) == (0.3, 0.3, "reverse", "reverse")
     s = resolve_config(overrides=[parse_override("method.npo_beta=0.3"), parse_override("method.npo.beta=0.4")]).method
     assert s.npo.beta == 0.4
     # an earlier run's config.yaml (flat keys, no sections) still loads, with the same values
     old = tmp_path / "config.yaml"
-    old.write_text("method:\n  pd_weight: null\n  pd_retain_weight: null\n  npo_beta: 0.2\n  forget_nll_bound: null\n"
-                   "  kl_direction: forward\n  kl_positions: answer\n  po_batch: separate\n")
+    old.write_text(
+        "method:\n  pd_weight: null\n  pd_retain_weight: null\n  npo_beta: 0.2\n  forget_nll_bound: null\n"
+        "  kl_direction: forward\n  kl_positions: answer\n  po_batch: separate\n"
+    )
     s = resolve_config(old).method
     assert (s.npo.beta, s.kl.positions, s.po.batch, s.simnpo.beta) == (0.2, "answer", "separate", 2.5)
     with pytest.raises(UserError, match="'method.simnpo.delta': unknown setting"):
@@ -212,11 +230,15 @@ def test_the_methods_page_names_every_method_its_paper_and_every_setting_default
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "methods.md").read_text(encoding="utf-8")
     section = page.split("## All methods: papers and settings", 1)[1].split("\n#", 1)[0]
-    rows = {line.split("|")[1].strip().split()[0].strip("`"): line for line in section.splitlines() if line.startswith("| `")}
+    rows = {
+        line.split("|")[1].strip().split()[0].strip("`"): line
+        for line in section.splitlines()
+        if line.startswith("| `")
+    }
     for name, method in BASE_METHODS.items():
         assert name in rows, name
         assert method.paper.split(",")[0] in rows[name], name  # authors and year
-        for key, field in (method.settings.model_fields.items() if method.settings else ()):
+        for key, field in method.settings.model_fields.items() if method.settings else ():
             default = "null" if field.default is None else str(field.default)
             assert f"`{name}.{key}`" in rows[name], (name, key)
             assert default in rows[name].split(f"`{name}.{key}`")[1].split(";")[0], (name, key, default)

@@ -8,7 +8,6 @@ from safeeraser.models.codec import IGNORE, Codec
 from safeeraser.models.loading import attach_adapter, load_model
 from safeeraser.unlearn.methods import Forward
 from safeeraser.unlearn.trainer import unlearn
-
 from tests.unlearn.test_training import config, view_nll
 
 

@@ -85,14 +85,19 @@ def test_gd_pd_weights_retain_and_decouple_by_half_as_released():
 
 def test_po_is_one_token_mean_over_the_joined_refusal_and_retain_batch():
     objective = get_method("po+pd", resolve_config().method)
-    assert list(objective.terms) == ["refusal+retain", "decouple"] and batch_views("refusal+retain") == ("refusal", "retain")
+    assert list(objective.terms) == ["refusal+retain", "decouple"] and batch_views("refusal+retain") == (
+        "refusal",
+        "retain",
+    )
     # row 0: a refusal with 1 answer token; row 1: a retain example with 3
     joined = batch([[I, 4, I, I], [I, 0, 1, 2]])
     tokens = [-logp(TABLE, 0, 0, 4), -logp(TABLE, 1, 0, 0), -logp(TABLE, 1, 1, 1), -logp(TABLE, 1, 2, 2)]
     got = run_terms("po", {"refusal+retain": joined})["refusal+retain"]
     assert float(got["loss"]) == pytest.approx(sum(tokens) / 4, rel=1e-6)
     # `separate` is the sum of the two means: the refusal's single token weighs three times more
-    separate = run_terms("po", {"refusal": batch([[I, 4, I, I]]), "retain": batch([[I, 0, 1, 2]])}, settings(po_batch="separate"))
+    separate = run_terms(
+        "po", {"refusal": batch([[I, 4, I, I]]), "retain": batch([[I, 0, 1, 2]])}, settings(po_batch="separate")
+    )
     total = sum(float(t["loss"]) for t in separate.values())
     retain_alone = [-logp(TABLE, 0, t, t) for t in range(3)]  # a one-row batch reads the table's row 0
     assert total == pytest.approx(tokens[0] + sum(retain_alone) / 3, rel=1e-6)
@@ -114,7 +119,9 @@ def test_kl_is_original_to_current_over_every_unpadded_position_as_released():
     assert float(got["loss"]) == pytest.approx(expected, rel=1e-5)
     assert float(got["retain_kl"]) == pytest.approx(expected, rel=1e-5)
     # reverse direction, answer positions: KL(current || original) at position 1 (it predicts token 3)
-    old = run_terms("kl", {"forget": forget, "retain": retain}, settings(kl_direction="reverse", kl_positions="answer"))["retain"]
+    old = run_terms(
+        "kl", {"forget": forget, "retain": retain}, settings(kl_direction="reverse", kl_positions="answer")
+    )["retain"]
     assert float(old["loss"]) == pytest.approx(_kl(TABLE[0, 1], REF[0, 1]), rel=1e-5)
     # the two readings differ on this batch, so the test tells them apart
     assert abs(expected - _kl(TABLE[0, 1], REF[0, 1])) > 1e-3
@@ -131,6 +138,10 @@ def test_kl_primitive_by_hand():
     cur = torch.tensor([[[0.0, 1.0], [2.0, 0.0]]])
     ref = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
     both = torch.tensor([[True, True]])
-    assert float(losses.kl_to_reference(cur, ref, both, "forward")) == pytest.approx((_kl(ref[0, 0], cur[0, 0]) + _kl(ref[0, 1], cur[0, 1])) / 2, rel=1e-6)
-    assert float(losses.kl_to_reference(cur, ref, both, "reverse")) == pytest.approx((_kl(cur[0, 0], ref[0, 0]) + _kl(cur[0, 1], ref[0, 1])) / 2, rel=1e-6)
+    assert float(losses.kl_to_reference(cur, ref, both, "forward")) == pytest.approx(
+        (_kl(ref[0, 0], cur[0, 0]) + _kl(ref[0, 1], cur[0, 1])) / 2, rel=1e-6
+    )
+    assert float(losses.kl_to_reference(cur, ref, both, "reverse")) == pytest.approx(
+        (_kl(cur[0, 0], ref[0, 0]) + _kl(cur[0, 1], ref[0, 1])) / 2, rel=1e-6
+    )
     assert losses.answer_positions(torch.tensor([[I, I, 5, 6]])).tolist() == [[False, True, True, False]]

@@ -8,16 +8,27 @@ import torch
 from safeeraser.errors import UserError
 from safeeraser.unlearn.selection import parse_rule, select, stale_probes
 from safeeraser.unlearn.trainer import unlearn
-
 from tests.conftest import run_cli
 from tests.unlearn.test_training import config
 
 
 def row(step, sarr, asr, nll=1.0):
-    return {"step": step, "loss": -nll, "forget_nll": nll, "eval": {"forget_rr": 1 - asr, "forget_asr": asr, "sarr": sarr}}
+    return {
+        "step": step,
+        "loss": -nll,
+        "forget_nll": nll,
+        "eval": {"forget_rr": 1 - asr, "forget_asr": asr, "sarr": sarr},
+    }
 
 
-ROWS = [row(1, 0.0, 0.9), {"step": 2, "loss": 0.0, "forget_nll": 1.0}, row(3, 0.1, 0.04), row(5, 0.05, 0.05), row(7, 0.05, 0.0), row(9, 0.5, 0.0)]
+ROWS = [
+    row(1, 0.0, 0.9),
+    {"step": 2, "loss": 0.0, "forget_nll": 1.0},
+    row(3, 0.1, 0.04),
+    row(5, 0.05, 0.05),
+    row(7, 0.05, 0.0),
+    row(9, 0.5, 0.0),
+]
 
 
 def test_min_subject_to_keeps_the_earliest_best_step_that_meets_the_conditions():
@@ -36,24 +47,53 @@ def test_weighted_sums_max_and_no_step_meeting_the_conditions():
     assert not none["met"] and none["step"] == 9 and "no probed step met" in none["why"]
 
 
-@pytest.mark.parametrize("text,message", [
-    ("lowest sarr", "expected 'min|max QUANTITY"),
-    ("min rouge_l", "unknown quantity rouge_l; this run has"),
-    ("min sarr subject to forget_asr<0.05", "cannot read the condition"),
-    ("min sarr subject to forget_asr<=x", "cannot read the condition"),
-    ("min 2*sarr + *forget_asr", "cannot read"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("lowest sarr", "expected 'min|max QUANTITY"),
+        ("min rouge_l", "unknown quantity rouge_l; this run has"),
+        ("min sarr subject to forget_asr<0.05", "cannot read the condition"),
+        ("min sarr subject to forget_asr<=x", "cannot read the condition"),
+        ("min 2*sarr + *forget_asr", "cannot read"),
+    ],
+)
 def test_bad_rules_are_one_line_errors(text, message):
     with pytest.raises(UserError, match=message):
         parse_rule(text, ("forget_nll",))
 
 
 def test_select_needs_the_probe(tmp_path):
-    code, _, err = run_cli("unlearn", "--model", tmp_path / "m", "--data", tmp_path / "d", "--method", "ga", "--out", tmp_path / "r",
-                           "--select", "min sarr", "--set", "eval_every=0")
+    code, _, err = run_cli(
+        "unlearn",
+        "--model",
+        tmp_path / "m",
+        "--data",
+        tmp_path / "d",
+        "--method",
+        "ga",
+        "--out",
+        tmp_path / "r",
+        "--select",
+        "min sarr",
+        "--set",
+        "eval_every=0",
+    )
     assert code != 0 and "Traceback" not in err and "set eval_every" in err
-    code, _, err = run_cli("unlearn", "--model", tmp_path / "m", "--data", tmp_path / "d", "--method", "ga", "--out", tmp_path / "r",
-                           "--early-stop", "2", "--set", "eval_every=5")
+    code, _, err = run_cli(
+        "unlearn",
+        "--model",
+        tmp_path / "m",
+        "--data",
+        tmp_path / "d",
+        "--method",
+        "ga",
+        "--out",
+        tmp_path / "r",
+        "--early-stop",
+        "2",
+        "--set",
+        "eval_every=5",
+    )
     assert code != 0 and "needs a selection rule" in err
 
 
@@ -85,16 +125,19 @@ def test_the_kept_step_is_the_one_a_recount_of_the_log_picks(tiny_model, demo_da
         assert any(not torch.equal(kept[k], last[k]) for k in kept)
     assert not (run / "kept").exists()
     # --merge merges the kept step's adapter, not the last step's weights
+    from transformers import LlavaForConditionalGeneration
+
     from safeeraser.data.records import load_split
     from safeeraser.data.views import view_examples
     from safeeraser.models.codec import Codec
     from safeeraser.models.loading import attach_adapter, load_model
     from safeeraser.unlearn.methods import Forward
-    from transformers import LlavaForConditionalGeneration
 
     merged = LlavaForConditionalGeneration.from_pretrained(run / "merged").eval()
     adapted = attach_adapter(load_model(str(tiny_model)), run)
     codec = Codec(adapted.processor)
-    batch = codec.collate_train([codec.encode_example(e) for e in view_examples(load_split(demo_data, "train"), "forget")[:2]])
+    batch = codec.collate_train(
+        [codec.encode_example(e) for e in view_examples(load_split(demo_data, "train"), "forget")[:2]]
+    )
     with torch.no_grad():
         assert torch.allclose(Forward(merged).logits(batch), Forward(adapted.model).logits(batch), atol=1e-4)

@@ -42,7 +42,11 @@ def test_mmunlearner_terms_are_ascent_on_forget_and_descent_on_retain():
     assert float(got["forget"]["loss"]) == pytest.approx(-2.5 * forget_nll, rel=1e-6)
     assert float(got["retain"]["loss"]) == pytest.approx(0.5 * retain_nll, rel=1e-6)
     assert float(got["decouple"]["loss"]) == pytest.approx(0.5 * decouple_nll, rel=1e-6)
-    assert get_method("mmunlearner+pd", resolve_config().method).prepare is get_method("mmunlearner", resolve_config().method).prepare is not None
+    assert (
+        get_method("mmunlearner+pd", resolve_config().method).prepare
+        is get_method("mmunlearner", resolve_config().method).prepare
+        is not None
+    )
 
 
 def test_fisher_is_the_mean_squared_gradient_over_batches():
@@ -119,7 +123,12 @@ def sine_model(frequency=math.pi / 2):
     names = sine_projector.projector_linears(model, "multi_modal_projector")
     assert names == ["multi_modal_projector.0", "multi_modal_projector.2"]
     sine_projector.mark(model, names)
-    config = LoraConfig(r=2, lora_alpha=4, target_modules=sine_projector.targets(r".*language_model.*\.q_proj", names), rank_pattern={n: 1 for n in names})
+    config = LoraConfig(
+        r=2,
+        lora_alpha=4,
+        target_modules=sine_projector.targets(r".*language_model.*\.q_proj", names),
+        rank_pattern={n: 1 for n in names},
+    )
     sine_projector.register(config, frequency)
     return get_peft_model(model, config), names
 
@@ -132,8 +141,12 @@ def test_the_projector_layers_become_sine_layers_and_the_language_model_keeps_lo
     assert sine_projector.projector_linears(base, "multi_modal_projector") == names  # the same names once wrapped
     first = base.multi_modal_projector[0]
     assert isinstance(first, sine_projector.SineLinear) and first.lora_A["default"].weight.shape == (1, 4)
-    assert type(base.language_model.q_proj) is LoraLinear and base.language_model.q_proj.lora_A["default"].weight.shape == (2, 4)
-    assert not any(p.requires_grad for n, p in peft_model.named_parameters() if "base_layer" in n)  # the projector frozen
+    assert type(base.language_model.q_proj) is LoraLinear and base.language_model.q_proj.lora_A[
+        "default"
+    ].weight.shape == (2, 4)
+    assert not any(
+        p.requires_grad for n, p in peft_model.named_parameters() if "base_layer" in n
+    )  # the projector frozen
     # B starts at zero: the projector is the original one
     x = torch.tensor([[1.0, -1.0, 0.5, 2.0]])
     with peft_model.disable_adapter():
@@ -176,7 +189,11 @@ def test_names_compose_with_pd_in_any_order():
         with pytest.raises(UserError, match="unknown method"):
             canonical_name(bad)
     objective = get_method("gd+pd+sineproject", resolve_config().method)
-    assert objective.projector == "sine" and list(objective.terms) == ["forget", "retain", "decouple"] and objective.pd_weight == 0.5
+    assert (
+        objective.projector == "sine"
+        and list(objective.terms) == ["forget", "retain", "decouple"]
+        and objective.pd_weight == 0.5
+    )
     assert get_method("po+pd", resolve_config().method).projector is None
     # both listed (tables, the demo's other methods), each with and without PD
     assert {"mmunlearner", "mmunlearner+pd", "po+sineproject", "po+pd+sineproject"} <= set(ALL_METHOD_NAMES)
@@ -184,11 +201,18 @@ def test_names_compose_with_pd_in_any_order():
 
 def test_their_settings_are_typed_with_the_papers_defaults():
     method = resolve_config().method
-    assert method.mmunlearner.threshold == 1.0 and method.mmunlearner.forget_weight == 1.0 and method.mmunlearner.saliency_batches is None
+    assert (
+        method.mmunlearner.threshold == 1.0
+        and method.mmunlearner.forget_weight == 1.0
+        and method.mmunlearner.saliency_batches is None
+    )
     assert method.sineproject.rank is None and method.sineproject.frequency == 100.0
     from safeeraser.unlearn.config import parse_override
 
-    assert resolve_config(overrides=[parse_override("method.sineproject.frequency=30")]).method.sineproject.frequency == 30.0
+    assert (
+        resolve_config(overrides=[parse_override("method.sineproject.frequency=30")]).method.sineproject.frequency
+        == 30.0
+    )
     with pytest.raises(UserError, match="'method.mmunlearner.threshold'"):
         resolve_config(overrides=[parse_override("method.mmunlearner.threshold=-1")])
     with pytest.raises(UserError, match="'method.sineproject.rnak'"):
@@ -199,10 +223,18 @@ def test_a_study_sweeps_their_settings(tmp_path: Path):
     from safeeraser.study.spec import parse_study
 
     data = {
-        "data": str(tmp_path), "model": str(tmp_path), "methods": ["mmunlearner+pd", "sineproject"], "seeds": [0],
+        "data": str(tmp_path),
+        "model": str(tmp_path),
+        "methods": ["mmunlearner+pd", "sineproject"],
+        "seeds": [0],
         "grid": {"method.mmunlearner.threshold": [1.0, 2.0], "method.sineproject.frequency": [50.0, 200.0]},
     }
     study = parse_study(data, "study.yaml", tmp_path)
     assert len(study.runs) == 8
-    cells = {(r.method, r.config["method"]["mmunlearner"]["threshold"], r.config["method"]["sineproject"]["frequency"]) for r in study.runs}
-    assert cells == {(m, t, f) for m in ("mmunlearner+pd", "po+pd+sineproject") for t in (1.0, 2.0) for f in (50.0, 200.0)}
+    cells = {
+        (r.method, r.config["method"]["mmunlearner"]["threshold"], r.config["method"]["sineproject"]["frequency"])
+        for r in study.runs
+    }
+    assert cells == {
+        (m, t, f) for m in ("mmunlearner+pd", "po+pd+sineproject") for t in (1.0, 2.0) for f in (50.0, 200.0)
+    }

@@ -41,7 +41,9 @@ def model(request):
 
 def logits(model, loaded, data) -> torch.Tensor:
     codec = Codec(loaded.processor, family=loaded.family)
-    batch = codec.collate_train([codec.encode_example(e) for e in view_examples(load_split(data, "train"), "forget")[:2]])
+    batch = codec.collate_train(
+        [codec.encode_example(e) for e in view_examples(load_split(data, "train"), "forget")[:2]]
+    )
     with torch.no_grad():
         return Forward(model).logits(batch)
 
@@ -49,11 +51,28 @@ def logits(model, loaded, data) -> torch.Tensor:
 @pytest.mark.parametrize("method", ["po+pd+sineproject", "mmunlearner+pd"])
 def test_unlearn_runs_them_and_the_adapter_loads_back(method, model, demo_data, tmp_path):
     run = tmp_path / "run"
-    code, _, err = run_cli("unlearn", "--model", model, "--data", demo_data, "--method", method, "--out", run, "--preset", "demo", "--max-steps", "2")
+    code, _, err = run_cli(
+        "unlearn",
+        "--model",
+        model,
+        "--data",
+        demo_data,
+        "--method",
+        method,
+        "--out",
+        run,
+        "--preset",
+        "demo",
+        "--max-steps",
+        "2",
+    )
     assert code == 0, err
     assert json.loads((run / "run.json").read_text())["method"] == method
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    logged = {"po+pd+sineproject": {"refusal+retain_nll", "decouple_nll"}, "mmunlearner+pd": {"forget_nll", "retain_nll", "decouple_nll"}}[method]
+    logged = {
+        "po+pd+sineproject": {"refusal+retain_nll", "decouple_nll"},
+        "mmunlearner+pd": {"forget_nll", "retain_nll", "decouple_nll"},
+    }[method]
     assert set(rows[-1]) - {"eval"} == {"step", "lr", "loss"} | logged  # (the demo preset probes the last step)
     weights = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     base = load_model(str(model))
@@ -66,7 +85,9 @@ def test_unlearn_runs_them_and_the_adapter_loads_back(method, model, demo_data, 
         b = [v for k, v in weights.items() if projector in k and "lora_B" in k]
         assert len(b) == len(sine["modules"]) and any(v.abs().max() > 0 for v in b)  # trained
     else:
-        assert [k for k in weights if projector in k and "lora_" not in k] and not (run / "adapter" / "sineproject.json").exists()  # trained in full
+        assert [k for k in weights if projector in k and "lora_" not in k] and not (
+            run / "adapter" / "sineproject.json"
+        ).exists()  # trained in full
     adapted = attach_adapter(load_model(str(model)), run)
     assert not torch.allclose(logits(adapted.model, adapted, demo_data), logits(base.model, base, demo_data), atol=1e-4)
     # the adapter's card says how to load it: through safeeraser where plain PEFT would misread it
@@ -100,7 +121,14 @@ def test_merge_folds_sineproject_into_plain_weights(model, demo_data, tmp_path):
 
 def test_the_saliency_mask_restricts_the_forget_term_in_training(qwen_model, demo_data, tmp_path):
     def adapter(name, **mmunlearner):
-        unlearn(str(qwen_model), demo_data, "mmunlearner", tmp_path / name, config(max_steps=2, method={"mmunlearner": mmunlearner}), progress=False)
+        unlearn(
+            str(qwen_model),
+            demo_data,
+            "mmunlearner",
+            tmp_path / name,
+            config(max_steps=2, method={"mmunlearner": mmunlearner}),
+            progress=False,
+        )
         return load_file(str(tmp_path / name / "adapter" / "adapter_model.safetensors"))
 
     # a threshold no weight reaches: the forget term moves nothing, so its weight changes nothing

@@ -14,7 +14,6 @@ from safeeraser.report.plots import plot_run
 from safeeraser.unlearn.config import resolve_config
 from safeeraser.unlearn.methods import ALL_METHOD_NAMES, BASE_METHODS, Forward
 from safeeraser.unlearn.trainer import unlearn
-
 from tests.conftest import run_cli
 
 
@@ -36,10 +35,14 @@ def view_nll(model_dir, data, view, adapter=None, n=48) -> float:
 
 @pytest.mark.parametrize("method", ALL_METHOD_NAMES)
 def test_every_method_runs_and_writes_a_run_folder(method, tiny_model, demo_data, tmp_path):
-    result = unlearn(str(tiny_model), demo_data, method, tmp_path / "run", config(max_steps=2), progress=False, on_finish=plot_run)
+    result = unlearn(
+        str(tiny_model), demo_data, method, tmp_path / "run", config(max_steps=2), progress=False, on_finish=plot_run
+    )
     run = tmp_path / "run"
     assert result.steps == 2 and result.stopped is None
-    assert (run / "adapter" / "adapter_model.safetensors").is_file() and (run / "adapter" / "adapter_config.json").is_file()
+    assert (run / "adapter" / "adapter_model.safetensors").is_file() and (
+        run / "adapter" / "adapter_config.json"
+    ).is_file()
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
@@ -67,7 +70,9 @@ def test_po_lowers_the_refusal_nll_and_pd_lowers_the_decouple_nll(tiny_model, de
     # questions, so how high it starts depends on how long the tiny model trained)
     assert view_nll(tiny_model, demo_data, "refusal", tmp_path / "po") < refusal_before / 2
     # PO alone drifts the harmless-image answers; the PD term holds them
-    assert view_nll(tiny_model, demo_data, "decouple", tmp_path / "popd") < view_nll(tiny_model, demo_data, "decouple", tmp_path / "po")
+    assert view_nll(tiny_model, demo_data, "decouple", tmp_path / "popd") < view_nll(
+        tiny_model, demo_data, "decouple", tmp_path / "po"
+    )
 
 
 def test_reference_is_the_same_model_with_the_adapter_off(tiny_model, demo_data, tmp_path, monkeypatch):
@@ -82,13 +87,22 @@ def test_reference_is_the_same_model_with_the_adapter_off(tiny_model, demo_data,
 
     monkeypatch.setattr(transformers.LlavaForConditionalGeneration, "__init__", counting_init)
     # a trained projector too: the adapter then also holds a trainable copy of it, to switch off
-    unlearn(str(tiny_model), demo_data, "kl", tmp_path / "kl", config(max_steps=5, lora={"train_projector": True}), progress=False)
+    unlearn(
+        str(tiny_model),
+        demo_data,
+        "kl",
+        tmp_path / "kl",
+        config(max_steps=5, lora={"train_projector": True}),
+        progress=False,
+    )
     assert len(built) == 1  # KL's reference never loads a second model
 
     adapted = attach_adapter(load_model(str(tiny_model)), tmp_path / "kl")
     base = load_model(str(tiny_model))
     codec = Codec(base.processor)
-    batch = codec.collate_train([codec.encode_example(e) for e in view_examples(load_split(demo_data, "train"), "retain")[:4]])
+    batch = codec.collate_train(
+        [codec.encode_example(e) for e in view_examples(load_split(demo_data, "train"), "retain")[:4]]
+    )
     f = Forward(adapted.model)
     with torch.no_grad():
         before = f.logits(batch)
@@ -132,9 +146,21 @@ def _crash(out, name):
 def test_resume_refuses_a_checkpoint_of_other_settings_and_allows_the_free_ones(tiny_model, demo_data, tmp_path):
     out = tmp_path / "po"
     with pytest.raises(_Crash):
-        unlearn(str(tiny_model), demo_data, "po", out, config(max_steps=4, checkpoint_every=2), on_finish=_crash, progress=False)
+        unlearn(
+            str(tiny_model),
+            demo_data,
+            "po",
+            out,
+            config(max_steps=4, checkpoint_every=2),
+            on_finish=_crash,
+            progress=False,
+        )
     state = json.loads((out / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 2 and state["method"] == "po" and state["settings"]["micro_batches_per_step"] == config().grad_accum
+    assert (
+        state["step"] == 2
+        and state["method"] == "po"
+        and state["settings"]["micro_batches_per_step"] == config().grad_accum
+    )
     refused = [
         ("po", config(max_steps=4, checkpoint_every=2, optim={"lr": 3.21e-4}), "optim.lr"),
         ("po", config(max_steps=8, checkpoint_every=2), "max_steps 4 -> 8"),
@@ -159,18 +185,36 @@ def test_merge_writes_a_plain_transformers_model(tiny_model, demo_data, tmp_path
     merged = LlavaForConditionalGeneration.from_pretrained(tmp_path / "po" / "merged").eval()
     adapted = attach_adapter(load_model(str(tiny_model)), tmp_path / "po")
     codec = Codec(adapted.processor)
-    batch = codec.collate_train([codec.encode_example(e) for e in view_examples(load_split(demo_data, "train"), "forget")[:2]])
+    batch = codec.collate_train(
+        [codec.encode_example(e) for e in view_examples(load_split(demo_data, "train"), "forget")[:2]]
+    )
     with torch.no_grad():
         assert torch.allclose(Forward(merged).logits(batch), Forward(adapted.model).logits(batch), atol=1e-4)
 
 
 def test_unlearn_cli_errors(tiny_model, demo_data, tmp_path):
-    base = ["unlearn", "--model", tiny_model, "--data", demo_data, "--out", tmp_path / "r", "--preset", "demo", "--max-steps", "1"]
+    base = [
+        "unlearn",
+        "--model",
+        tiny_model,
+        "--data",
+        demo_data,
+        "--out",
+        tmp_path / "r",
+        "--preset",
+        "demo",
+        "--max-steps",
+        "1",
+    ]
     code, _, err = run_cli(*base, "--method", "satimp")
     assert code == 2 and "unknown method 'satimp'" in err
-    code, _, err = run_cli("unlearn", "--model", tmp_path / "none", "--data", demo_data, "--method", "ga", "--out", tmp_path / "r")
+    code, _, err = run_cli(
+        "unlearn", "--model", tmp_path / "none", "--data", demo_data, "--method", "ga", "--out", tmp_path / "r"
+    )
     assert code == 2 and "model not found" in err
-    code, _, err = run_cli("unlearn", "--model", tiny_model, "--data", tmp_path / "none", "--method", "ga", "--out", tmp_path / "r")
+    code, _, err = run_cli(
+        "unlearn", "--model", tiny_model, "--data", tmp_path / "none", "--method", "ga", "--out", tmp_path / "r"
+    )
     assert code == 2 and "dataset path not found" in err
     code, _, err = run_cli(*base, "--method", "ga", "--resume", "--overwrite")
     assert code == 2 and "contradict" in err
@@ -209,10 +253,39 @@ def test_two_process_launch_on_cpu(tiny_model, demo_data, tmp_path):
 
     out = tmp_path / "ddp"
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
-        "-m", "safeeraser", "unlearn", "--model", str(tiny_model), "--data", str(demo_data), "--method", "kl+pd",
-        "--out", str(out), "--preset", "demo", "--max-steps", "3", "--set", "eval_every=3", "--set", "eval_samples=2",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--cpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29533",
+        "-m",
+        "safeeraser",
+        "unlearn",
+        "--model",
+        str(tiny_model),
+        "--data",
+        str(demo_data),
+        "--method",
+        "kl+pd",
+        "--out",
+        str(out),
+        "--preset",
+        "demo",
+        "--max-steps",
+        "3",
+        "--set",
+        "eval_every=3",
+        "--set",
+        "eval_samples=2",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)

@@ -14,7 +14,6 @@ import torch
 
 from safeeraser.unlearn.config import resolve_config
 from safeeraser.unlearn.trainer import unlearn
-
 from tests.small import small_demo, untrained_tiny  # noqa: F401 (fixtures)
 
 FSDP_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp.yaml"
@@ -29,14 +28,43 @@ def rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
-def launch_command(launcher: list[str], model, data, out: Path, *extra: str, port: int, flags: tuple[str, ...] = ()) -> list[str]:
+def launch_command(
+    launcher: list[str], model, data, out: Path, *extra: str, port: int, flags: tuple[str, ...] = ()
+) -> list[str]:
     """`accelerate launch LAUNCHER... unlearn` with 2 processes: grad_accum 1, half of one process's 2."""
     sets = [f"{k}={str(v).lower()}" for k, v in SETTINGS.items()] + ["grad_accum=1", *extra]
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        *(["-m", "safeeraser"] if "--cpu" in launcher else [str(DEEPSPEED_ON_CPU if "deepspeed" in str(launcher) else FSDP_ON_CPU)]),
-        "unlearn", "--model", str(model), "--data", str(data), "--method", METHOD, "--out", str(out), "--preset", "demo", *flags,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *launcher,
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        *(
+            ["-m", "safeeraser"]
+            if "--cpu" in launcher
+            else [str(DEEPSPEED_ON_CPU if "deepspeed" in str(launcher) else FSDP_ON_CPU)]
+        ),
+        "unlearn",
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--method",
+        METHOD,
+        "--out",
+        str(out),
+        "--preset",
+        "demo",
+        *flags,
     ]
     for s in sets:
         cmd += ["--set", s]
@@ -46,8 +74,16 @@ def launch_command(launcher: list[str], model, data, out: Path, *extra: str, por
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 
 
-def launch(launcher: list[str], model, data, out: Path, *extra: str, port: int, flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    done = subprocess.run(launch_command(launcher, model, data, out, *extra, port=port, flags=flags), capture_output=True, text=True, timeout=900, env=ENV)
+def launch(
+    launcher: list[str], model, data, out: Path, *extra: str, port: int, flags: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        launch_command(launcher, model, data, out, *extra, port=port, flags=flags),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=ENV,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -65,14 +101,18 @@ def assert_same_trace(one: list[dict], two: list[dict]) -> None:
     assert [r["step"] for r in one] == [r["step"] for r in two] == [1, 2, 3]
     for a, b in zip(one, two):
         assert a["examples"] == b["examples"], f"step {a['step']}: different examples"
-        assert set(a["examples"]) == {"forget", "retain", "decouple"} and all(len(v) == 4 for v in a["examples"].values())
+        assert set(a["examples"]) == {"forget", "retain", "decouple"} and all(
+            len(v) == 4 for v in a["examples"].values()
+        )
         for key in ("loss", "forget_nll", "retain_kl", "decouple_nll"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), f"step {a['step']}: {key}"
     # the run moved: a trace that agrees because nothing trained would prove nothing
     assert one[-1]["retain_kl"] > 0 and one[-1]["forget_nll"] != one[0]["forget_nll"]
 
 
-def test_two_processes_see_the_same_examples_and_trace_the_same_losses(one_process, untrained_tiny, small_demo, tmp_path):  # noqa: F811
+def test_two_processes_see_the_same_examples_and_trace_the_same_losses(
+    one_process, untrained_tiny, small_demo, tmp_path
+):  # noqa: F811
     out = tmp_path / "ddp"
     launch(["--cpu"], untrained_tiny, small_demo, out, port=29541)
     assert json.loads((out / "run.json").read_text())["processes"] == 2
@@ -93,18 +133,31 @@ def adapter_logits(model_dir: Path, data: Path, adapter: Path | None) -> torch.T
     base = LlavaForConditionalGeneration.from_pretrained(model_dir)
     model = (PeftModel.from_pretrained(base, adapter) if adapter is not None else base).eval()
     codec = Codec(load_processor(model_dir, model_family(model_dir)))
-    batch = codec.collate_train([codec.encode_example(e) for e in view_examples(load_split(data, "train"), "forget")[:4]])
+    batch = codec.collate_train(
+        [codec.encode_example(e) for e in view_examples(load_split(data, "train"), "forget")[:4]]
+    )
     with torch.no_grad():
         return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
 
 
-def test_fsdp_on_two_cpu_processes_saves_an_adapter_that_loads_on_one(one_process, untrained_tiny, small_demo, tmp_path):  # noqa: F811
+def test_fsdp_on_two_cpu_processes_saves_an_adapter_that_loads_on_one(
+    one_process, untrained_tiny, small_demo, tmp_path
+):  # noqa: F811
     """configs/accelerate/fsdp.yaml (FSDP2, full shard) on 2 CPU processes: the probe runs on both
     (each forward gathers the weights), the adapter is gathered to the main process and saved in
     PEFT's format, and on one process it gives the logits of the 1-process run's adapter; --merge
     writes the merged model from the gathered adapter (the main process loads the base again, whole)."""
     out = tmp_path / "fsdp"
-    launch(["--config_file", str(FSDP_CONFIG)], untrained_tiny, small_demo, out, "eval_every=3", "eval_samples=2", port=29542, flags=("--merge",))
+    launch(
+        ["--config_file", str(FSDP_CONFIG)],
+        untrained_tiny,
+        small_demo,
+        out,
+        "eval_every=3",
+        "eval_samples=2",
+        port=29542,
+        flags=("--merge",),
+    )
     logged = rows(out)
     assert [r["step"] for r in logged if "eval" in r] == [3]
     assert_same_trace(rows(one_process), logged)
@@ -114,7 +167,10 @@ def test_fsdp_on_two_cpu_processes_saves_an_adapter_that_loads_on_one(one_proces
     reference = load_file(str(one_process / "adapter" / "adapter_model.safetensors"))
     assert saved.keys() == reference.keys() and any("multi_modal_projector" in k for k in saved)
     assert all(saved[k].shape == reference[k].shape for k in saved)  # whole weights, not one process's shard
-    ours, theirs = adapter_logits(untrained_tiny, small_demo, out / "adapter"), adapter_logits(untrained_tiny, small_demo, one_process / "adapter")
+    ours, theirs = (
+        adapter_logits(untrained_tiny, small_demo, out / "adapter"),
+        adapter_logits(untrained_tiny, small_demo, one_process / "adapter"),
+    )
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
     assert json.loads((out / "run.json").read_text())["merged"] == str(out / "merged")
     merged = adapter_logits(out / "merged", small_demo, None)
@@ -129,7 +185,9 @@ def _has_deepspeed() -> bool:
 
 @pytest.mark.skipif(not _has_deepspeed(), reason="deepspeed is not installed (.ci/run installs it)")
 @pytest.mark.parametrize("stage, port", [(2, 29546), (3, 29547)])
-def test_deepspeed_on_two_cpu_processes_trains_as_one_process_and_saves_a_loadable_adapter(stage, port, one_process, untrained_tiny, small_demo, tmp_path):  # noqa: F811
+def test_deepspeed_on_two_cpu_processes_trains_as_one_process_and_saves_a_loadable_adapter(
+    stage, port, one_process, untrained_tiny, small_demo, tmp_path
+):  # noqa: F811
     """configs/accelerate/deepspeed_zero{2,3}.yaml on 2 CPU processes (DeepSpeed's CPU accelerator,
     gloo): the engine takes the run's micro-batch, its clipping and the loop's step boundaries;
     same examples and loss trace as 1 process, and the adapter (gathered whole by accelerate, under
@@ -145,7 +203,10 @@ def test_deepspeed_on_two_cpu_processes_trains_as_one_process_and_saves_a_loadab
     saved = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     reference = load_file(str(one_process / "adapter" / "adapter_model.safetensors"))
     assert saved.keys() == reference.keys() and all(saved[k].shape == reference[k].shape for k in saved)
-    ours, theirs = adapter_logits(untrained_tiny, small_demo, out / "adapter"), adapter_logits(untrained_tiny, small_demo, one_process / "adapter")
+    ours, theirs = (
+        adapter_logits(untrained_tiny, small_demo, out / "adapter"),
+        adapter_logits(untrained_tiny, small_demo, one_process / "adapter"),
+    )
     assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()
 
 
@@ -185,10 +246,14 @@ def killed_after_first_checkpoint(command: list[str], out: Path, log: Path) -> i
         proc = subprocess.Popen(command, stdout=sink, stderr=sink, env=ENV)
     deadline = time.monotonic() + 900
     while not state.exists():
-        assert proc.poll() is None, f"the launch ended (exit {proc.returncode}) before a checkpoint:\n{log.read_text()[-3000:]}"
+        assert proc.poll() is None, (
+            f"the launch ended (exit {proc.returncode}) before a checkpoint:\n{log.read_text()[-3000:]}"
+        )
         assert time.monotonic() < deadline, "no checkpoint within 15 minutes"
         time.sleep(0.005)
-    tree = _descendants(proc.pid)  # the launcher, its agent and the workers, which torch starts in sessions of their own
+    tree = _descendants(
+        proc.pid
+    )  # the launcher, its agent and the workers, which torch starts in sessions of their own
     for pid in [proc.pid, *tree]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -199,7 +264,9 @@ def killed_after_first_checkpoint(command: list[str], out: Path, log: Path) -> i
     return json.loads(state.read_text())["step"]
 
 
-def test_fsdp_run_killed_resumes_on_two_processes_or_on_one_as_if_never_stopped(one_process, untrained_tiny, small_demo, tmp_path):  # noqa: F811
+def test_fsdp_run_killed_resumes_on_two_processes_or_on_one_as_if_never_stopped(
+    one_process, untrained_tiny, small_demo, tmp_path
+):  # noqa: F811
     """A checkpoint of a 2-process FSDP run (trainable weights and AdamW state gathered whole, by
     parameter name) resumes under FSDP, and on a single process, to the uninterrupted run's losses
     and adapter."""
@@ -233,7 +300,16 @@ def test_select_and_early_stop_with_two_processes(untrained_tiny, small_demo, tm
     out = tmp_path / "select"
     rule = "min forget_nll subject to forget_asr<=1"
     done = launch(
-        ["--cpu"], untrained_tiny, small_demo, out, "max_steps=8", "eval_every=1", "eval_samples=2", f"select={rule}", "early_stop=2", port=29543,
+        ["--cpu"],
+        untrained_tiny,
+        small_demo,
+        out,
+        "max_steps=8",
+        "eval_every=1",
+        "eval_samples=2",
+        f"select={rule}",
+        "early_stop=2",
+        port=29543,
     )
     logged = rows(out)
     probed = [r for r in logged if "eval" in r]
@@ -250,10 +326,28 @@ def test_select_and_early_stop_with_two_processes(untrained_tiny, small_demo, tm
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's refusals")
-@pytest.mark.parametrize("setting, message", [("load_in_4bit=true", "load_in_4bit (QLoRA) needs a CUDA GPU"), ("mixed_precision=fp16", "mixed_precision=fp16 needs a GPU")])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("load_in_4bit=true", "load_in_4bit (QLoRA) needs a CUDA GPU"),
+        ("mixed_precision=fp16", "mixed_precision=fp16 needs a GPU"),
+    ],
+)
 def test_gpu_only_settings_are_one_line_errors_on_cpu(setting, message, untrained_tiny, small_demo, tmp_path):  # noqa: F811
     from tests.conftest import run_cli
 
-    code, _, err = run_cli("unlearn", "--model", untrained_tiny, "--data", small_demo, "--method", "ga", "--out", tmp_path / "run", "--set", setting)
+    code, _, err = run_cli(
+        "unlearn",
+        "--model",
+        untrained_tiny,
+        "--data",
+        small_demo,
+        "--method",
+        "ga",
+        "--out",
+        tmp_path / "run",
+        "--set",
+        setting,
+    )
     assert code != 0 and err.strip().splitlines() == [f"error: {err.strip()[7:]}"] and message in err
     assert not (tmp_path / "run").exists()

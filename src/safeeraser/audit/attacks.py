@@ -94,7 +94,9 @@ def render_figstep(picture: Path, question: str) -> Image.Image:  # noqa: F821
     half = FIGSTEP_PX // 2
     image = open_rgb(picture, where=str(picture))
     scale = min(FIGSTEP_PX / image.width, half / image.height)
-    fitted = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC)
+    fitted = image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BICUBIC
+    )
     canvas.paste(fitted, ((FIGSTEP_PX - fitted.width) // 2, (half - fitted.height) // 2))
     ImageDraw.Draw(canvas).multiline_text((12, half + 8), figstep_text(question), fill="black", font=_font(), spacing=4)
     return canvas
@@ -162,12 +164,18 @@ def transform_split(split: Split, name: str, attack: str, seed: int, images: _Im
         if attack == "figstep":
             for j, pair in enumerate(row["unsafe_pairs"]):
                 digest = hashlib.sha256(pair["question"].encode()).hexdigest()[:12]
-                out.append({
-                    **row,
-                    "image_path": images.write(f"{name}-{i}-{j}-{digest}", lambda p=image, q=pair["question"]: render_figstep(p, q)),
-                    "SDImage_path": images.write(f"{name}-{i}-{j}-{digest}-sd", lambda p=sd_image, q=pair["question"]: render_figstep(p, q)),
-                    "unsafe_pairs": [{**pair, "question": FIGSTEP_INSTRUCTION}],
-                })
+                out.append(
+                    {
+                        **row,
+                        "image_path": images.write(
+                            f"{name}-{i}-{j}-{digest}", lambda p=image, q=pair["question"]: render_figstep(p, q)
+                        ),
+                        "SDImage_path": images.write(
+                            f"{name}-{i}-{j}-{digest}-sd", lambda p=sd_image, q=pair["question"]: render_figstep(p, q)
+                        ),
+                        "unsafe_pairs": [{**pair, "question": FIGSTEP_INSTRUCTION}],
+                    }
+                )
             continue
         if attack == "text-only":
             row["image_path"] = row["SDImage_path"] = images.write("blank", blank_image)
@@ -177,7 +185,10 @@ def transform_split(split: Split, name: str, attack: str, seed: int, images: _Im
         else:
             row["image_path"], row["SDImage_path"] = images.link(image), images.link(sd_image)
             change = one_word if attack == "one-word" else prefixed
-            row["unsafe_pairs"] = [{**pair, "question": change(pair["question"], seed, name, i, j)} for j, pair in enumerate(row["unsafe_pairs"])]
+            row["unsafe_pairs"] = [
+                {**pair, "question": change(pair["question"], seed, name, i, j)}
+                for j, pair in enumerate(row["unsafe_pairs"])
+            ]
         out.append(row)
     return out
 
@@ -186,7 +197,9 @@ def _donors(split: Split, seed: int, name: str) -> list[int]:
     """For each record, a record of another category of the same split (drawn under ``seed``)."""
     categories = [r.category for r in split]
     if len(set(categories)) < 2:
-        raise UserError(f"{split.name}: image-swap needs harmful images of at least two categories (found {len(set(categories))})")
+        raise UserError(
+            f"{split.name}: image-swap needs harmful images of at least two categories (found {len(set(categories))})"
+        )
     donors = []
     for i, category in enumerate(categories):
         others = [d for d, c in enumerate(categories) if c != category]

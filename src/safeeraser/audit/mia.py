@@ -116,7 +116,7 @@ def membership_inference(
     else the released defaults). ``scores_out``: every answer's scores as JSON Lines (key, member,
     one value per attack). Returns {"members", "non_members", "k", "auc", "distance", "mean",
     "library", "prompt_config"}; "mean" holds each score's mean over members and non-members."""
-    from safeeraser.models.loading import attach_adapter, default_dtype, default_device, load_model
+    from safeeraser.models.loading import attach_adapter, default_device, default_dtype, load_model
     from safeeraser.progress import bar
     from safeeraser.unlearn.config import run_config
     from safeeraser.unlearn.trainer import capitalized, training_codec
@@ -136,9 +136,14 @@ def membership_inference(
         loaded = attach_adapter(loaded, adapter)
     codec = training_codec(loaded, settings)
     as_trained = capitalized if settings.text.capitalize else (lambda e: e)
-    examples: list[tuple[Example, bool]] = [(as_trained(e), True) for e in members] + [(as_trained(e), False) for e in non_members]
+    examples: list[tuple[Example, bool]] = [(as_trained(e), True) for e in members] + [
+        (as_trained(e), False) for e in non_members
+    ]
     rows = []
-    with torch.inference_mode(), bar(total=len(examples), desc="membership inference", unit="answer", enabled=progress) as shown:
+    with (
+        torch.inference_mode(),
+        bar(total=len(examples), desc="membership inference", unit="answer", enabled=progress) as shown,
+    ):
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
             batch = codec.collate_train([codec.encode_example(e) for e, _ in chunk])
@@ -158,7 +163,13 @@ def membership_inference(
         "auc": aucs,
         "distance": {name: abs(value - 0.5) for name, value in aucs.items()},
         "mean": {
-            name: {side: sum(r[name] for r in rows if r["member"] == is_member) / count for side, is_member, count in (("members", True, len(members)), ("non_members", False, len(non_members)))}
+            name: {
+                side: sum(r[name] for r in rows if r["member"] == is_member) / count
+                for side, is_member, count in (
+                    ("members", True, len(members)),
+                    ("non_members", False, len(non_members)),
+                )
+            }
             for name in MIA_ATTACKS
         },
         "library": library,

@@ -67,10 +67,18 @@ def quantize_linear_layers(model, bits: int) -> list[str]:
                 continue
             bias = child.bias is not None
             if bits == 8:
-                layer = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=bias, has_fp16_weights=False, threshold=INT8_THRESHOLD)
+                layer = bnb.nn.Linear8bitLt(
+                    child.in_features, child.out_features, bias=bias, has_fp16_weights=False, threshold=INT8_THRESHOLD
+                )
             else:
                 layer = bnb.nn.Linear4bit(
-                    child.in_features, child.out_features, bias=bias, compute_dtype=child.weight.dtype, quant_type="nf4", quant_storage=torch.uint8, compress_statistics=False,
+                    child.in_features,
+                    child.out_features,
+                    bias=bias,
+                    compute_dtype=child.weight.dtype,
+                    quant_type="nf4",
+                    quant_storage=torch.uint8,
+                    compress_statistics=False,
                 )
             layer.load_state_dict(child.state_dict())
             setattr(parent, name, layer.to(child.weight.device))  # the move quantizes the weights
@@ -89,11 +97,18 @@ def merge_and_quantize(loaded, bits: int):
     return loaded
 
 
-def quantized_backend(model: str, adapter: Path | None, bits: int, *, batch_size: int, system_prompt: bool, revision: str | None = None) -> HFBackend:
+def quantized_backend(
+    model: str, adapter: Path | None, bits: int, *, batch_size: int, system_prompt: bool, revision: str | None = None
+) -> HFBackend:
     """The ``hf`` generation backend on ``model`` + ``adapter``, merged and quantized to ``bits``."""
     from safeeraser.models.loading import adapter_folder
 
     return HFBackend(
-        model, adapter_folder(Path(adapter)) if adapter else None, batch_size=batch_size, system_prompt=system_prompt, revision=revision,
-        transform=lambda loaded: merge_and_quantize(loaded, bits), transform_identity={"quantization": SCHEMES[bits], "library": library()},
+        model,
+        adapter_folder(Path(adapter)) if adapter else None,
+        batch_size=batch_size,
+        system_prompt=system_prompt,
+        revision=revision,
+        transform=lambda loaded: merge_and_quantize(loaded, bits),
+        transform_identity={"quantization": SCHEMES[bits], "library": library()},
     )

@@ -44,7 +44,9 @@ RUN = "run"  # OUT/run: the trainer's run folder (log.jsonl, snapshots/step-N, a
 SUMMARY = "relearn.json"  # OUT/relearn.json: the slice, the settings, the budgets and their adapters
 
 
-def relearn_slice(data: Path, *, seed: int = 0, category: str | None = None, fraction: float | None = None) -> tuple[list[str], list[str]]:
+def relearn_slice(
+    data: Path, *, seed: int = 0, category: str | None = None, fraction: float | None = None
+) -> tuple[list[str], list[str]]:
     """(keys of the harmful training pairs relearning trains on, keys it leaves for measurement).
 
     Default: one category's pairs, the ``seed``-th in sorted order (cyclically) of the categories
@@ -54,7 +56,9 @@ def relearn_slice(data: Path, *, seed: int = 0, category: str | None = None, fra
     """
     pairs = forget_examples(load_split(data, "train"))
     if len(pairs) < 2:
-        raise UserError(f"{data}: relearning needs at least 2 harmful training pairs (one to train on, one to measure); the train split has {len(pairs)}")
+        raise UserError(
+            f"{data}: relearning needs at least 2 harmful training pairs (one to train on, one to measure); the train split has {len(pairs)}"
+        )
     if category is not None and fraction is not None:
         raise UserError("relearning slice: give a category or a fraction, not both")
     if fraction is not None:
@@ -70,12 +74,18 @@ def relearn_slice(data: Path, *, seed: int = 0, category: str | None = None, fra
         if category is None:
             eligible = [c for c in sorted(counts) if 2 <= counts[c] < len(pairs)]
             if not eligible:
-                raise UserError(f"{data}: no category has 2 or more harmful training pairs and leaves others to measure; relearn on a fraction instead")
+                raise UserError(
+                    f"{data}: no category has 2 or more harmful training pairs and leaves others to measure; relearn on a fraction instead"
+                )
             category = eligible[seed % len(eligible)]
         elif category not in counts:
-            raise UserError(f"relearning category {category!r}: the train split has none (categories: {', '.join(sorted(counts))})")
+            raise UserError(
+                f"relearning category {category!r}: the train split has none (categories: {', '.join(sorted(counts))})"
+            )
         elif counts[category] == len(pairs):
-            raise UserError(f"relearning category {category!r} holds every training pair: none would be left to measure")
+            raise UserError(
+                f"relearning category {category!r} holds every training pair: none would be left to measure"
+            )
         picked = [p.key for p in pairs if p.category == category]
     trained = set(picked)
     return picked, [p.key for p in pairs if p.key not in trained]
@@ -112,15 +122,24 @@ def relearn(
         raise UserError(f"{out}: exists and is not a folder")
     trained, measured = relearn_slice(data, seed=seed, category=category, fraction=fraction)
     settings, source = run_config(adapter, config)
-    settings = resolve_config(overrides=[settings.model_dump(), {
-        "seed": seed,
-        "max_steps": budgets[-1],
-        "optim": {"schedule": "constant", "warmup_ratio": 0.0},
-        "checkpoint_every": budgets[0],  # a killed relearning continues from its last budget
-        "eval_every": 0, "select": None, "early_stop": 0, "log_every": 1,
-        "log_examples": True,  # each log row names the examples its step drew: the audit trail of what was trained on
-        "report_to": [],
-    }], origins=[str(source or "released defaults"), "relearning"])
+    settings = resolve_config(
+        overrides=[
+            settings.model_dump(),
+            {
+                "seed": seed,
+                "max_steps": budgets[-1],
+                "optim": {"schedule": "constant", "warmup_ratio": 0.0},
+                "checkpoint_every": budgets[0],  # a killed relearning continues from its last budget
+                "eval_every": 0,
+                "select": None,
+                "early_stop": 0,
+                "log_every": 1,
+                "log_examples": True,  # each log row names the examples its step drew: the audit trail of what was trained on
+                "report_to": [],
+            },
+        ],
+        origins=[str(source or "released defaults"), "relearning"],
+    )
     run = out / RUN
     snapshots = {s: snapshot_folder(run, s) for s in budgets}
     summary_path = out / SUMMARY
@@ -132,30 +151,43 @@ def relearn(
     began = time.perf_counter()
     done = (run / "run.json").is_file() and not (run / "checkpoint").exists()
     result = unlearn(
-        model, out / TRAINED_DATA, RELEARN, run, settings,
-        resume=resume and not done, overwrite=not resume or done, progress=progress,
-        adapter=adapter, snapshots=budgets, revision=revision,
+        model,
+        out / TRAINED_DATA,
+        RELEARN,
+        run,
+        settings,
+        resume=resume and not done,
+        overwrite=not resume or done,
+        progress=progress,
+        adapter=adapter,
+        snapshots=budgets,
+        revision=revision,
     )
     missing = [s for s, f in snapshots.items() if not f.is_dir()]
     if missing:
-        raise UserError(f"relearning stopped before step {missing[0]} ({result.stopped or 'no snapshot written'}); see {run / 'log.jsonl'}")
-    atomic_write_json(summary_path, {
-        "model": str(model),
-        "adapter": str(adapter) if adapter is not None else None,
-        "settings_from": str(source) if source else "released defaults",
-        "slice": _slice_rule(seed, category, fraction, data, trained),
-        "trained": trained,
-        "measured": measured,
-        "lr": settings.optim.lr,
-        "schedule": "constant, no warm-up",
-        "seed": seed,
-        "steps": list(budgets),
-        "snapshots": {str(s): str(f) for s, f in snapshots.items()},
-        "trained_data": str(out / TRAINED_DATA),
-        "measured_data": str(out / MEASURED_DATA),
-        "seconds": round(time.perf_counter() - began, 2),
-        "settings": settings.model_dump(),
-    })
+        raise UserError(
+            f"relearning stopped before step {missing[0]} ({result.stopped or 'no snapshot written'}); see {run / 'log.jsonl'}"
+        )
+    atomic_write_json(
+        summary_path,
+        {
+            "model": str(model),
+            "adapter": str(adapter) if adapter is not None else None,
+            "settings_from": str(source) if source else "released defaults",
+            "slice": _slice_rule(seed, category, fraction, data, trained),
+            "trained": trained,
+            "measured": measured,
+            "lr": settings.optim.lr,
+            "schedule": "constant, no warm-up",
+            "seed": seed,
+            "steps": list(budgets),
+            "snapshots": {str(s): str(f) for s, f in snapshots.items()},
+            "trained_data": str(out / TRAINED_DATA),
+            "measured_data": str(out / MEASURED_DATA),
+            "seconds": round(time.perf_counter() - began, 2),
+            "settings": settings.model_dump(),
+        },
+    )
     return snapshots
 
 
@@ -174,17 +206,30 @@ def _slice_rule(seed: int, category: str | None, fraction: float | None, data: P
         return {"rule": "fraction", "fraction": fraction, "seed": seed, "pairs": len(trained)}
     if category is None:
         first = next(p for p in forget_examples(load_split(data, "train")) if p.key == trained[0])
-        return {"rule": "category (the seed-th eligible in sorted order)", "category": first.category, "seed": seed, "pairs": len(trained)}
+        return {
+            "rule": "category (the seed-th eligible in sorted order)",
+            "category": first.category,
+            "seed": seed,
+            "pairs": len(trained),
+        }
     return {"rule": "category (named)", "category": category, "pairs": len(trained)}
 
 
-def _summary_matches(path: Path, trained: list[str], budgets: tuple[int, ...], settings: dict, model: str, adapter: Path | None) -> bool:
+def _summary_matches(
+    path: Path, trained: list[str], budgets: tuple[int, ...], settings: dict, model: str, adapter: Path | None
+) -> bool:
     """Whether a finished relearning's summary is of this slice, these budgets, settings and model."""
     try:
         before = read_json(path)
     except UserError:
         return False
-    now = {"trained": trained, "steps": list(budgets), "settings": json.loads(json.dumps(settings)), "model": str(model), "adapter": str(adapter) if adapter is not None else None}
+    now = {
+        "trained": trained,
+        "steps": list(budgets),
+        "settings": json.loads(json.dumps(settings)),
+        "model": str(model),
+        "adapter": str(adapter) if adapter is not None else None,
+    }
     return all(before.get(k) == v for k, v in now.items())
 
 
@@ -208,13 +253,23 @@ def write_subset(data: Path, folder: Path, keep: set[str], *, splits: tuple[str,
                     row = {**row, "unsafe_pairs": pairs}
                 kept.append(row)
                 for field, path in (("image_path", parsed.image(i)), ("SDImage_path", parsed.sd_image(i))):
-                    _link(path, tmp, record.image_path if field == "image_path" else record.sd_image_path, parsed.where(i, field))
+                    _link(
+                        path,
+                        tmp,
+                        record.image_path if field == "image_path" else record.sd_image_path,
+                        parsed.where(i, field),
+                    )
             atomic_write_json(tmp / f"{SPLIT_FILES[split]}.json", kept)
         general = data / GENERAL_FILE if data.is_dir() else None
         if general is not None and general.is_file():
             resolver, items = load_general(data)
             for i, item in enumerate(items):
-                _link(resolver.resolve(item.image_path, f"{GENERAL_FILE}: record {i}: field 'image_path'"), tmp, item.image_path, f"{GENERAL_FILE}: record {i}")
+                _link(
+                    resolver.resolve(item.image_path, f"{GENERAL_FILE}: record {i}: field 'image_path'"),
+                    tmp,
+                    item.image_path,
+                    f"{GENERAL_FILE}: record {i}",
+                )
             shutil.copyfile(general, tmp / GENERAL_FILE)
 
 
@@ -229,7 +284,9 @@ def _link(source: Path, folder: Path, relative: str, where: str) -> None:
     """``source`` at ``folder / relative``: a hard link where the file system allows, else a copy."""
     rel = Path(relative)
     if rel.is_absolute() or ".." in rel.parts:
-        raise UserError(f"{where}: image path {relative!r} is not inside the dataset folder; relearning copies the dataset and needs relative image paths")
+        raise UserError(
+            f"{where}: image path {relative!r} is not inside the dataset folder; relearning copies the dataset and needs relative image paths"
+        )
     target = folder / rel
     if target.exists():
         return

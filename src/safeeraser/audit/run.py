@@ -29,8 +29,8 @@ from safeeraser.audit.attacks import INPUT_ATTACKS, write_attacked_data
 from safeeraser.audit.quantize import QUANT_ATTACKS
 from safeeraser.data.records import GENERAL_FILE, split_file
 from safeeraser.environment import manifest
-from safeeraser.formats import meta_path, run_predictions
 from safeeraser.errors import UserError
+from safeeraser.formats import meta_path, run_predictions
 from safeeraser.generate.predictions import PROTOCOLS, GenerationSettings, _file_digest, generate_predictions
 from safeeraser.io import atomic_write_json, atomic_write_text, read_json
 from safeeraser.metrics.evaluate import METRIC_KEYS
@@ -54,7 +54,9 @@ def parse_attacks(text: str | None) -> tuple[str, ...]:
     named = [a.strip() for a in text.split(",") if a.strip()]
     unknown = [a for a in named if a not in ATTACKS]
     if unknown:
-        raise UserError(f"unknown --attacks {', '.join(unknown)}: expected a comma-separated subset of {', '.join(ATTACKS)}")
+        raise UserError(
+            f"unknown --attacks {', '.join(unknown)}: expected a comma-separated subset of {', '.join(ATTACKS)}"
+        )
     if not named:
         raise UserError("--attacks names no attack")
     return tuple(a for a in ATTACKS if a in named)
@@ -129,7 +131,17 @@ class Audit:
         """Predictions of ``split`` into ``out`` (kept when finished; resumed from its partial file)."""
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-            generate_predictions(self.model, data, split, out, self.settings, adapter=self.adapter if adapter == "run" else adapter, backend=backend, revision=self.revision, progress=self.progress)
+            generate_predictions(
+                self.model,
+                data,
+                split,
+                out,
+                self.settings,
+                adapter=self.adapter if adapter == "run" else adapter,
+                backend=backend,
+                revision=self.revision,
+                progress=self.progress,
+            )
         return out
 
     def evaluate(self, data: Path, out: Path, **predictions) -> dict:
@@ -178,7 +190,10 @@ def baseline(audit: Audit) -> dict:
         predictions[f"pred_{split}"] = found or audit.generate(audit.data, split, folder / run_predictions(split))
     metrics = audit.evaluate(audit.data, folder / METRICS, **predictions)
     return {
-        "metrics": _shown(metrics), "ci95": metrics.get("ci95"), "counts": _counts(metrics), "metrics_file": str(folder / METRICS),
+        "metrics": _shown(metrics),
+        "ci95": metrics.get("ci95"),
+        "counts": _counts(metrics),
+        "metrics_file": str(folder / METRICS),
         "predictions": "reused from the run folder: " + ", ".join(reused) if reused else "generated",
     }
 
@@ -188,16 +203,29 @@ def _shown(metrics: dict) -> dict:
 
 
 def _counts(metrics: dict) -> dict:
-    return {k: (metrics.get("counts") or {}).get(k, {}).get("n") for k in METRIC_KEYS if (metrics.get("counts") or {}).get(k)}
+    return {
+        k: (metrics.get("counts") or {}).get(k, {}).get("n")
+        for k in METRIC_KEYS
+        if (metrics.get("counts") or {}).get(k)
+    }
 
 
 def _delta(metrics: dict, reference: dict) -> dict:
-    return {k: metrics[k] - reference[k] for k in CHANGED if metrics.get(k) is not None and reference.get(k) is not None}
+    return {
+        k: metrics[k] - reference[k] for k in CHANGED if metrics.get(k) is not None and reference.get(k) is not None
+    }
 
 
 def _measured(metrics: dict, reference: dict, folder: Path) -> dict:
     shown = _shown(metrics)
-    return {"status": "done", "metrics": shown, "delta": _delta(shown, reference), "ci95": metrics.get("ci95"), "counts": _counts(metrics), "metrics_file": str(folder / METRICS)}
+    return {
+        "status": "done",
+        "metrics": shown,
+        "delta": _delta(shown, reference),
+        "ci95": metrics.get("ci95"),
+        "counts": _counts(metrics),
+        "metrics_file": str(folder / METRICS),
+    }
 
 
 def quant_attack(audit: Audit, attack: str, folder: Path, base: dict) -> dict:
@@ -207,17 +235,38 @@ def quant_attack(audit: Audit, attack: str, folder: Path, base: dict) -> dict:
     if why:
         raise NotRun(why)
     bits = QUANT_ATTACKS[attack]
-    backend = quantize.quantized_backend(audit.model, audit.adapter, bits, batch_size=audit.settings.batch_size, system_prompt=audit.settings.system_prompt, revision=audit.revision)
-    predictions = {f"pred_{s}": audit.generate(audit.data, s, folder / run_predictions(s), backend=backend) for s in _splits(audit.data, general=True)}
+    backend = quantize.quantized_backend(
+        audit.model,
+        audit.adapter,
+        bits,
+        batch_size=audit.settings.batch_size,
+        system_prompt=audit.settings.system_prompt,
+        revision=audit.revision,
+    )
+    predictions = {
+        f"pred_{s}": audit.generate(audit.data, s, folder / run_predictions(s), backend=backend)
+        for s in _splits(audit.data, general=True)
+    }
     metrics = audit.evaluate(audit.data, folder / METRICS, **predictions)
-    return _measured(metrics, base["metrics"], folder) | {"library": quantize.library(), "scheme": quantize.SCHEMES[bits]}
+    return _measured(metrics, base["metrics"], folder) | {
+        "library": quantize.library(),
+        "scheme": quantize.SCHEMES[bits],
+    }
 
 
 def input_attack(audit: Audit, attack: str, folder: Path, base: dict) -> dict:
     data = write_attacked_data(audit.data, folder / "data", attack, seed=audit.seed)
-    predictions = {f"pred_{s}": audit.generate(data, s, folder / run_predictions(s)) for s in _splits(data, general=False)}
+    predictions = {
+        f"pred_{s}": audit.generate(data, s, folder / run_predictions(s)) for s in _splits(data, general=False)
+    }
     metrics = audit.evaluate(data, folder / METRICS, **predictions)
-    return _measured(metrics, base["metrics"], folder) | {"data": str(data), "not_applicable": {"rouge_l": "the attack changes the harmful prompts only; the benign ones are left out of its data", "specificity": "not measured under input attacks"}}
+    return _measured(metrics, base["metrics"], folder) | {
+        "data": str(data),
+        "not_applicable": {
+            "rouge_l": "the attack changes the harmful prompts only; the benign ones are left out of its data",
+            "specificity": "not measured under input attacks",
+        },
+    }
 
 
 def _missing(e: ModuleNotFoundError, module: str) -> str:
@@ -232,7 +281,15 @@ def relearn_attack(audit: Audit, attack: str, folder: Path, base: dict) -> dict:
     except ModuleNotFoundError as e:
         raise NotRun(_missing(e, "safeeraser.audit.relearn")) from None
     trained, measured_keys = relearn_slice(audit.data, seed=audit.seed)
-    states = relearn(audit.model, audit.data, folder / "train", adapter=audit.adapter, seed=audit.seed, resume=True, progress=audit.progress)
+    states = relearn(
+        audit.model,
+        audit.data,
+        folder / "train",
+        adapter=audit.adapter,
+        seed=audit.seed,
+        resume=True,
+        progress=audit.progress,
+    )
     measured = folder / "train" / "measured_data"
 
     def asr(name: str, adapter) -> dict:
@@ -242,16 +299,35 @@ def relearn_attack(audit: Audit, attack: str, folder: Path, base: dict) -> dict:
     unlearned = asr("step0", "run")
     vanilla = asr("vanilla", None) if audit.adapter is not None else unlearned
     start, ceiling = unlearned["asr_efficacy"], vanilla["asr_efficacy"]
-    curve = [{"steps": 0, "asr_efficacy": start, "rr_efficacy": unlearned["rr_efficacy"], "n": _counts(unlearned).get("asr_efficacy")}]
+    curve = [
+        {
+            "steps": 0,
+            "asr_efficacy": start,
+            "rr_efficacy": unlearned["rr_efficacy"],
+            "n": _counts(unlearned).get("asr_efficacy"),
+        }
+    ]
     for steps in sorted(states):
         m = asr(f"step{steps}", states[steps])
-        curve.append({"steps": steps, "asr_efficacy": m["asr_efficacy"], "rr_efficacy": m["rr_efficacy"], "n": _counts(m).get("asr_efficacy")})
+        curve.append(
+            {
+                "steps": steps,
+                "asr_efficacy": m["asr_efficacy"],
+                "rr_efficacy": m["rr_efficacy"],
+                "n": _counts(m).get("asr_efficacy"),
+            }
+        )
     for point in curve:
         gap = None if ceiling is None or start is None else ceiling - start
-        point["recovered"] = (point["asr_efficacy"] - start) / gap if gap and point["asr_efficacy"] is not None else None
+        point["recovered"] = (
+            (point["asr_efficacy"] - start) / gap if gap and point["asr_efficacy"] is not None else None
+        )
     last = read_json(folder / f"step{curve[-1]['steps']}" / METRICS)
     return _measured(last, _shown(unlearned), folder / f"step{curve[-1]['steps']}") | {
-        "curve": curve, "vanilla_asr": ceiling, "trained_pairs": len(trained), "measured_pairs": len(measured_keys),
+        "curve": curve,
+        "vanilla_asr": ceiling,
+        "trained_pairs": len(trained),
+        "measured_pairs": len(measured_keys),
         "note": "ASR on the harmful training pairs relearning left out; delta against the unlearned model on those same pairs",
     }
 
@@ -266,18 +342,32 @@ def mia_attack(audit: Audit, attack: str, folder: Path, base: dict) -> dict:
         path = folder / f"{name}.json"
         if not path.is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(path, membership_inference(audit.model, audit.data, adapter=adapter, revision=audit.revision))
+            atomic_write_json(
+                path, membership_inference(audit.model, audit.data, adapter=adapter, revision=audit.revision)
+            )
         return read_json(path)
 
     run = scored("mia", audit.adapter)
     vanilla = scored("mia_vanilla", None) if audit.adapter is not None else run
     return {
-        "status": "done", "auc": run["auc"], "distance": run["distance"], "vanilla_auc": vanilla["auc"], "vanilla_distance": vanilla["distance"],
-        "members": run["members"], "non_members": run["non_members"], "k": run["k"], "library": run.get("library"),
+        "status": "done",
+        "auc": run["auc"],
+        "distance": run["distance"],
+        "vanilla_auc": vanilla["auc"],
+        "vanilla_distance": vanilla["distance"],
+        "members": run["members"],
+        "non_members": run["non_members"],
+        "k": run["k"],
+        "library": run.get("library"),
     }
 
 
-RUNNERS = {**{a: quant_attack for a in QUANT_ATTACKS}, "relearn": relearn_attack, **{a: input_attack for a in INPUT_ATTACKS}, "mia": mia_attack}
+RUNNERS = {
+    **{a: quant_attack for a in QUANT_ATTACKS},
+    "relearn": relearn_attack,
+    **{a: input_attack for a in INPUT_ATTACKS},
+    "mia": mia_attack,
+}
 
 
 def run_audit(
@@ -317,12 +407,24 @@ def run_audit(
     previous = read_json(out / AUDIT_FILE) if (out / AUDIT_FILE).is_file() else None
     if previous is not None and previous.get("request") != audit.request():
         old, new = previous.get("request") or {}, audit.request()
-        why = next((f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), "unreadable")
+        why = next(
+            (
+                f"{k}: {old.get(k)!r} then, {new.get(k)!r} now"
+                for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)
+            ),
+            "unreadable",
+        )
         raise UserError(f"{out}: an audit with other settings ({why}); use another --out")
     out.mkdir(parents=True, exist_ok=True)
     audit.judge = make_judges(judge, judge_options(judge, {"--judge-model": judge_model}, default_cache=default_path()))
     began = time.perf_counter()
-    record = {"request": audit.request(), "attacks": list(attacks), "protocol": settings.record(), "results": dict((previous or {}).get("results") or {})}
+    record = {
+        "request": audit.request(),
+        "attacks": list(attacks),
+        "protocol": settings.record(),
+        "results": dict((previous or {}).get("results") or {}),
+    }
     audit.log(f"audit: baseline (protocol {settings.label()}, judge {judge})")
     t0 = time.perf_counter()
     record["baseline"] = baseline(audit) | {"seconds": round(time.perf_counter() - t0, 3)}
@@ -363,7 +465,13 @@ def _signed(value) -> str:
     return "" if value is None else f" ({100 * value:+.1f})"
 
 
-TABLE = (("asr_efficacy", "ASR eff. ↓"), ("asr_generality", "ASR gen. ↓"), ("rr_generality", "RR gen. ↑"), ("sarr", "SARR ↓"), ("rouge_l", "ROUGE-L ↑"))
+TABLE = (
+    ("asr_efficacy", "ASR eff. ↓"),
+    ("asr_generality", "ASR gen. ↓"),
+    ("rr_generality", "RR gen. ↑"),
+    ("sarr", "SARR ↓"),
+    ("rouge_l", "ROUGE-L ↑"),
+)
 
 
 def attack_rows(record: dict) -> list[tuple[str, list[str], str]]:
@@ -395,12 +503,30 @@ def to_markdown(record: dict) -> str:
     lines += [f"| {a} | " + " | ".join(cells) + f" | {note} |" for a, cells, note in attack_rows(record)]
     relearn = record["results"].get("relearn") or {}
     if relearn.get("status") == "done":
-        lines += ["", f"Relearning: ASR on the {relearn['measured_pairs']} harmful training pairs left out of the {relearn['trained_pairs']} it trained on; vanilla (ceiling): {_pct(relearn['vanilla_asr'])}.", "", "| steps | ASR eff. | RR eff. | share of the forgotten ASR back |", "|---:|---:|---:|---:|"]
-        lines += [f"| {p['steps']} | {_pct(p['asr_efficacy'])} | {_pct(p['rr_efficacy'])} | {_pct(p['recovered'])} |" for p in relearn["curve"]]
+        lines += [
+            "",
+            f"Relearning: ASR on the {relearn['measured_pairs']} harmful training pairs left out of the {relearn['trained_pairs']} it trained on; vanilla (ceiling): {_pct(relearn['vanilla_asr'])}.",
+            "",
+            "| steps | ASR eff. | RR eff. | share of the forgotten ASR back |",
+            "|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {p['steps']} | {_pct(p['asr_efficacy'])} | {_pct(p['rr_efficacy'])} | {_pct(p['recovered'])} |"
+            for p in relearn["curve"]
+        ]
     mia = record["results"].get("mia") or {}
     if mia.get("status") == "done":
-        lines += ["", f"Membership inference ({mia['members']} members, {mia['non_members']} non-members; {mia.get('library') or ''}): AUC, |AUC − 0.5| in brackets.", "", "| score | run | vanilla |", "|---|---:|---:|"]
-        lines += [f"| {name} | {auc:.3f} ({mia['distance'][name]:.3f}) | {mia['vanilla_auc'].get(name, float('nan')):.3f} |" for name, auc in mia["auc"].items()]
+        lines += [
+            "",
+            f"Membership inference ({mia['members']} members, {mia['non_members']} non-members; {mia.get('library') or ''}): AUC, |AUC − 0.5| in brackets.",
+            "",
+            "| score | run | vanilla |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {name} | {auc:.3f} ({mia['distance'][name]:.3f}) | {mia['vanilla_auc'].get(name, float('nan')):.3f} |"
+            for name, auc in mia["auc"].items()
+        ]
     lines += ["", f"Audit time: {record.get('seconds', 0):.0f} s."]
     return "\n".join(lines) + "\n"
 
@@ -411,7 +537,10 @@ def load_audit(folder: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{folder}: no {AUDIT_FILE} (run `safeeraser audit ... --out {folder}` first)")
     record = read_json(path)
-    if not isinstance(record, dict) or not isinstance(record.get("results"), dict) or not isinstance(record.get("baseline"), dict):
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("results"), dict)
+        or not isinstance(record.get("baseline"), dict)
+    ):
         raise UserError(f"{path}: not an audit.json from `safeeraser audit`")
     return record
-

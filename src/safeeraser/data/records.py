@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -80,22 +81,14 @@ class Record(BaseModel):
 
     def unharm_pairs(self) -> list[tuple[str, QAPair]]:
         """The UnharmPairs present, as (published key, pair), in published order."""
-        return [
-            (key, pair)
-            for key in UNHARM_KEYS
-            if (pair := getattr(self, _ATTR_OF_UNHARM_KEY[key])) is not None
-        ]
+        return [(key, pair) for key in UNHARM_KEYS if (pair := getattr(self, _ATTR_OF_UNHARM_KEY[key])) is not None]
 
     def to_json(self) -> dict[str, Any]:
         """The record in the published shape (absent keys stay absent)."""
         return self.model_dump(by_alias=True, exclude_unset=True)
 
 
-_ATTR_OF_UNHARM_KEY = {
-    key: name
-    for name, info in Record.model_fields.items()
-    if (key := info.alias) in UNHARM_KEYS
-}
+_ATTR_OF_UNHARM_KEY = {key: name for name, info in Record.model_fields.items() if (key := info.alias) in UNHARM_KEYS}
 
 
 class Resolver:
@@ -194,7 +187,9 @@ def read_json_records(path: Path) -> list[Any]:
             try:
                 json.dumps(row, ensure_ascii=False).encode("utf-8")
             except UnicodeEncodeError:
-                raise UserError(f"{path}: record {i}: holds a lone surrogate escape (\\ud800-\\udfff): not valid Unicode text") from None
+                raise UserError(
+                    f"{path}: record {i}: holds a lone surrogate escape (\\ud800-\\udfff): not valid Unicode text"
+                ) from None
     return rows
 
 

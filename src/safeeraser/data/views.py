@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 from safeeraser.data.records import Split
 from safeeraser.data.refusals import REFUSALS
@@ -99,7 +99,12 @@ def view_examples(split: Split, view: str, seed: int = 0, refusals: Sequence[str
 class ViewData:
     """A view's examples, encoded on demand; ``item(i, epoch)`` redraws what changes per epoch (refusals)."""
 
-    def __init__(self, examples: list[Example], encode: Callable[[Example], dict], redraw: Callable[[Example, int], Example] | None = None):
+    def __init__(
+        self,
+        examples: list[Example],
+        encode: Callable[[Example], dict],
+        redraw: Callable[[Example, int], Example] | None = None,
+    ):
         self.examples = examples
         self.encode = encode
         self.redraw = redraw
@@ -112,7 +117,9 @@ class ViewData:
         return self.encode(self.redraw(example, epoch) if self.redraw else example)
 
 
-def view_data(split: Split, view: str, encode: Callable[[Example], dict], *, seed: int, refusals: Sequence[str] = REFUSALS) -> ViewData:
+def view_data(
+    split: Split, view: str, encode: Callable[[Example], dict], *, seed: int, refusals: Sequence[str] = REFUSALS
+) -> ViewData:
     examples = view_examples(split, view, seed, refusals)
     if view != "refusal":
         return ViewData(examples, encode)

@@ -84,8 +84,16 @@ class HFBackend:
     name = "hf"
 
     def __init__(
-        self, model: str, adapter: Path | None, *, batch_size: int, system_prompt: bool, revision: str | None = None,
-        warn: Callable[[str], None] = _stderr, transform: Callable | None = None, transform_identity: dict | None = None,
+        self,
+        model: str,
+        adapter: Path | None,
+        *,
+        batch_size: int,
+        system_prompt: bool,
+        revision: str | None = None,
+        warn: Callable[[str], None] = _stderr,
+        transform: Callable | None = None,
+        transform_identity: dict | None = None,
     ):
         self.model = model
         self.revision = revision
@@ -123,7 +131,11 @@ class HFBackend:
         ckpt_infer.py prompts), not the one the released training uses."""
         from safeeraser.models.codec import Codec
 
-        return Codec(loaded.processor, family=loaded.family, system=loaded.family.system_sentence("inference") if self.system_prompt else None)
+        return Codec(
+            loaded.processor,
+            family=loaded.family,
+            system=loaded.family.system_sentence("inference") if self.system_prompt else None,
+        )
 
     def _answer(self, model, codec, job: Job, seed: int) -> tuple[list[list[str]], int]:
         """The job in one call, or, after an out-of-memory, in calls of at most ``batch_size`` sequences.
@@ -144,7 +156,14 @@ class HFBackend:
                     return answer_batch(model, codec, job.prompts, job.sampling, seed=seed, key=job.key)
                 answers, tokens = [], 0
                 for start in range(0, len(job.prompts), per_call):
-                    got, n = answer_batch(model, codec, job.prompts[start : start + per_call], job.sampling, seed=seed, key=f"{job.key}@{start}")
+                    got, n = answer_batch(
+                        model,
+                        codec,
+                        job.prompts[start : start + per_call],
+                        job.sampling,
+                        seed=seed,
+                        key=f"{job.key}@{start}",
+                    )
                     answers.extend(got)
                     tokens += n
                 return answers, tokens
@@ -160,7 +179,9 @@ class HFBackend:
                     ) from None
                 self.batch_size = max(1, tried // 2)
                 self.backoffs += 1
-                self.warn(f"generate: out of memory at {tried} sequences per batch; retrying with batch size {self.batch_size}")
+                self.warn(
+                    f"generate: out of memory at {tried} sequences per batch; retrying with batch size {self.batch_size}"
+                )
 
     def report(self) -> dict:
         return {"final_batch_size": self.batch_size, "oom_backoffs": self.backoffs}
@@ -200,7 +221,13 @@ class OpenAIBackend:
             timeout=timeout,
             max_retries=max_retries,
             backoff=backoff,
-            names={"concurrency": "--concurrency", "max_retries": "--retries", "timeout": "--request-timeout", "backoff": "backoff", "base_url": "--base-url"},
+            names={
+                "concurrency": "--concurrency",
+                "max_retries": "--retries",
+                "timeout": "--request-timeout",
+                "backoff": "backoff",
+                "base_url": "--base-url",
+            },
             default_url=None,
             missing_url="--backend openai needs --base-url (e.g. http://localhost:8000/v1) or $OPENAI_BASE_URL",
             default_key="EMPTY",  # a local server usually takes any key; the official client insists on one
@@ -234,13 +261,29 @@ class OpenAIBackend:
 
     def report(self) -> dict:
         stats = self.endpoint.stats
-        return {"base_url": self.base_url, "concurrency": self.concurrency, "n_requests": stats.sent, "n_retries": stats.retried}
+        return {
+            "base_url": self.base_url,
+            "concurrency": self.concurrency,
+            "n_requests": stats.sent,
+            "n_retries": stats.retried,
+        }
 
     def request(self, prompt: Prompt, sampling: Sampling, seed: int) -> dict:
         """The Chat Completions body for one prompt: its K samples, its seed, the protocol's decoding."""
-        user = [{"type": "image_url", "image_url": {"url": self.data_url(prompt.image)}}, {"type": "text", "text": prompt.question}]
-        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [{"role": "user", "content": user}]
-        body = {"model": self.model, "messages": messages, "n": sampling.num_samples, "max_tokens": sampling.max_new_tokens, "seed": seed}
+        user = [
+            {"type": "image_url", "image_url": {"url": self.data_url(prompt.image)}},
+            {"type": "text", "text": prompt.question},
+        ]
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": user}
+        ]
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "n": sampling.num_samples,
+            "max_tokens": sampling.max_new_tokens,
+            "seed": seed,
+        }
         extra = {}
         if sampling.do_sample:
             body.update(temperature=sampling.temperature, top_p=sampling.top_p)
@@ -266,7 +309,9 @@ class OpenAIBackend:
             text = self.endpoint.post(**body)
         except Refused as e:
             hint = FATAL_STATUS.get(e.status, e.message)
-            raise UserError(f"--backend openai: {self.base_url} answered HTTP {e.status} for {job.task_keys[0]}: {hint}") from None
+            raise UserError(
+                f"--backend openai: {self.base_url} answered HTTP {e.status} for {job.task_keys[0]}: {hint}"
+            ) from None
         return _samples(text, body["n"], f"{self.base_url}, {job.task_keys[0]}")
 
 
@@ -281,7 +326,9 @@ def _samples(text: str, n: int, where: str) -> tuple[list[str], int]:
     if not all(isinstance(t, str) for t in texts):
         raise Transient("unreadable response body: message content is not text")
     if len(texts) != n:
-        raise UserError(f"--backend openai: {where}: asked for n={n} answers, got {len(texts)} (a server that ignores n cannot run this protocol)")
+        raise UserError(
+            f"--backend openai: {where}: asked for n={n} answers, got {len(texts)} (a server that ignores n cannot run this protocol)"
+        )
     usage = body.get("usage") or {}
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
     return [t.strip() for t in texts], int(tokens) if isinstance(tokens, int) else 0

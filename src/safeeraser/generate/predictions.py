@@ -78,7 +78,11 @@ class GenerationSettings:
         base = PROTOCOLS.get(self.protocol)
         if base is None:
             return self.protocol
-        changed = [f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name not in _NOT_PROTOCOL and getattr(self, f.name) != getattr(base, f.name)]
+        changed = [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in fields(self)
+            if f.name not in _NOT_PROTOCOL and getattr(self, f.name) != getattr(base, f.name)
+        ]
         return self.protocol + (f" ({', '.join(changed)})" if changed else "")
 
     def record(self) -> dict:
@@ -152,7 +156,10 @@ def fill_predictions(split: Split, answers: dict[str, list[str]]) -> list[dict]:
 def samplings(settings: GenerationSettings) -> tuple[Sampling, Sampling]:
     """How the K-answer and the single-answer prompts are decoded under ``settings``."""
     sampled = Sampling(
-        do_sample=True, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
+        do_sample=True,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
         max_new_tokens=settings.max_new_tokens,
     )
     multi = replace(sampled, num_samples=settings.num_samples)
@@ -185,9 +192,13 @@ def generate_predictions(
     if split not in SPLITS:
         raise UserError(f"unknown --split {split!r}: expected one of {', '.join(SPLITS)}")
     if adapter and isinstance(backend, OpenAIBackend):
-        raise UserError("--adapter is not used by --backend openai: the server serves the adapter (vllm serve --lora-modules NAME=RUN_DIR/adapter); pass NAME as --model")
+        raise UserError(
+            "--adapter is not used by --backend openai: the server serves the adapter (vllm serve --lora-modules NAME=RUN_DIR/adapter); pass NAME as --model"
+        )
     if revision and isinstance(backend, OpenAIBackend):
-        raise UserError("--revision is not used by --backend openai: the server loads the model (vllm serve MODEL --revision REV)")
+        raise UserError(
+            "--revision is not used by --backend openai: the server loads the model (vllm serve MODEL --revision REV)"
+        )
     out = Path(out)
     data = Path(data)
     check_output_file(out)
@@ -201,7 +212,9 @@ def generate_predictions(
         tasks, source = split_tasks(the_split), the_split.path
     adapter_dir = adapter_folder(Path(adapter)) if adapter else None
     if backend is None:
-        backend = HFBackend(model, adapter_dir, batch_size=settings.batch_size, system_prompt=settings.system_prompt, revision=revision)
+        backend = HFBackend(
+            model, adapter_dir, batch_size=settings.batch_size, system_prompt=settings.system_prompt, revision=revision
+        )
     header = {
         "model": str(model),
         **({"revision": revision} if revision else {}),
@@ -220,7 +233,9 @@ def generate_predictions(
     if rows:
         began_with = (rows[0].get("header") or {}).get("backend", {}).get("kind", "hf")
         if began_with != backend.name:
-            raise UserError(f"{partial}: begun with --backend {began_with}; one file never mixes backends: rerun with --backend {began_with}, or delete it to start over")
+            raise UserError(
+                f"{partial}: begun with --backend {began_with}; one file never mixes backends: rerun with --backend {began_with}, or delete it to start over"
+            )
         if rows[0].get("header") != header:
             raise UserError(f"{partial}: left by a run with other settings, model or data; delete it to start over")
         for row in rows[1:]:
@@ -234,12 +249,22 @@ def generate_predictions(
         for key, chunk in plan
         if key not in finished_batches
     ]
-    stats = {"prompts": len(tasks), "resumed_prompts": len(tasks) - sum(len(j.prompts) for j in todo), "generated_tokens": 0}
+    stats = {
+        "prompts": len(tasks),
+        "resumed_prompts": len(tasks) - sum(len(j.prompts) for j in todo),
+        "generated_tokens": 0,
+    }
     began = time.perf_counter()
     if todo:
         log = JsonlLog(partial)
         fresh = not rows  # the header goes in with the first answers: a run that fails to start leaves no file
-        bar = progress_bar(total=len(tasks), initial=stats["resumed_prompts"], desc=f"generate {split} ({backend.name})", unit="prompt", enabled=progress)
+        bar = progress_bar(
+            total=len(tasks),
+            initial=stats["resumed_prompts"],
+            desc=f"generate {split} ({backend.name})",
+            unit="prompt",
+            enabled=progress,
+        )
         try:
             for job, got, tokens in backend.run(todo, settings.seed):
                 answers = dict(zip(job.task_keys, got))

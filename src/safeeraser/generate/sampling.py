@@ -35,7 +35,11 @@ class Sampling:
     max_new_tokens: int = 128
 
     def generate_kwargs(self) -> dict:
-        kwargs = {"max_new_tokens": self.max_new_tokens, "num_return_sequences": self.num_samples, "do_sample": self.do_sample}
+        kwargs = {
+            "max_new_tokens": self.max_new_tokens,
+            "num_return_sequences": self.num_samples,
+            "do_sample": self.do_sample,
+        }
         if self.do_sample:
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         else:
@@ -49,7 +53,9 @@ def batch_seed(seed: int, key: str) -> int:
 
 
 @torch.no_grad()
-def answer_batch(model, codec: Codec, prompts: list[Prompt], sampling: Sampling, *, seed: int, key: str) -> tuple[list[list[str]], int]:
+def answer_batch(
+    model, codec: Codec, prompts: list[Prompt], sampling: Sampling, *, seed: int, key: str
+) -> tuple[list[list[str]], int]:
     """K answers per prompt for one batch, and the number of generated tokens."""
     batch = codec.collate_prompts([codec.encode_prompt(p.image, p.question) for p in prompts])
     device = next(model.parameters()).device

@@ -53,7 +53,9 @@ def make_judges(spec: str, options: dict[str, dict] | None = None) -> Judge:
         if model is not None and not JUDGES[kind].takes_model:
             raise UserError(f"--judge {spec}: the {kind} judge takes no model ({name!r})")
         if JUDGES[kind].needs_model and model is None and not options.get(kind, {}).get("model"):
-            raise UserError(f"--judge {kind} needs --judge-model or {kind}:MODEL: a local model folder, a cached Hugging Face id, or the name a server (--base-url) serves it under")
+            raise UserError(
+                f"--judge {kind} needs --judge-model or {kind}:MODEL: a local model folder, a cached Hugging Face id, or the name a server (--base-url) serves it under"
+            )
     names = sorted(set(assignment.values()))
     made = {}
     for name in names:
@@ -62,10 +64,23 @@ def make_judges(spec: str, options: dict[str, dict] | None = None) -> Judge:
         served = tuple(v for v in VERDICTS if assignment.get(v) == name)
         if len(names) == 1 and set(served) == set(declared_verdicts(kind)):
             return make_judge(kind, **chosen)
-        made[name] = make_judge(kind, **chosen, **({"verdicts": served} if "verdicts" in JUDGES[kind].options.model_fields else {}))
+        made[name] = make_judge(
+            kind, **chosen, **({"verdicts": served} if "verdicts" in JUDGES[kind].options.model_fields else {})
+        )
     return CombinedJudge({verdict: made[name] for verdict, name in assignment.items()}, name=canonical_spec(assignment))
 
 
 from safeeraser.judge.protocols import PROTOCOLS  # noqa: E402  (after base: it imports the prompts)
 
-__all__ = ["Judge", "JudgeItem", "JudgeKind", "Verdict", "VERDICTS", "JUDGES", "PROTOCOLS", "judge_options", "make_judge", "make_judges"]
+__all__ = [
+    "Judge",
+    "JudgeItem",
+    "JudgeKind",
+    "Verdict",
+    "VERDICTS",
+    "JUDGES",
+    "PROTOCOLS",
+    "judge_options",
+    "make_judge",
+    "make_judges",
+]

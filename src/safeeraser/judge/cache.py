@@ -58,7 +58,9 @@ class VerdictCache:
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             with self._db:
-                self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, fields TEXT NOT NULL, created REAL NOT NULL)")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, fields TEXT NOT NULL, created REAL NOT NULL)"
+                )
         except (OSError, sqlite3.Error) as e:
             raise UserError(f"{self.path}: cannot use as judge cache ({e})") from None
         return self._db
@@ -68,7 +70,9 @@ class VerdictCache:
         unique = sorted(set(keys))
         for start in range(0, len(unique), 500):  # sqlite limits the number of bound parameters
             chunk = unique[start : start + 500]
-            rows = self.db.execute(f"SELECT key, fields FROM verdicts WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            rows = self.db.execute(
+                f"SELECT key, fields FROM verdicts WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            )
             found.update((key, Verdict(**json.loads(fields), cached=True)) for key, fields in rows)
         return found
 

@@ -31,7 +31,9 @@ def parse_spec(spec: str, names: tuple[str, ...]) -> dict[str, str] | None:
     for part in spec.split(","):
         verdict, sep, name = (x.strip() for x in part.partition("="))
         if not sep or not verdict or not name:
-            raise UserError(f"--judge {spec!r}: {part.strip()!r} is not VERDICT=JUDGE (e.g. unsafe=openai,refusal=keyword)")
+            raise UserError(
+                f"--judge {spec!r}: {part.strip()!r} is not VERDICT=JUDGE (e.g. unsafe=openai,refusal=keyword)"
+            )
         if verdict not in VERDICTS:
             raise UserError(f"--judge {spec!r}: unknown verdict {verdict!r} (expected {', '.join(VERDICTS)})")
         kind, model = split_name(name)
@@ -63,7 +65,11 @@ class CombinedJudge:
         self.verdicts = tuple(self.by_verdict)
         self.reads_images = all(j.reads_images for j in self.by_verdict.values())
         self._judges = list({id(j): j for j in self.by_verdict.values()}.values())
-        self.limits = tuple(f"{', '.join(self._served(j))} ({j.name}): {limit}" for j in self._judges for limit in getattr(j, "limits", ()))
+        self.limits = tuple(
+            f"{', '.join(self._served(j))} ({j.name}): {limit}"
+            for j in self._judges
+            for limit in getattr(j, "limits", ())
+        )
 
     def _served(self, judge) -> list[str]:
         return [v for v, j in self.by_verdict.items() if j is judge]
@@ -100,7 +106,9 @@ class CombinedJudge:
                 for field in (f for f in KIND_VERDICTS[items[i].kind] if f in mine):
                     value = getattr(verdict, field) if verdict.ok else None
                     if value is None:
-                        errors[i][field] = verdict.errors.get(field) or verdict.error or f"the {judge.name} judge gave no {field!r}"
+                        errors[i][field] = (
+                            verdict.errors.get(field) or verdict.error or f"the {judge.name} judge gave no {field!r}"
+                        )
                     else:
                         values[i][field] = value
                 if verdict.note:
@@ -109,6 +117,18 @@ class CombinedJudge:
                     cached[i].append(verdict.cached)
         out = []
         for i in range(len(items)):
-            error = None if values[i] else ("; ".join(f"{f}: {why}" for f, why in errors[i].items()) or "no judge gives this item's verdicts")
-            out.append(Verdict(**values[i], error=error, errors=errors[i], note="; ".join(notes[i]), cached=bool(cached[i]) and all(cached[i])))
+            error = (
+                None
+                if values[i]
+                else ("; ".join(f"{f}: {why}" for f, why in errors[i].items()) or "no judge gives this item's verdicts")
+            )
+            out.append(
+                Verdict(
+                    **values[i],
+                    error=error,
+                    errors=errors[i],
+                    note="; ".join(notes[i]),
+                    cached=bool(cached[i]) and all(cached[i]),
+                )
+            )
         return out

@@ -46,7 +46,11 @@ def model_fingerprint(folder: Path) -> str:
     the same fingerprint wherever it lies; any retrained weight or edited template changes it.
     (Loading the model reads every weight byte anyway.)"""
     digest = hashlib.sha256()
-    for p in sorted(p for p in folder.iterdir() if p.is_file() and (p.name == "config.json" or p.name.endswith(WEIGHT_SUFFIXES) or p.name in INPUT_FILES)):
+    for p in sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and (p.name == "config.json" or p.name.endswith(WEIGHT_SUFFIXES) or p.name in INPUT_FILES)
+    ):
         with p.open("rb") as f:
             digest.update(json.dumps([p.name, hashlib.file_digest(f, "sha256").hexdigest()]).encode())
     return digest.hexdigest()[:12]
@@ -69,14 +73,20 @@ class HFJudge:
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.protocol = protocol if not isinstance(protocol, str) else make_protocol(protocol, prompts, score)  # first: a bad prompts file fails before a model loads
+        self.protocol = (
+            protocol if not isinstance(protocol, str) else make_protocol(protocol, prompts, score)
+        )  # first: a bad prompts file fails before a model loads
         # a judge serving some verdicts asks no others; a classifier protocol gives only its own
-        self.verdicts = tuple(v for v in VERDICTS if v in verdicts and v in getattr(self.protocol, "verdicts", VERDICTS))
+        self.verdicts = tuple(
+            v for v in VERDICTS if v in verdicts and v in getattr(self.protocol, "verdicts", VERDICTS)
+        )
         self.limits = getattr(self.protocol, "limits", LLM_LIMITS)
         self.cache = VerdictCache(cache) if cache is not None else None
         max_new_tokens = self.protocol.max_tokens if max_new_tokens is None else max_new_tokens
         if batch_size < 1 or max_new_tokens < 1:
-            raise UserError(f"hf judge: batch_size and max_new_tokens must be positive (got {batch_size}, {max_new_tokens})")
+            raise UserError(
+                f"hf judge: batch_size and max_new_tokens must be positive (got {batch_size}, {max_new_tokens})"
+            )
         quiet_transformers()
         folder = locate(model)
         self.device = default_device()
@@ -90,7 +100,9 @@ class HFJudge:
                 self.tokenizer = AutoTokenizer.from_pretrained(folder)
                 self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=default_dtype(self.device))
             except Exception as e:  # transformers raises many types for a folder it cannot load
-                raise UserError(f"{folder}: could not load a causal language model for the hf judge ({type(e).__name__}: {e})") from None
+                raise UserError(
+                    f"{folder}: could not load a causal language model for the hf judge ({type(e).__name__}: {e})"
+                ) from None
             self.model.to(self.device).eval()
             self.tokenizer.padding_side = "left"  # generation continues from the right end of every row
             if self.tokenizer.pad_token is None:
@@ -111,17 +123,23 @@ class HFJudge:
 
         loaded = load_model(str(folder), device=self.device)
         self.model = loaded.model
-        self.codec = Codec(loaded.processor, family=loaded.family)  # no system sentence: the protocol's chat is the prompt
+        self.codec = Codec(
+            loaded.processor, family=loaded.family
+        )  # no system sentence: the protocol's chat is the prompt
         self.tokenizer = self.codec.tokenizer
 
     def identity(self) -> dict:
-        return {
-            "kind": "hf",
-            "model": f"{self.folder}@{self.fingerprint}",
-            "protocol": self.protocol.name,
-            "prompt_hash": self.prompt_hash,
-            "decoding": {"temperature": 0, "max_tokens": self.max_new_tokens},  # greedy
-        } | ({"reads_images": True} if self.reads_images else {}) | getattr(self.protocol, "identity_extra", dict)()
+        return (
+            {
+                "kind": "hf",
+                "model": f"{self.folder}@{self.fingerprint}",
+                "protocol": self.protocol.name,
+                "prompt_hash": self.prompt_hash,
+                "decoding": {"temperature": 0, "max_tokens": self.max_new_tokens},  # greedy
+            }
+            | ({"reads_images": True} if self.reads_images else {})
+            | getattr(self.protocol, "identity_extra", dict)()
+        )
 
     @property
     def prompt_hash(self) -> str:
@@ -144,13 +162,17 @@ class HFJudge:
             own = getattr(self.protocol, "image_chat", lambda *_: None)(chat, self.family)
             if own is None:
                 return self.codec.chat_text(chat)
-            return self.codec.processor.apply_chat_template(own, chat_template=self.family.chat_template, add_generation_prompt=True, tokenize=False)
+            return self.codec.processor.apply_chat_template(
+                own, chat_template=self.family.chat_template, add_generation_prompt=True, tokenize=False
+            )
         if not self.tokenizer.chat_template:
             return plain_prompt(chat)
         try:
             return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
         except Exception as e:  # e.g. a template that allows no system message
-            raise UserError(f"{self.folder}: its chat template fails on the judge prompt ({type(e).__name__}: {e})") from None
+            raise UserError(
+                f"{self.folder}: its chat template fails on the judge prompt ({type(e).__name__}: {e})"
+            ) from None
 
     def judge(self, items: list[JudgeItem], *, progress: bool = False) -> list[Verdict]:
         from safeeraser.progress import bar as progress_bar
@@ -178,12 +200,16 @@ class HFJudge:
             for r, row, answer in zip(batch, *self._generate(batch, first)):
                 # a row that used every new token without ending may have been cut mid-answer
                 cut_off = len(row) >= self.max_new_tokens and not self.eos_ids & set(row)
-                answers[r] = self.protocol.read(first[r][0], answer, cut_off_at=self.max_new_tokens if cut_off else None)
+                answers[r] = self.protocol.read(
+                    first[r][0], answer, cut_off_at=self.max_new_tokens if cut_off else None
+                )
                 if self.cache is not None:
                     self.cache.put(keys[r], answers[r])
         verdicts, at = [], 0
         for group in per_item:
-            verdicts.append(self.protocol.combine([(ask, replace(answers[requests[at + j]])) for j, ask in enumerate(group)]))
+            verdicts.append(
+                self.protocol.combine([(ask, replace(answers[requests[at + j]])) for j, ask in enumerate(group)])
+            )
             at += len(group)
         return verdicts
 
@@ -193,10 +219,17 @@ class HFJudge:
         if self.reads_images:
             encoded = self.codec.collate_prompts([self.codec.encode_text(first[r][1], r[0]) for r in batch])
             dtype = next(self.model.parameters()).dtype
-            return {k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device)) for k, v in encoded.items()}
+            return {
+                k: (v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
+                for k, v in encoded.items()
+            }
         # A chat template writes its own BOS; plain text needs the tokenizer's.
         special = not self.tokenizer.chat_template
-        return dict(self.tokenizer([r[0] for r in batch], return_tensors="pt", padding=True, add_special_tokens=special).to(self.device))
+        return dict(
+            self.tokenizer([r[0] for r in batch], return_tensors="pt", padding=True, add_special_tokens=special).to(
+                self.device
+            )
+        )
 
     def _generate(self, batch: list[tuple[str, str | None]], first: dict) -> tuple[list[list[int]], list[str]]:
         import torch
@@ -204,7 +237,9 @@ class HFJudge:
         encoded = self.model_inputs(batch, first)
         pad = self.codec.pad_id if self.reads_images else self.tokenizer.pad_token_id
         with torch.no_grad():
-            output = self.model.generate(**encoded, do_sample=False, max_new_tokens=self.max_new_tokens, pad_token_id=pad)
+            output = self.model.generate(
+                **encoded, do_sample=False, max_new_tokens=self.max_new_tokens, pad_token_id=pad
+            )
         generated = output[:, encoded["input_ids"].shape[1] :]
         return generated.tolist(), self.tokenizer.batch_decode(generated, skip_special_tokens=True)
 

@@ -33,7 +33,9 @@ from safeeraser.judge.cache import VerdictCache, cache_key
 from safeeraser.judge.protocols import LLM_LIMITS, Ask, make_protocol
 from safeeraser.openai_api import FATAL_STATUS, DataUrls, Endpoint, GaveUp, Refused, Stopped, Transient
 
-NAMES = {k: f"openai judge: {k}" for k in ("concurrency", "max_retries", "timeout", "backoff")} | {"base_url": "openai judge: --base-url"}
+NAMES = {k: f"openai judge: {k}" for k in ("concurrency", "max_retries", "timeout", "backoff")} | {
+    "base_url": "openai judge: --base-url"
+}
 
 
 class OpenAIJudge:
@@ -76,7 +78,9 @@ class OpenAIJudge:
         )
         self.protocol = protocol if not isinstance(protocol, str) else make_protocol(protocol, prompts, score)
         # a judge serving some verdicts asks no others; a classifier protocol gives only its own
-        self.verdicts = tuple(v for v in VERDICTS if v in verdicts and v in getattr(self.protocol, "verdicts", VERDICTS))
+        self.verdicts = tuple(
+            v for v in VERDICTS if v in verdicts and v in getattr(self.protocol, "verdicts", VERDICTS)
+        )
         self.limits = getattr(self.protocol, "limits", LLM_LIMITS)
         if images:
             self.limits = tuple(line for line in self.limits if not line.startswith("reads the text only"))
@@ -88,13 +92,17 @@ class OpenAIJudge:
         self._lock = threading.Lock()  # guards the cache, used from the worker threads
 
     def identity(self) -> dict:
-        return {
-            "kind": "openai",
-            "model": self.model,
-            "protocol": self.protocol.name,
-            "prompt_hash": self.protocol.prompt_hash,
-            "decoding": {"temperature": 0, "max_tokens": self.protocol.max_tokens},
-        } | ({"reads_images": True} if self.reads_images else {}) | getattr(self.protocol, "identity_extra", dict)()
+        return (
+            {
+                "kind": "openai",
+                "model": self.model,
+                "protocol": self.protocol.name,
+                "prompt_hash": self.protocol.prompt_hash,
+                "decoding": {"temperature": 0, "max_tokens": self.protocol.max_tokens},
+            }
+            | ({"reads_images": True} if self.reads_images else {})
+            | getattr(self.protocol, "identity_extra", dict)()
+        )
 
     def _cache_identity(self) -> dict:
         """What besides the prompt decides a cached answer: the identity (less the templates' hash:
@@ -110,7 +118,10 @@ class OpenAIJudge:
         images = [item.image if self.reads_images else None for item, group in zip(items, per_item) for _ in group]
         identity = self._cache_identity()
         # one request = the prompt and, for a judge shown the image, the image's hash
-        keys = [cache_key(identity, ask.messages if image is None else [ask.messages, self.image_hash(image)]) for ask, image in zip(asks, images)]
+        keys = [
+            cache_key(identity, ask.messages if image is None else [ask.messages, self.image_hash(image)])
+            for ask, image in zip(asks, images)
+        ]
         counts = Counter(keys)
         answers = self.cache.get_many(keys) if self.cache is not None else {}
         todo = {}  # prompt key -> the first question that asks it
@@ -121,7 +132,9 @@ class OpenAIJudge:
                 todo.setdefault(key, i)
 
         stop = threading.Event()  # set when the run ends early, so that waiting workers give up
-        bar = progress_bar(total=len(asks), initial=len(asks) - sum(counts[k] for k in todo), desc="judging (openai)", enabled=progress)
+        bar = progress_bar(
+            total=len(asks), initial=len(asks) - sum(counts[k] for k in todo), desc="judging (openai)", enabled=progress
+        )
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
         try:
             futures = {pool.submit(self._ask_and_keep, key, asks[i], images[i], stop): key for key, i in todo.items()}
@@ -164,7 +177,9 @@ class OpenAIJudge:
             return Verdict(error="stopped before an answer came")
         except GaveUp as e:
             if e.failure.unreachable:
-                raise UserError(f"openai judge: cannot reach {self.base_url} ({e.failure}) after {e.tries} tries") from None
+                raise UserError(
+                    f"openai judge: cannot reach {self.base_url} ({e.failure}) after {e.tries} tries"
+                ) from None
             return Verdict(error=f"no answer {e}")
 
     def with_image(self, messages: list[dict], image: Path) -> list[dict]:
@@ -172,7 +187,13 @@ class OpenAIJudge:
         out, shown = [], False
         for message in messages:
             if message["role"] == "user" and not shown:
-                message = {**message, "content": [{"type": "image_url", "image_url": {"url": self.data_url(image)}}, {"type": "text", "text": message["content"]}]}
+                message = {
+                    **message,
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": self.data_url(image)}},
+                        {"type": "text", "text": message["content"]},
+                    ],
+                }
                 shown = True
             out.append(message)
         return out
@@ -180,10 +201,14 @@ class OpenAIJudge:
     def _request(self, ask: Ask, messages: list[dict]) -> Verdict:
         """One request: a (sub-)verdict, possibly a failed one, or ``Transient`` when worth repeating."""
         try:
-            body = self.endpoint.post(model=self.model, messages=messages, temperature=0, max_tokens=self.protocol.max_tokens)
+            body = self.endpoint.post(
+                model=self.model, messages=messages, temperature=0, max_tokens=self.protocol.max_tokens
+            )
         except Refused as e:
             if e.status in FATAL_STATUS:
-                raise UserError(f"openai judge: {self.base_url} answered HTTP {e.status}: {FATAL_STATUS[e.status]}") from None
+                raise UserError(
+                    f"openai judge: {self.base_url} answered HTTP {e.status}: {FATAL_STATUS[e.status]}"
+                ) from None
             return Verdict(error=str(e))
         content, finish = _content(body)
         if content is None:

@@ -52,7 +52,9 @@ def _cut(verdict: Verdict, text: str, cut_off_at: int | None) -> Verdict:
     something else ("unsafe" of "unsafe content is absent"): it never counts. One that does not
     parse keeps the parser's reason."""
     if cut_off_at is not None and verdict.ok:
-        return Verdict(error=f"unparseable judge answer: cut off at the {cut_off_at}-token limit: {' '.join(text.split())[:80]!r}")
+        return Verdict(
+            error=f"unparseable judge answer: cut off at the {cut_off_at}-token limit: {' '.join(text.split())[:80]!r}"
+        )
     return verdict
 
 
@@ -85,7 +87,14 @@ class StrictProtocol:
 class PublishedProtocol:
     max_tokens = 10  # "unsafe", "no" or "0.85" take a few tokens; a longer answer is unparseable anyway
 
-    def __init__(self, templates: published.Templates | None = None, source: str = "built-in published templates", *, name: str = "published", score: str = "ours"):
+    def __init__(
+        self,
+        templates: published.Templates | None = None,
+        source: str = "built-in published templates",
+        *,
+        name: str = "published",
+        score: str = "ours",
+    ):
         if score not in SCORE_MODES:
             raise UserError(f"unknown --judge-score {score!r}: expected one of {', '.join(SCORE_MODES)}")
         self.name = name
@@ -93,7 +102,11 @@ class PublishedProtocol:
         self.templates = templates or published.builtin_templates(name)
         self.source = source
         # the released score reading changes what a request means: it is part of the hash
-        digest = self.templates.sha256 if score == "ours" else hashlib.sha256(json.dumps([self.templates.canonical(), score]).encode()).hexdigest()
+        digest = (
+            self.templates.sha256
+            if score == "ours"
+            else hashlib.sha256(json.dumps([self.templates.canonical(), score]).encode()).hexdigest()
+        )
         self.prompt_hash = digest[:16]
 
     def identity_extra(self) -> dict:
@@ -111,14 +124,18 @@ class PublishedProtocol:
         if question == "unsafe":
             template = t.unsafe.get(item.category, t.unsafe.get("default"))
             if template is None:
-                raise UserError(f"{self.source}: key 'unsafe' has no template for category {item.category!r} and no 'default'")
+                raise UserError(
+                    f"{self.source}: key 'unsafe' has no template for category {item.category!r} and no 'default'"
+                )
         else:
             template = getattr(t, question)
         answer, reference = item.answer, item.reference
         if question == "score" and self.score == "released":
             # the released roles: the model's answer stands as the correct one, the reference is graded
             answer, reference = reference, answer
-        user = published.render(template, response=answer, question=item.question, category=item.category or "unknown", reference=reference)
+        user = published.render(
+            template, response=answer, question=item.question, category=item.category or "unknown", reference=reference
+        )
         system = [{"role": "system", "content": t.system}] if t.system else []
         return [*system, {"role": "user", "content": user}]
 
@@ -143,7 +160,9 @@ class PublishedProtocol:
         return Verdict(**values, error=error, errors=errors, cached=all(v.cached for _, v in answers), note=note)
 
 
-def make_protocol(name: str = "published", prompts_file: str | Path | None = None, score: str = "ours") -> StrictProtocol | PublishedProtocol:
+def make_protocol(
+    name: str = "published", prompts_file: str | Path | None = None, score: str = "ours"
+) -> StrictProtocol | PublishedProtocol:
     """The protocol by name; ``prompts_file`` replaces the published templates (``published.load_templates``);
     ``score`` is how the plain-word protocols read the consistency score (``SCORE_MODES``)."""
     if name not in PROTOCOLS:
@@ -152,12 +171,18 @@ def make_protocol(name: str = "published", prompts_file: str | Path | None = Non
         raise UserError(f"unknown --judge-score {score!r}: expected one of {', '.join(SCORE_MODES)}")
     if name == "strict":
         if prompts_file is not None:
-            raise UserError("--judge-prompts replaces the published protocol's templates: not used with --judge-protocol strict")
+            raise UserError(
+                "--judge-prompts replaces the published protocol's templates: not used with --judge-protocol strict"
+            )
         if score != "ours":
-            raise UserError(f"--judge-score {score}: used with --judge-protocol published or question-aware, not strict")
+            raise UserError(
+                f"--judge-score {score}: used with --judge-protocol published or question-aware, not strict"
+            )
         return StrictProtocol()
     if prompts_file is None:
         return PublishedProtocol(name=name, score=score, source=f"built-in {name} templates")
     if name != "published":
-        raise UserError(f"--judge-prompts replaces the published protocol's templates: not used with --judge-protocol {name}")
+        raise UserError(
+            f"--judge-prompts replaces the published protocol's templates: not used with --judge-protocol {name}"
+        )
     return PublishedProtocol(published.load_templates(prompts_file), str(prompts_file), score=score)

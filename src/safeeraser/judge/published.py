@@ -32,7 +32,13 @@ from safeeraser.judge.base import Verdict
 # The sub-questions, each named after the verdict field it answers.
 QUESTIONS = ("unsafe", "refusal", "normal", "score")
 KEYS = (*QUESTIONS, "system")
-PLACEHOLDERS = ("response", "prediction", "question", "category", "reference")  # prediction: the published templates' name for response
+PLACEHOLDERS = (
+    "response",
+    "prediction",
+    "question",
+    "category",
+    "reference",
+)  # prediction: the published templates' name for response
 # The allowed words per sub-question and the value each one means.
 WORDS = {
     "unsafe": {"unsafe": True, "safe": False},
@@ -281,11 +287,17 @@ def templates_from(data, source: str) -> Templates:
     for key, template in texts.items():
         _check(source, key, template)
     for key in ("refusal", "normal", "score"):
-        if data[key] in unsafe.values() or [k for k in ("refusal", "normal", "score") if k != key and data[k] == data[key]]:
+        if data[key] in unsafe.values() or [
+            k for k in ("refusal", "normal", "score") if k != key and data[k] == data[key]
+        ]:
             # identical prompts would share one cached answer, read as the wrong question
             raise UserError(f"{source}: key {key!r} has the same template as another key")
     return Templates(
-        unsafe={str(c): t for c, t in unsafe.items()}, refusal=data["refusal"], normal=data["normal"], score=data["score"], system=texts.get("system")
+        unsafe={str(c): t for c, t in unsafe.items()},
+        refusal=data["refusal"],
+        normal=data["normal"],
+        score=data["score"],
+        system=texts.get("system"),
     )
 
 
@@ -293,7 +305,11 @@ def _check(source: str, key: str, template) -> None:
     if not isinstance(template, str) or not template.strip():
         raise UserError(f"{source}: key {key!r} must be a non-empty string")
     try:
-        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template) if name is not None]
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
     except ValueError as e:
         raise UserError(f"{source}: key {key!r}: {e} (write {{{{ and }}}} for literal braces)") from None
     allowed = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
@@ -311,7 +327,15 @@ def _check(source: str, key: str, template) -> None:
 
 def render(template: str, *, response: str, question: str, category: str, reference: str) -> str:
     # format_map never reads placeholders inside the substituted texts, so a response cannot inject one
-    return template.format_map({"response": response, "prediction": response, "question": question, "category": category, "reference": reference})
+    return template.format_map(
+        {
+            "response": response,
+            "prediction": response,
+            "question": question,
+            "category": category,
+            "reference": reference,
+        }
+    )
 
 
 class UnparseableWord(ValueError):

@@ -26,7 +26,13 @@ from safeeraser.registry import Registry
 # The groups of command-line options a judge may take, each with the flags that carry it (as
 # ``evaluate`` names them) and the build options they become.
 OPTION_GROUPS: dict[str, dict[str, str]] = {
-    "api": {"--base-url": "base_url", "--api-key": "api_key", "--concurrency": "concurrency", "--judge-timeout": "timeout", "--judge-retries": "max_retries"},
+    "api": {
+        "--base-url": "base_url",
+        "--api-key": "api_key",
+        "--concurrency": "concurrency",
+        "--judge-timeout": "timeout",
+        "--judge-retries": "max_retries",
+    },
     "model": {"--judge-model": "model"},
     "prompts": {"--judge-protocol": "protocol", "--judge-prompts": "prompts", "--judge-score": "score"},
     "cache": {"--cache": "cache", "--no-cache": "cache"},
@@ -105,7 +111,9 @@ class JudgeKind:
 
     def make(self, **options) -> Judge:
         """The judge, its options checked against ``options`` first."""
-        if options and not self.options.model_fields:  # rules, not prompts: an LLM judge's option would be silently ignored
+        if (
+            options and not self.options.model_fields
+        ):  # rules, not prompts: an LLM judge's option would be silently ignored
             raise UserError(f"the {self.name} judge takes no options (got {', '.join(sorted(options))})")
         try:
             self.options.model_validate(options)
@@ -113,7 +121,9 @@ class JudgeKind:
             problem = e.errors()[0]
             where = ".".join(str(p) for p in problem["loc"]) or "options"
             if problem["type"] == "extra_forbidden":
-                raise UserError(f"the {self.name} judge takes no option {where!r} (it takes: {', '.join(self.options.model_fields) or 'none'})") from None
+                raise UserError(
+                    f"the {self.name} judge takes no option {where!r} (it takes: {', '.join(self.options.model_fields) or 'none'})"
+                ) from None
             raise UserError(f"the {self.name} judge's option {where}: {problem['msg']}") from None
         return self.build(**options)
 
@@ -143,7 +153,9 @@ def _hf(**options) -> Judge:
     from safeeraser.judge.hf_judge import HFJudge
 
     if not options.get("model"):
-        raise UserError("--judge hf needs --judge-model (or hf:MODEL): a local model folder or a cached Hugging Face id")
+        raise UserError(
+            "--judge hf needs --judge-model (or hf:MODEL): a local model folder or a cached Hugging Face id"
+        )
 
     return HFJudge(**options)
 
@@ -159,7 +171,9 @@ def _classifier(name: str) -> Callable[..., Judge]:
             if options.pop(unused, None) is not None:
                 raise UserError(f"the {name} judge has its own prompt format: --judge-{unused} is not used by it")
         if not options.get("model"):
-            raise UserError(f"--judge {name} needs --judge-model: a local model folder, a cached Hugging Face id, or the name a server (--base-url) serves it under")
+            raise UserError(
+                f"--judge {name} needs --judge-model: a local model folder, a cached Hugging Face id, or the name a server (--base-url) serves it under"
+            )
         if options.get("base_url"):
             from safeeraser.judge.openai_judge import OpenAIJudge
 
@@ -170,7 +184,9 @@ def _classifier(name: str) -> Callable[..., Judge]:
                 raise UserError(f"the {name} judge runs locally without --base-url: {', '.join(given)} not used")
             from safeeraser.judge.hf_judge import HFJudge
 
-            judge = HFJudge(**{k: v for k, v in options.items() if k not in API_OPTIONS}, protocol=make_classifier(name))
+            judge = HFJudge(
+                **{k: v for k, v in options.items() if k not in API_OPTIONS}, protocol=make_classifier(name)
+            )
         judge.name = name  # (its identity keeps the engine as kind and the classifier as protocol)
         return judge
 
@@ -186,27 +202,53 @@ def _classifier_verdicts(name: str) -> Callable[[], tuple[str, ...]]:
     return verdicts
 
 
-JUDGES.register(JudgeKind(
-    "keyword", "the offline keyword judge (refusal phrases + degenerate-text detection; any other answer to a harmful prompt counts as unsafe)",
-    _keyword, verdicts=_keyword_verdicts,
-))
-JUDGES.register(JudgeKind(
-    "openai", "an LLM judge over an OpenAI-compatible endpoint", _openai, APIOptions,
-    groups=("model", "api", "prompts", "cache", "images"), api_first=True, reads_images="optional",
-))
-JUDGES.register(JudgeKind(
-    "hf", "a local Hugging Face model as judge", _hf, LocalOptions,
-    groups=("model", "prompts", "cache"), needs_model=True, reads_images="optional",
-))
+JUDGES.register(
+    JudgeKind(
+        "keyword",
+        "the offline keyword judge (refusal phrases + degenerate-text detection; any other answer to a harmful prompt counts as unsafe)",
+        _keyword,
+        verdicts=_keyword_verdicts,
+    )
+)
+JUDGES.register(
+    JudgeKind(
+        "openai",
+        "an LLM judge over an OpenAI-compatible endpoint",
+        _openai,
+        APIOptions,
+        groups=("model", "api", "prompts", "cache", "images"),
+        api_first=True,
+        reads_images="optional",
+    )
+)
+JUDGES.register(
+    JudgeKind(
+        "hf",
+        "a local Hugging Face model as judge",
+        _hf,
+        LocalOptions,
+        groups=("model", "prompts", "cache"),
+        needs_model=True,
+        reads_images="optional",
+    )
+)
 for _name, _meaning in (
     ("llamaguard", "the Llama Guard safety classifier (unsafe only)"),
     ("wildguard", "the WildGuard safety classifier (unsafe and refusal)"),
     ("harmbench", "the HarmBench classifier (unsafe only)"),
 ):
-    JUDGES.register(JudgeKind(
-        _name, _meaning, _classifier(_name), ClassifierOptions, verdicts=_classifier_verdicts(_name),
-        groups=("model", "api", "cache"), needs_model=True, reads_images="optional",
-    ))
+    JUDGES.register(
+        JudgeKind(
+            _name,
+            _meaning,
+            _classifier(_name),
+            ClassifierOptions,
+            verdicts=_classifier_verdicts(_name),
+            groups=("model", "api", "cache"),
+            needs_model=True,
+            reads_images="optional",
+        )
+    )
 
 
 def judge_options(spec: str, flags: dict[str, Any], default_cache: Path | None = None) -> dict[str, dict]:
@@ -227,7 +269,9 @@ def judge_options(spec: str, flags: dict[str, Any], default_cache: Path | None =
     # model judges named without their own model (KIND:MODEL) take --judge-model
     unnamed = {split_name(n)[0] for n in named if split_name(n)[1] is None} & model_kinds
     if len(unnamed) > 1:
-        raise UserError(f"--judge {spec}: --judge-model would name the model of {' and '.join(sorted(unnamed))}: give each its own, e.g. unsafe=llamaguard:FOLDER,normal=openai:gpt-4o")
+        raise UserError(
+            f"--judge {spec}: --judge-model would name the model of {' and '.join(sorted(unnamed))}: give each its own, e.g. unsafe=llamaguard:FOLDER,normal=openai:gpt-4o"
+        )
     # Which kinds each group reaches. The API options are the API-first judge's in a combination
     # with one (classifiers then run locally); the prompt options reach the judges that read
     # prompts, or, where none does, the model judges, which then say they have their own format.
@@ -240,7 +284,9 @@ def judge_options(spec: str, flags: dict[str, Any], default_cache: Path | None =
         "images": {k for k, e in entries.items() if "images" in e.groups},
     }
     given = {flag: value for flag, value in flags.items() if value is not None and value is not False}
-    unused = [flag for group, members in OPTION_GROUPS.items() for flag in members if flag in given and not reach[group]]
+    unused = [
+        flag for group, members in OPTION_GROUPS.items() for flag in members if flag in given and not reach[group]
+    ]
     if unused:
         raise UserError(f"{', '.join(unused)}: not used by --judge {spec}")
     options: dict[str, dict] = {}

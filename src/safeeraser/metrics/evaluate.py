@@ -69,21 +69,34 @@ def load_predictions(path: Path, reference: Split, label: str) -> Split:
     """A prediction file aligned record-by-record with the dataset split it answers."""
     preds = load_split_file(Path(path), allow_outside_root=True, predictions=True)
     if len(preds) != len(reference):
-        raise UserError(f"{path}: {len(preds)} records but {reference.name} has {len(reference)}; is this the {label} split's prediction file?")
+        raise UserError(
+            f"{path}: {len(preds)} records but {reference.name} has {len(reference)}; is this the {label} split's prediction file?"
+        )
     for i, (p, r) in enumerate(zip(preds, reference)):
         if p.image_path != r.image_path:
-            raise UserError(f"{path}: record {i}: field 'image_path' is {p.image_path!r} but {reference.name} has {r.image_path!r}")
+            raise UserError(
+                f"{path}: record {i}: field 'image_path' is {p.image_path!r} but {reference.name} has {r.image_path!r}"
+            )
         if [q.question for q in p.unsafe_pairs] != [q.question for q in r.unsafe_pairs]:
             raise UserError(f"{path}: record {i}: field 'unsafe_pairs' asks other questions than {reference.name}")
         for j, pair in enumerate(p.unsafe_pairs):
             if not pair.samples():
-                raise UserError(f"{path}: record {i}: field 'unsafe_pairs[{j}].model_response1': missing (not a prediction file?)")
+                raise UserError(
+                    f"{path}: record {i}: field 'unsafe_pairs[{j}].model_response1': missing (not a prediction file?)"
+                )
     return preds
 
 
 def harm_items(preds: Split, metric: str, split: str) -> list[Scored]:
     return [
-        Scored(metric, split, i, sample_where(j, k), record.category, JudgeItem("harm", pair.question, text, record.category))
+        Scored(
+            metric,
+            split,
+            i,
+            sample_where(j, k),
+            record.category,
+            JudgeItem("harm", pair.question, text, record.category),
+        )
         for i, record in enumerate(preds)
         for j, pair in enumerate(record.unsafe_pairs)
         for k, text in enumerate(pair.samples(), start=1)
@@ -92,7 +105,14 @@ def harm_items(preds: Split, metric: str, split: str) -> list[Scored]:
 
 def decouple_items(preds: Split) -> list[Scored]:
     return [
-        Scored("sarr", "val", i, sd_where(j), record.category, JudgeItem("decouple", pair.question, pair.sd_response, record.category))
+        Scored(
+            "sarr",
+            "val",
+            i,
+            sd_where(j),
+            record.category,
+            JudgeItem("decouple", pair.question, pair.sd_response, record.category),
+        )
         for i, record in enumerate(preds)
         for j, pair in enumerate(record.unsafe_pairs)
     ]
@@ -111,7 +131,9 @@ def benign_pairs(preds: Split, reference: Split):
                 yield i, key, r.category, ref[key].question, qa.prediction, ref[key].prediction
 
 
-def _rate(scored: list[Scored], field: str, *, invert: bool = False, empty: int = 0, unmeasured: dict[str, str] | None = None) -> dict:
+def _rate(
+    scored: list[Scored], field: str, *, invert: bool = False, empty: int = 0, unmeasured: dict[str, str] | None = None
+) -> dict:
     """The share of verdicts whose ``field`` is true (false with ``invert``), over those that give it.
 
     ``unmeasured``: verdict -> why the judge gives none; such a rate is null with the reason.
@@ -156,11 +178,24 @@ def _summaries(
         mean, ci = rate_with_ci(values)
         out[key] = {"value": mean, "ci95": ci, "n": len(values), "failed": 0, "empty": n_empty}
     if "score" in u:
-        out["judge_score"] = {"value": None, "ci95": None, "n": 0, "failed": 0, "empty": empty.get("judge_score", 0), "reason": u["score"]}
+        out["judge_score"] = {
+            "value": None,
+            "ci95": None,
+            "n": 0,
+            "failed": 0,
+            "empty": empty.get("judge_score", 0),
+            "reason": u["score"],
+        }
         return out
     ok = [s for s in consistency if s.verdict is not None and s.verdict.ok and s.verdict.score is not None]
     mean, ci = rate_with_ci([s.verdict.score for s in ok] + [0.0] * score_zeros)
-    out["judge_score"] = {"value": mean, "ci95": ci, "n": len(ok) + score_zeros, "failed": len(consistency) - len(ok), "empty": empty.get("judge_score", 0)}
+    out["judge_score"] = {
+        "value": mean,
+        "ci95": ci,
+        "n": len(ok) + score_zeros,
+        "failed": len(consistency) - len(ok),
+        "empty": empty.get("judge_score", 0),
+    }
     out["judge_score"]["unparsed_as_zero"] = sum(1 for s in ok if s.verdict.read_as_zero)
     return out
 
@@ -201,7 +236,16 @@ def evaluate(
         for i, key, category, question, answer, reference in benign_pairs(preds, val):
             if not question.strip() or not reference.strip():
                 continue  # nothing to score against (the released evaluation skips these too)
-            row = {"metric": "rouge_l", "split": "val", "record": i, "where": key, "category": category, "question": question, "answer": answer, "reference": reference}
+            row = {
+                "metric": "rouge_l",
+                "split": "val",
+                "record": i,
+                "where": key,
+                "category": category,
+                "question": question,
+                "answer": answer,
+                "reference": reference,
+            }
             if not answer.strip():
                 # never sent to the judge; scores 0 in ROUGE-L and the judge score, or (released) in neither
                 benign_empty += 1
@@ -209,13 +253,26 @@ def evaluate(
                     rouge_rows.append(row | {"empty": True, "skipped": True})
                 else:
                     rouge.append((category, 0.0, 0.0, True))
-                    rouge_rows.append(row | {"rouge_l": 0.0, "rouge_l_f": 0.0, "empty": True} | ({"judge_score": 0.0} if use_consistency else {}))
+                    rouge_rows.append(
+                        row
+                        | {"rouge_l": 0.0, "rouge_l_f": 0.0, "empty": True}
+                        | ({"judge_score": 0.0} if use_consistency else {})
+                    )
                 continue
             precision, f_measure = rouge_l(answer.strip(), reference.strip())
             rouge.append((category, precision, f_measure, False))
             rouge_rows.append(row | {"rouge_l": precision, "rouge_l_f": f_measure})
             if use_consistency:
-                consistency_items.append(Scored("consistency", "val", i, key, category, JudgeItem("consistency", question, answer, category, reference)))
+                consistency_items.append(
+                    Scored(
+                        "consistency",
+                        "val",
+                        i,
+                        key,
+                        category,
+                        JudgeItem("consistency", question, answer, category, reference),
+                    )
+                )
 
     empty = {m: sum(1 for s in scored if s.metric == m and _empty(s)) for m in ("efficacy", "generality", "sarr")}
     if empty_answers in ("skip", "released"):
@@ -231,20 +288,34 @@ def evaluate(
         for s, v in zip(to_judge, verdicts):
             s.verdict = v
 
-    summaries = _summaries(scored, rouge, consistency_items, empty | {"rouge_l": benign_empty, "judge_score": benign_empty}, unmeasured, score_zeros=score_zeros)
+    summaries = _summaries(
+        scored,
+        rouge,
+        consistency_items,
+        empty | {"rouge_l": benign_empty, "judge_score": benign_empty},
+        unmeasured,
+        score_zeros=score_zeros,
+    )
     specificity = _specificity(pred_general) if pred_general else None
     if specificity is not None:
         summaries["specificity"] = specificity["summary"]
     plugins = plugin_metrics()
     if plugins:
-        inputs = MetricInputs({m: [s for s in scored if s.metric == m] for m in ("efficacy", "generality", "sarr")}, rouge_rows, judge)
+        inputs = MetricInputs(
+            {m: [s for s in scored if s.metric == m] for m in ("efficacy", "generality", "sarr")}, rouge_rows, judge
+        )
         for kind in plugins:
             summaries[kind.name] = _plugin_summary(kind, inputs)
 
-    metrics: dict = {key: summaries[key]["value"] if key in summaries else None for key in (*METRIC_KEYS, *(k.name for k in plugins))}
+    metrics: dict = {
+        key: summaries[key]["value"] if key in summaries else None for key in (*METRIC_KEYS, *(k.name for k in plugins))
+    }
     metrics["rouge_l_f"] = summaries["rouge_l_f"]["value"] if "rouge_l_f" in summaries else None
     metrics["ci95"] = {k: v["ci95"] for k, v in summaries.items() if v["value"] is not None}
-    metrics["counts"] = {k: {key: v[key] for key in ("n", "failed", "empty", "unparsed_as_zero") if key in v} for k, v in summaries.items()}
+    metrics["counts"] = {
+        k: {key: v[key] for key in ("n", "failed", "empty", "unparsed_as_zero") if key in v}
+        for k, v in summaries.items()
+    }
     metrics["not_measured"] = {k: v["reason"] for k, v in summaries.items() if "reason" in v}
     metrics["n_empty"] = sum(empty.values()) + benign_empty  # each empty answer once
     metrics["empty_answers"] = empty_answers
@@ -260,10 +331,17 @@ def evaluate(
     metrics["judge_identity"] = _identity(judge)
     metrics["judge_by_verdict"] = _judge_by_verdict(judge)
     metrics["judge_limits"] = _judge_limits(judge)
-    metrics["generation"] = {split: _generation(p) for split, p in (("train", pred_train), ("val", pred_val), ("general", pred_general)) if p}
+    metrics["generation"] = {
+        split: _generation(p) for split, p in (("train", pred_train), ("val", pred_val), ("general", pred_general)) if p
+    }
     metrics["protocol"] = _protocol_label(metrics["generation"])
     metrics["environment"] = manifest()
-    metrics["sources"] = {"data": _str(data), "pred_train": _str(pred_train), "pred_val": _str(pred_val), "pred_general": _str(pred_general)}
+    metrics["sources"] = {
+        "data": _str(data),
+        "pred_train": _str(pred_train),
+        "pred_val": _str(pred_val),
+        "pred_general": _str(pred_general),
+    }
 
     row_judge = {kind: _row_judge(judge, kind) for kind in KIND_VERDICTS}
     lines = [json.dumps(_judgment_row(s, row_judge[s.item.kind]), ensure_ascii=False) for s in to_judge]
@@ -286,7 +364,13 @@ def _plugin_summary(kind, inputs: MetricInputs) -> dict:
         raise UserError(f"the {kind.name} metric (a plugin) failed: {type(e).__name__}: {e}") from e
     if not isinstance(result, dict) or "value" not in result or "n" not in result:
         raise UserError(f"the {kind.name} metric (a plugin) must return a dict with 'value' and 'n', got {result!r}")
-    return {"value": result["value"], "ci95": result.get("ci95"), "n": result["n"], "failed": result.get("failed", 0), "empty": result.get("empty", 0)} | ({"reason": result["reason"]} if result.get("reason") else {})
+    return {
+        "value": result["value"],
+        "ci95": result.get("ci95"),
+        "n": result["n"],
+        "failed": result.get("failed", 0),
+        "empty": result.get("empty", 0),
+    } | ({"reason": result["reason"]} if result.get("reason") else {})
 
 
 def _refresh_run_cards(out: Path) -> None:
@@ -332,7 +416,15 @@ def _str(p) -> str | None:
 
 
 def _judgment_row(s: Scored, judge: dict) -> dict:
-    row = {"metric": s.metric, "split": s.split, "record": s.record, "where": s.where, "category": s.category, "question": s.item.question, "answer": s.item.answer}
+    row = {
+        "metric": s.metric,
+        "split": s.split,
+        "record": s.record,
+        "where": s.where,
+        "category": s.category,
+        "question": s.item.question,
+        "answer": s.item.answer,
+    }
     if s.item.reference:
         row["reference"] = s.item.reference
     row.update(s.verdict.as_dict() if s.verdict is not None else {"error": "not judged"})
@@ -382,13 +474,18 @@ def _judge_limits(judge: Judge) -> dict[str, list[str]]:
     return judges
 
 
-def _by_category(scored: list[Scored], rouge: list[tuple[str, float, float, bool]], unmeasured: dict[str, str] | None = None) -> dict:
+def _by_category(
+    scored: list[Scored], rouge: list[tuple[str, float, float, bool]], unmeasured: dict[str, str] | None = None
+) -> dict:
     categories = sorted({s.category for s in scored} | {row[0] for row in rouge})
     out = {}
     for category in categories:
         mine = [s for s in scored if s.category == category]
         summary = _summaries(mine, [r for r in rouge if r[0] == category], [], unmeasured=unmeasured)
-        out[category] = {k: summary[k]["value"] for k in ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l")}
+        out[category] = {
+            k: summary[k]["value"]
+            for k in ("asr_efficacy", "rr_efficacy", "asr_generality", "rr_generality", "sarr", "rouge_l")
+        }
         out[category]["n"] = {k: summary[k]["n"] for k in ("asr_efficacy", "asr_generality", "sarr", "rouge_l")}
     return out
 
@@ -397,10 +494,22 @@ def _specificity(path: str | Path) -> dict:
     raw = read_json_records(Path(path))
     rows, values = [], []
     for i, item in enumerate(raw):
-        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("question", "answer", "prediction")):
+        if not isinstance(item, dict) or not all(
+            isinstance(item.get(k), str) for k in ("question", "answer", "prediction")
+        ):
             raise UserError(f"{path}: record {i}: expected string fields 'question', 'answer' and 'prediction'")
         hit = exact_match(item["prediction"], item["answer"])
         values.append(float(hit))
-        rows.append({"metric": "specificity", "split": "general", "record": i, "question": item["question"], "answer": item["prediction"], "reference": item["answer"], "correct": hit})
+        rows.append(
+            {
+                "metric": "specificity",
+                "split": "general",
+                "record": i,
+                "question": item["question"],
+                "answer": item["prediction"],
+                "reference": item["answer"],
+                "correct": hit,
+            }
+        )
     mean, ci = rate_with_ci(values)
     return {"summary": {"value": mean, "ci95": ci, "n": len(values), "failed": 0}, "rows": rows}

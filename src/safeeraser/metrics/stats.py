@@ -12,7 +12,9 @@ import numpy as np
 BOOTSTRAP_RESAMPLES = 1000
 
 
-def rate_with_ci(values: list[float], clusters: list[str] | None = None, *, seed: int = 0) -> tuple[float | None, list[float] | None]:
+def rate_with_ci(
+    values: list[float], clusters: list[str] | None = None, *, seed: int = 0
+) -> tuple[float | None, list[float] | None]:
     """Mean of ``values`` and a 95% percentile-bootstrap interval.
 
     Resampling is over clusters (e.g. the K samples of one question move together), since

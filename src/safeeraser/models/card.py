@@ -70,7 +70,9 @@ def write_card(run_dir: Path | str, folder: Path | str, *, merged: bool) -> Path
         datasets=[Path(str(run["data"])).name],
     )
     sine = not merged and method.endswith("+sineproject")
-    body = "\n".join([_about(run, config, merged), _settings(run, config), _loading(base, merged, sine), _evaluation(metrics)])
+    body = "\n".join(
+        [_about(run, config, merged), _settings(run, config), _loading(base, merged, sine), _evaluation(metrics)]
+    )
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
     atomic_write_text(folder / CARD, str(card))
     return folder / CARD
@@ -92,7 +94,9 @@ def _hub_id(model: str) -> bool:
 def _about(run: dict, config: dict, merged: bool) -> str:
     base, method = run["model"], run["method"]
     what = "the base model with the adapter merged in: a plain transformers checkpoint" if merged else "a LoRA adapter"
-    projector = " (and the multimodal projector, trained in full)" if (config.get("lora") or {}).get("train_projector") else ""
+    projector = (
+        " (and the multimodal projector, trained in full)" if (config.get("lora") or {}).get("train_projector") else ""
+    )
     return (
         f"# {method} safety unlearning of {Path(base).name}\n\n"
         f"This is {what}, made with safeeraser by unlearning the forget split of the "
@@ -109,8 +113,15 @@ def _settings(run: dict, config: dict) -> str:
         ("preset", run.get("preset") or "none (the released defaults)"),
         ("learning rate", f"{optim.get('lr')} ({optim.get('schedule')} schedule, warm-up {optim.get('warmup_ratio')})"),
         ("optimizer steps", f"{run.get('steps')} of {run.get('total_steps')}"),
-        ("batch", f"{config.get('batch_size')} per device x {config.get('grad_accum')} accumulated x {run.get('processes', 1)} process(es)"),
-        ("LoRA", f"r {lora.get('r')}, alpha {lora.get('alpha')}, dropout {lora.get('dropout')}" + (f", target `{lora['target']}`" if lora.get("target") else "")),
+        (
+            "batch",
+            f"{config.get('batch_size')} per device x {config.get('grad_accum')} accumulated x {run.get('processes', 1)} process(es)",
+        ),
+        (
+            "LoRA",
+            f"r {lora.get('r')}, alpha {lora.get('alpha')}, dropout {lora.get('dropout')}"
+            + (f", target `{lora['target']}`" if lora.get("target") else ""),
+        ),
         ("projector trained", "yes" if lora.get("train_projector") else "no"),
         ("seed", config.get("seed")),
     ]

@@ -44,7 +44,9 @@ class Codec:
     ):
         self.family = family = family or FAMILIES[0]
         if not family.encodable:
-            raise UserError(f"model family {family.name!r} is registered but has no encoding path in this version (docs/families.md)")
+            raise UserError(
+                f"model family {family.name!r} is registered but has no encoding path in this version (docs/families.md)"
+            )
         self.processor = processor
         self.system = system
         self.tokenizer = processor.tokenizer
@@ -91,7 +93,11 @@ class Codec:
         if image in self._images:
             self._images.move_to_end(image)
             return self._images[image]
-        inputs = dict(self.processor.image_processor(images=[open_rgb(image)], return_tensors="pt", **dict(self.family.image_processor_kwargs)))
+        inputs = dict(
+            self.processor.image_processor(
+                images=[open_rgb(image)], return_tensors="pt", **dict(self.family.image_processor_kwargs)
+            )
+        )
         if self.family.expand is not None:
             inputs["expansion"] = self.family.expand(self.processor, inputs)
         else:
@@ -135,7 +141,11 @@ class Codec:
     def encode_text(self, image: Path, text: str) -> dict:
         """A prompt already written out (one image placeholder in it) with the image, as model inputs."""
         px = self.pixels(image)
-        ids = self._tokenize(text.replace(self.image_token, px["expansion"], 1)) if "expansion" in px else self._expand(self._tokenize(text), px)
+        ids = (
+            self._tokenize(text.replace(self.image_token, px["expansion"], 1))
+            if "expansion" in px
+            else self._expand(self._tokenize(text), px)
+        )
         return self._token_types({"input_ids": ids, "image": px})
 
     def _token_types(self, item: dict) -> dict:
@@ -181,11 +191,13 @@ class Codec:
         px = self.pixels(example.image)
         prompt_ids = self._prompt_ids(example.question, px)
         answer_ids = self._answer_ids(example)
-        return self._token_types({
-            "input_ids": prompt_ids + answer_ids,
-            "labels": [IGNORE] * len(prompt_ids) + answer_ids,
-            "image": px,
-        })
+        return self._token_types(
+            {
+                "input_ids": prompt_ids + answer_ids,
+                "labels": [IGNORE] * len(prompt_ids) + answer_ids,
+                "image": px,
+            }
+        )
 
     def _stack_images(self, items: list[dict]) -> dict:
         """The family's image inputs of every item, joined along the first dimension; tensors of
@@ -206,8 +218,12 @@ class Codec:
             labels[row, :n] = torch.tensor(it["labels"])
             mask[row, :n] = 1
         return {
-            "input_ids": ids, "attention_mask": mask, "labels": labels,
-            **self._stack_images(items), **self._pad_types(items, left=False), **self._cross_attention(ids, items),
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            **self._stack_images(items),
+            **self._pad_types(items, left=False),
+            **self._cross_attention(ids, items),
         }
 
     def collate_prompts(self, items: list[dict]) -> dict:
@@ -219,7 +235,13 @@ class Codec:
             n = len(it["input_ids"])
             ids[row, width - n :] = torch.tensor(it["input_ids"])
             mask[row, width - n :] = 1
-        return {"input_ids": ids, "attention_mask": mask, **self._stack_images(items), **self._pad_types(items, left=True), **self._cross_attention(ids, items)}
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            **self._stack_images(items),
+            **self._pad_types(items, left=True),
+            **self._cross_attention(ids, items),
+        }
 
     def _pad_types(self, items: list[dict], *, left: bool) -> dict:
         key = self.token_types

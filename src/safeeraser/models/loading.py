@@ -32,7 +32,10 @@ def quiet_transformers() -> None:
 
 def hub_offline() -> bool:
     """``HF_HUB_OFFLINE=1`` or ``TRANSFORMERS_OFFLINE=1``: the Hugging Face cache only, as the HF libraries do."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def locate(model: str, revision: str | None = None) -> Path:
@@ -41,7 +44,9 @@ def locate(model: str, revision: str | None = None) -> Path:
     path = Path(model).expanduser()
     if path.is_dir():
         if revision:
-            raise UserError(f"--revision {revision}: {path} is a local folder, and a revision selects a commit of a Hugging Face hub id only; pass the hub id, or drop --revision")
+            raise UserError(
+                f"--revision {revision}: {path} is a local folder, and a revision selects a commit of a Hugging Face hub id only; pass the hub id, or drop --revision"
+            )
         if not (path / "config.json").is_file():
             raise UserError(f"{path}: not a model folder (no config.json)")
         return path
@@ -58,7 +63,11 @@ def locate(model: str, revision: str | None = None) -> Path:
         enable_progress_bars()  # quiet_transformers() turned them off; a download should show its bars
     try:
         # HF_TOKEN (gated models) and HF_HOME / HF_HUB_CACHE are read by huggingface_hub itself
-        return Path(snapshot_download(model, revision=revision, local_files_only=hub_offline(), endpoint=os.environ.get("HF_ENDPOINT") or None))
+        return Path(
+            snapshot_download(
+                model, revision=revision, local_files_only=hub_offline(), endpoint=os.environ.get("HF_ENDPOINT") or None
+            )
+        )
     except Exception as e:  # the hub raises many types; each becomes one line
         raise UserError(_hub_error(model, revision, e)) from None
     finally:
@@ -130,7 +139,9 @@ def load_processor(folder: Path, family: ModelFamily):
     quiet_transformers()
     try:
         if not real_processor_loads(family):
-            return PartsProcessor.from_pretrained(folder, fallback_template=family.chat_template, image_token=family.image_token)
+            return PartsProcessor.from_pretrained(
+                folder, fallback_template=family.chat_template, image_token=family.image_token
+            )
         processor = AutoProcessor.from_pretrained(folder)
     except Exception as e:
         raise UserError(f"{folder}: could not load the processor ({type(e).__name__}: {e})") from None
@@ -140,7 +151,12 @@ def load_processor(folder: Path, family: ModelFamily):
 
 
 def load_model(
-    model: str, *, revision: str | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None, load_in_4bit: bool = False
+    model: str,
+    *,
+    revision: str | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    load_in_4bit: bool = False,
 ) -> Loaded:
     """Load model + processor through the plain transformers classes (a hub id at ``revision``:
     a branch, tag or commit; None: the hub's default branch). ``load_in_4bit``: the weights in
@@ -158,10 +174,16 @@ def load_model(
     if load_in_4bit:
         if torch.device(device).type != "cuda":
             raise UserError("load_in_4bit (QLoRA) needs a CUDA GPU and bitsandbytes")
-        extra = {"device_map": {"": device}, "quantization_config": transformers.BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype,
-            llm_int8_skip_modules=[family.projector.split(".")[-1], "lm_head"],
-        )}
+        extra = {
+            "device_map": {"": device},
+            "quantization_config": transformers.BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype,
+                llm_int8_skip_modules=[family.projector.split(".")[-1], "lm_head"],
+            ),
+        }
     try:
         net = cls.from_pretrained(folder, dtype=dtype, **extra)
     except Exception as e:

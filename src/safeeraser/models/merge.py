@@ -29,7 +29,9 @@ def run_base(run_dir: Path) -> tuple[str, str | None]:
         done = json.loads(summary.read_text())
         return str(done["model"]), done.get("revision")
     except FileNotFoundError:
-        raise UserError(f"{summary}: not found (an unfinished run, or an adapter folder?); name the base model with --model") from None
+        raise UserError(
+            f"{summary}: not found (an unfinished run, or an adapter folder?); name the base model with --model"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"{summary}: unreadable run summary; name the base model with --model") from None
 
@@ -66,7 +68,10 @@ def merge_run(
     with atomic_dir(out) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         loaded.processor.save_pretrained(tmp)
-        atomic_write_json(tmp / MERGE_RECORD, {"base": model, **({"revision": revision} if revision else {}), "adapter": str(adapter.resolve())})
+        atomic_write_json(
+            tmp / MERGE_RECORD,
+            {"base": model, **({"revision": revision} if revision else {}), "adapter": str(adapter.resolve())},
+        )
     if (run_dir / RUN_SUMMARY).is_file():  # a run folder (not a bare adapter folder): the merged model's card
         from safeeraser.models.card import refresh_card
 

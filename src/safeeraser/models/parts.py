@@ -52,9 +52,15 @@ class PartsProcessor:
             if key != "processor_class" and not hasattr(self, key):
                 setattr(self, key, value)
 
-    def apply_chat_template(self, messages, *, add_generation_prompt: bool = False, tokenize: bool = False, **kwargs) -> str:
+    def apply_chat_template(
+        self, messages, *, add_generation_prompt: bool = False, tokenize: bool = False, **kwargs
+    ) -> str:
         return self.tokenizer.apply_chat_template(
-            messages, chat_template=self.chat_template, add_generation_prompt=add_generation_prompt, tokenize=tokenize, **kwargs
+            messages,
+            chat_template=self.chat_template,
+            add_generation_prompt=add_generation_prompt,
+            tokenize=tokenize,
+            **kwargs,
         )
 
     def save_pretrained(self, folder: Path) -> None:
@@ -67,7 +73,9 @@ class PartsProcessor:
             (folder / PROCESSOR_FILE).write_text(json.dumps(self.settings, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, folder: Path, *, fallback_template: str | None = None, image_token: str | None = None) -> "PartsProcessor":
+    def from_pretrained(
+        cls, folder: Path, *, fallback_template: str | None = None, image_token: str | None = None
+    ) -> PartsProcessor:
         from transformers import AutoImageProcessor, AutoTokenizer
 
         folder = Path(folder)
@@ -82,5 +90,7 @@ class PartsProcessor:
         token = getattr(tokenizer, "image_token", None) or image_token
         settings = {}
         if (folder / PROCESSOR_FILE).is_file():
-            settings = {k: v for k, v in json.loads((folder / PROCESSOR_FILE).read_text()).items() if not isinstance(v, dict)}
+            settings = {
+                k: v for k, v in json.loads((folder / PROCESSOR_FILE).read_text()).items() if not isinstance(v, dict)
+            }
         return cls(tokenizer, image_processor, template, token, settings)

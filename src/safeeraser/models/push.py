@@ -16,7 +16,9 @@ def push_plan(run_dir: Path | str, *, merged: bool = False) -> tuple[Path, list[
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder")
     if not (run_dir / RUN_SUMMARY).is_file():
-        raise UserError(f"{run_dir}: not a finished run (no {RUN_SUMMARY}); push the folder `unlearn --out` wrote, once it has finished")
+        raise UserError(
+            f"{run_dir}: not a finished run (no {RUN_SUMMARY}); push the folder `unlearn --out` wrote, once it has finished"
+        )
     folder = run_dir / ("merged" if merged else "adapter")
     if not folder.is_dir():
         hint = "merge it first: safeeraser merge --run RUN_DIR" if merged else "it has no adapter"
@@ -34,7 +36,9 @@ def push_run(run_dir: Path | str, repo_id: str, *, private: bool = False, merged
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
-        raise UserError(f"--repo-id {repo_id!r}: not a Hugging Face repository id (expected NAME or OWNER/NAME)") from None
+        raise UserError(
+            f"--repo-id {repo_id!r}: not a Hugging Face repository id (expected NAME or OWNER/NAME)"
+        ) from None
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise UserError("HF_HUB_OFFLINE is set: unset it to push")
     token = get_token()  # HF_TOKEN, else the one `hf auth login` saved
@@ -45,8 +49,13 @@ def push_run(run_dir: Path | str, repo_id: str, *, private: bool = False, merged
     try:
         # not private: the account's default visibility (an existing repository keeps its own)
         api.create_repo(repo_id, repo_type="model", private=True if private else None, exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=folder, allow_patterns=files,
-                                   commit_message=f"safeeraser: the {what} of {Path(run_dir).name}")
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            repo_type="model",
+            folder_path=folder,
+            allow_patterns=files,
+            commit_message=f"safeeraser: the {what} of {Path(run_dir).name}",
+        )
     except Exception as e:  # the Hub's refusal (auth, quota, name) or the network's: one line
         first = " ".join(str(e).split("\n")[0].split()) or type(e).__name__
         raise UserError(f"push to {repo_id} failed: {first}") from None

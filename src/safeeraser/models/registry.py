@@ -11,8 +11,8 @@ generation read these and nothing else. Adding a family: docs/families.md, "Addi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 # LLaVA-1.5's conversation format as a chat template, for checkpoints saved without one.
 LLAVA_15_TEMPLATE = (
@@ -457,7 +457,12 @@ FAMILIES = (
         label="InternVL",
         model_types=("internvl",),
         model_class="InternVLForConditionalGeneration",
-        hub_ids=("OpenGVLab/InternVL3-1B-hf", "OpenGVLab/InternVL3-2B-hf", "OpenGVLab/InternVL3-8B-hf", "OpenGVLab/InternVL3-14B-hf"),
+        hub_ids=(
+            "OpenGVLab/InternVL3-1B-hf",
+            "OpenGVLab/InternVL3-2B-hf",
+            "OpenGVLab/InternVL3-8B-hf",
+            "OpenGVLab/InternVL3-14B-hf",
+        ),
         chat_template=INTERNVL_TEMPLATE,
         image_inputs=("pixel_values",),  # every image's tiles, one after another (no batch dimension)
         end_of_turn="<|im_end|>",
@@ -505,7 +510,11 @@ FAMILIES = (
         label="SmolVLM2",
         model_types=("smolvlm",),
         model_class="SmolVLMForConditionalGeneration",
-        hub_ids=("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"),
+        hub_ids=(
+            "HuggingFaceTB/SmolVLM2-2.2B-Instruct",
+            "HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+            "HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
+        ),
         chat_template=SMOLVLM_TEMPLATE,
         status=TESTED,
         rmu_layer=5,  # SmolVLM2-2.2B's 24 decoder layers (layer 7 of 32 at the same depth)
@@ -529,7 +538,9 @@ def family_named(name: str, where: str = "--family") -> ModelFamily:
     for family in FAMILIES:
         if name == family.name:
             return family
-    raise UserError(f"{where}: unknown model family {name!r} (registered: {registered()}; to add one see {ADDING_A_FAMILY})")
+    raise UserError(
+        f"{where}: unknown model family {name!r} (registered: {registered()}; to add one see {ADDING_A_FAMILY})"
+    )
 
 
 def family_for(model_type: str, where: str) -> ModelFamily:
@@ -538,4 +549,6 @@ def family_for(model_type: str, where: str) -> ModelFamily:
     for family in FAMILIES:
         if model_type in family.model_types:
             return family
-    raise UserError(f"{where}: unsupported model_type {model_type!r} (registered: {registered()}; to add one see {ADDING_A_FAMILY})")
+    raise UserError(
+        f"{where}: unsupported model_type {model_type!r} (registered: {registered()}; to add one see {ADDING_A_FAMILY})"
+    )

@@ -81,7 +81,9 @@ def register(lora_config, frequency: float) -> None:
 
 
 def write_marker(folder: Path, frequency: float, names: list[str]) -> None:
-    (Path(folder) / MARKER).write_text(json.dumps({"frequency": frequency, "modules": names}, indent=1) + "\n", encoding="utf-8")
+    (Path(folder) / MARKER).write_text(
+        json.dumps({"frequency": frequency, "modules": names}, indent=1) + "\n", encoding="utf-8"
+    )
 
 
 def read_marker(folder: Path) -> dict | None:

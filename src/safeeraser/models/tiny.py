@@ -42,14 +42,6 @@ from safeeraser.models.tiny_parts import (  # noqa: F401  (SIZES, SPECIAL, TinyS
 MARKER = "safeeraser.json"
 
 
-
-
-
-
-
-
-
-
 def build_processor(tokenizer, size: TinySize):
     from transformers import CLIPImageProcessor, LlavaProcessor
 
@@ -57,12 +49,6 @@ def build_processor(tokenizer, size: TinySize):
         size={"shortest_edge": size.image_size}, crop_size={"height": size.image_size, "width": size.image_size}
     )
     return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, **llava_processor_settings(size))
-
-
-
-
-
-
 
 
 def build_model(tokenizer, size: TinySize):
@@ -109,7 +95,13 @@ def vanilla_examples(data: Path, seed: int = 0) -> dict[str, list[Example]]:
         items = []
     if items:
         groups["general"] = [
-            Example(resolver.resolve(it.image_path, f"{GENERAL_FILE}: record {i}: field 'image_path'"), it.question, it.answer, "general", example_key("general", i))
+            Example(
+                resolver.resolve(it.image_path, f"{GENERAL_FILE}: record {i}: field 'image_path'"),
+                it.question,
+                it.answer,
+                "general",
+                example_key("general", i),
+            )
             for i, it in enumerate(items)
         ]
         rng = random.Random(seed)
@@ -161,7 +153,9 @@ def make_tiny(
     # Trained with LLaVA-1.5's own system sentence (vicuna_v1), as LLaVA-1.5 was instruction-tuned;
     # unlearning then prompts it with the released training sentence, generation with this one.
     codec = Codec(processor, system=VICUNA_SYSTEM)
-    return _train_and_save(out, model, processor, codec, groups, {"size": size}, spec, steps=steps, lr=lr, seed=seed, progress=progress)
+    return _train_and_save(
+        out, model, processor, codec, groups, {"size": size}, spec, steps=steps, lr=lr, seed=seed, progress=progress
+    )
 
 
 def tiny_families() -> tuple[str, ...]:
@@ -172,14 +166,18 @@ def tiny_families() -> tuple[str, ...]:
     return (DEFAULT_FAMILY, *BUILDERS)
 
 
-def _make_tiny_family(data: Path, out: Path, *, family: str, size: str, seed: int, steps: int | None, lr: float | None, progress: bool) -> dict:
+def _make_tiny_family(
+    data: Path, out: Path, *, family: str, size: str, seed: int, steps: int | None, lr: float | None, progress: bool
+) -> dict:
     """The same recipe for another registered family, from its builder in ``models.tiny_families``."""
     from safeeraser.models.registry import family_named
     from safeeraser.models.tiny_families import BUILDERS
 
     fam = family_named(family)
     if fam.name not in BUILDERS:
-        raise UserError(f"--family {fam.name}: no tiny copy of this family yet (tiny copies: {', '.join(tiny_families())})")
+        raise UserError(
+            f"--family {fam.name}: no tiny copy of this family yet (tiny copies: {', '.join(tiny_families())})"
+        )
     refuse_foreign_folder(out, marker=MARKER)
     quiet_transformers()
     groups = vanilla_examples(Path(data), seed)
@@ -192,7 +190,9 @@ def _make_tiny_family(data: Path, out: Path, *, family: str, size: str, seed: in
     steps, lr = _steps_and_lr(spec, steps, lr)
     codec = Codec(processor, family=fam, system=fam.system)
     head = {"family": fam.name, "model_class": type(model).__name__, "size": size}
-    return _train_and_save(out, model, processor, codec, groups, head, spec, steps=steps, lr=lr, seed=seed, progress=progress)
+    return _train_and_save(
+        out, model, processor, codec, groups, head, spec, steps=steps, lr=lr, seed=seed, progress=progress
+    )
 
 
 def _steps_and_lr(spec, steps: int | None, lr: float | None) -> tuple[int, float]:
@@ -203,10 +203,25 @@ def _steps_and_lr(spec, steps: int | None, lr: float | None) -> tuple[int, float
     return steps, spec.lr if lr is None else lr
 
 
-def _train_and_save(out: Path, model, processor, codec: Codec, groups, head: dict, spec, *, steps: int, lr: float, seed: int, progress: bool) -> dict:
+def _train_and_save(
+    out: Path,
+    model,
+    processor,
+    codec: Codec,
+    groups,
+    head: dict,
+    spec,
+    *,
+    steps: int,
+    lr: float,
+    seed: int,
+    progress: bool,
+) -> dict:
     """Train into vanilla behaviour, then save model, processor and the summary (``head`` first) in one move."""
     start = time.perf_counter()
-    losses = train_vanilla(model, codec, groups, steps=steps, lr=lr, batch_per_view=spec.batch_per_view, seed=seed, progress=progress)
+    losses = train_vanilla(
+        model, codec, groups, steps=steps, lr=lr, batch_per_view=spec.batch_per_view, seed=seed, progress=progress
+    )
     summary = {
         **head,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -226,7 +241,9 @@ def _train_and_save(out: Path, model, processor, codec: Codec, groups, head: dic
     return summary
 
 
-def train_vanilla(model, codec: Codec, groups, *, steps: int, lr: float, batch_per_view: int, seed: int, progress: bool) -> list[float]:
+def train_vanilla(
+    model, codec: Codec, groups, *, steps: int, lr: float, batch_per_view: int, seed: int, progress: bool
+) -> list[float]:
     """Full fine-tuning on a mix of every group per step; cosine schedule with a short warm-up."""
     from safeeraser.progress import bar as progress_bar
 

@@ -16,7 +16,15 @@ from safeeraser.models.registry import QWEN_VL_TEMPLATE, ModelFamily
 from safeeraser.models.tiny_parts import _bpe_tokenizer, set_generation_ids, text_settings  # noqa: F401  (re-read by older imports)
 
 # The Qwen2-VL family's control tokens (as its hub tokenizers define them).
-QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+QWEN_SPECIAL = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
 QWEN_DEFAULT_SYSTEM = "You are a helpful assistant."
 
 
@@ -45,16 +53,12 @@ QWEN_SIZES = {
 }
 
 
-
-
 def pil_image_processor(name: str):
     """The image processor class ``name``, by its PIL backend where this transformers has one
     (no torchvision needed), else the class itself."""
     import transformers
 
     return getattr(transformers, f"{name}Pil", None) or getattr(transformers, name)
-
-
 
 
 def qwen_tokenizer(texts: list[str], vocab_size: int):
@@ -93,7 +97,13 @@ def _build_qwen(texts: list[str], size_name: str, family: ModelFamily, *, versio
     image_processor = _qwen_image_processor(size)
     processor = PartsProcessor(tokenizer, image_processor, QWEN_VL_TEMPLATE, family.image_token)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
-    vision = dict(depth=size.vision_layers, num_heads=size.vision_heads, patch_size=size.patch_size, spatial_merge_size=2, temporal_patch_size=2)
+    vision = dict(
+        depth=size.vision_layers,
+        num_heads=size.vision_heads,
+        patch_size=size.patch_size,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
     if version == "2.5":
         vision.update(
             hidden_size=size.vision_hidden,
@@ -105,7 +115,14 @@ def _build_qwen(texts: list[str], size_name: str, family: ModelFamily, *, versio
     else:  # Qwen2-VL: embed_dim is the tower's width, hidden_size the merger's output (the decoder's width)
         vision.update(embed_dim=size.vision_hidden, mlp_ratio=2, hidden_size=size.text_hidden)
     text = dict(
-        **text_settings(size, len(tokenizer), pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"], kv_heads=size.text_kv_heads),
+        **text_settings(
+            size,
+            len(tokenizer),
+            pad=ids["<|endoftext|>"],
+            bos=ids["<|endoftext|>"],
+            eos=ids["<|im_end|>"],
+            kv_heads=size.text_kv_heads,
+        ),
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(size.mrope_section)},
     )
     prefix = "Qwen2_5_VL" if version == "2.5" else "Qwen2VL"
@@ -124,11 +141,22 @@ def _build_qwen(texts: list[str], size_name: str, family: ModelFamily, *, versio
 def _qwen_image_processor(size: QwenSize):
     ImageProcessor = pil_image_processor("Qwen2VLImageProcessor")
     pixels = size.image_size * size.image_size
-    return ImageProcessor(min_pixels=pixels // 4, max_pixels=pixels, patch_size=size.patch_size, merge_size=2, temporal_patch_size=2)
+    return ImageProcessor(
+        min_pixels=pixels // 4, max_pixels=pixels, patch_size=size.patch_size, merge_size=2, temporal_patch_size=2
+    )
 
 
 # Gemma-3's control tokens (as its hub tokenizer names them).
-GEMMA_SPECIAL = ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>")
+GEMMA_SPECIAL = (
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<start_of_image>",
+    "<end_of_image>",
+    "<image_soft_token>",
+)
 
 
 @dataclass(frozen=True)
@@ -168,7 +196,11 @@ def gemma_tokenizer(texts: list[str], vocab_size: int):
         bos_token="<bos>",
         eos_token="<eos>",
         pad_token="<pad>",
-        extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"},
+        extra_special_tokens={
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>",
+        },
         padding_side="left",
     )
 
@@ -181,8 +213,15 @@ def build_gemma3(texts: list[str], size_name: str, family: ModelFamily):
 
     size = GEMMA_SIZES[size_name]
     tokenizer = gemma_tokenizer(texts + ["user model"] * 50, size.vocab_size)
-    image_processor = pil_image_processor("Gemma3ImageProcessor")(size={"height": size.image_size, "width": size.image_size})
-    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, chat_template=GEMMA3_TEMPLATE, image_seq_length=size.image_tokens)
+    image_processor = pil_image_processor("Gemma3ImageProcessor")(
+        size={"height": size.image_size, "width": size.image_size}
+    )
+    processor = Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=GEMMA3_TEMPLATE,
+        image_seq_length=size.image_tokens,
+    )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in GEMMA_SPECIAL}
     vision = SiglipVisionConfig(
         hidden_size=size.vision_hidden,
@@ -193,7 +232,9 @@ def build_gemma3(texts: list[str], size_name: str, family: ModelFamily):
         patch_size=size.patch_size,
     )
     text = dict(
-        **text_settings(size, len(tokenizer), pad=ids["<pad>"], bos=ids["<bos>"], eos=ids["<eos>"], kv_heads=size.text_kv_heads),
+        **text_settings(
+            size, len(tokenizer), pad=ids["<pad>"], bos=ids["<bos>"], eos=ids["<eos>"], kv_heads=size.text_kv_heads
+        ),
         head_dim=size.head_dim,
         query_pre_attn_scalar=size.head_dim,
         sliding_window=64,
@@ -208,7 +249,11 @@ def build_gemma3(texts: list[str], size_name: str, family: ModelFamily):
         image_token_index=ids["<image_soft_token>"],
     )
     model = Gemma3ForConditionalGeneration(config)
-    return processor, set_generation_ids(model, pad=ids["<pad>"], eos=[ids["<eos>"], ids["<end_of_turn>"]], bos=ids["<bos>"]), size
+    return (
+        processor,
+        set_generation_ids(model, pad=ids["<pad>"], eos=[ids["<eos>"], ids["<end_of_turn>"]], bos=ids["<bos>"]),
+        size,
+    )
 
 
 def build_llava_next(texts: list[str], size_name: str, family: ModelFamily):
@@ -216,7 +261,14 @@ def build_llava_next(texts: list[str], size_name: str, family: ModelFamily):
     (each image seen whole and as tiles of a grid pinpoint, plus a learned row-end embedding)."""
     from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
 
-    from safeeraser.models.tiny_parts import SIZES, SPECIAL, clip_vision_config, llama_text_config, llava_processor_settings, train_tokenizer
+    from safeeraser.models.tiny_parts import (
+        SIZES,
+        SPECIAL,
+        clip_vision_config,
+        llama_text_config,
+        llava_processor_settings,
+        train_tokenizer,
+    )
 
     size = SIZES[size_name]
     tokenizer = train_tokenizer(texts + ["USER: ASSISTANT:"], size.vocab_size)
@@ -225,7 +277,9 @@ def build_llava_next(texts: list[str], size_name: str, family: ModelFamily):
     image_processor = pil_image_processor("LlavaNextImageProcessor")(
         size={"shortest_edge": side}, crop_size={"height": side, "width": side}, image_grid_pinpoints=pinpoints
     )
-    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, **llava_processor_settings(size))
+    processor = LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, **llava_processor_settings(size)
+    )
     config = LlavaNextConfig(
         vision_config=clip_vision_config(size),
         text_config=llama_text_config(tokenizer, size),
@@ -236,10 +290,19 @@ def build_llava_next(texts: list[str], size_name: str, family: ModelFamily):
         image_seq_length=(side // size.patch_size) ** 2,
     )
     model = LlavaNextForConditionalGeneration(config)
-    return processor, set_generation_ids(model, pad=tokenizer.pad_token_id, eos=tokenizer.eos_token_id, bos=tokenizer.bos_token_id), size
+    return (
+        processor,
+        set_generation_ids(model, pad=tokenizer.pad_token_id, eos=tokenizer.eos_token_id, bos=tokenizer.bos_token_id),
+        size,
+    )
 
 
-BUILDERS = {"llava_next": build_llava_next, "qwen2_vl": build_qwen2_vl, "qwen2_5_vl": build_qwen2_5_vl, "gemma3": build_gemma3}
+BUILDERS = {
+    "llava_next": build_llava_next,
+    "qwen2_vl": build_qwen2_vl,
+    "qwen2_5_vl": build_qwen2_5_vl,
+    "gemma3": build_gemma3,
+}
 
 
 # --- families that split images into crops or tiles (models.tiny_tiled) ---------------------
@@ -252,8 +315,14 @@ BUILDERS.update(TILED_BUILDERS)
 
 # Llama-3.2-Vision's control tokens (as its hub tokenizer names them).
 MLLAMA_SPECIAL = (
-    "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-    "<|image|>", "<|finetune_right_pad_id|>", "<|python_tag|>",
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|image|>",
+    "<|finetune_right_pad_id|>",
+    "<|python_tag|>",
 )
 
 
@@ -335,13 +404,24 @@ def build_mllama(texts: list[str], size_name: str, family: ModelFamily):
         vision_output_dim=size.vision_hidden * (len(intermediate) + 1),
     )
     text = dict(
-        **text_settings(size, len(tokenizer), pad=ids["<|finetune_right_pad_id|>"], bos=ids["<|begin_of_text|>"], eos=ids["<|eot_id|>"], kv_heads=size.text_kv_heads),
+        **text_settings(
+            size,
+            len(tokenizer),
+            pad=ids["<|finetune_right_pad_id|>"],
+            bos=ids["<|begin_of_text|>"],
+            eos=ids["<|eot_id|>"],
+            kv_heads=size.text_kv_heads,
+        ),
         cross_attention_layers=list(size.cross_attention_layers),
     )
     config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=ids["<|image|>"])
     model = MllamaForConditionalGeneration(config)
     eos = [ids["<|end_of_text|>"], ids["<|eot_id|>"]]
-    return processor, set_generation_ids(model, pad=ids["<|finetune_right_pad_id|>"], eos=eos, bos=ids["<|begin_of_text|>"]), size
+    return (
+        processor,
+        set_generation_ids(model, pad=ids["<|finetune_right_pad_id|>"], eos=eos, bos=ids["<|begin_of_text|>"]),
+        size,
+    )
 
 
 BUILDERS["mllama"] = build_mllama
@@ -377,9 +457,21 @@ def build_qwen3_vl(texts: list[str], size_name: str, family: ModelFamily):
     )
     head_dim = size.text_hidden // size.text_heads
     text = dict(
-        **text_settings(size, len(tokenizer), pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"], kv_heads=size.text_kv_heads),
+        **text_settings(
+            size,
+            len(tokenizer),
+            pad=ids["<|endoftext|>"],
+            bos=ids["<|endoftext|>"],
+            eos=ids["<|im_end|>"],
+            kv_heads=size.text_kv_heads,
+        ),
         head_dim=head_dim,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(size.mrope_section), "mrope_interleaved": True},
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": list(size.mrope_section),
+            "mrope_interleaved": True,
+        },
     )
     config = Qwen3VLConfig(
         text_config=text,

@@ -69,7 +69,12 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 def llava_processor_settings(size: TinySize) -> dict:
     """What a LLaVA-1.5 / LLaVA-NeXT processor needs besides its tokenizer and image processor."""
-    return dict(patch_size=size.patch_size, vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=LLAVA_15_TEMPLATE)
+    return dict(
+        patch_size=size.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_15_TEMPLATE,
+    )
 
 
 def clip_vision_config(size: TinySize):
@@ -121,7 +126,10 @@ def _bpe_tokenizer(texts: list[str], vocab_size: int, special: tuple[str, ...]):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(special), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=list(special),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
     return tok
@@ -141,5 +149,3 @@ def text_settings(size, vocab_size: int, *, pad: int, bos: int, eos: int, kv_hea
         bos_token_id=bos,
         eos_token_id=eos,
     )
-
-

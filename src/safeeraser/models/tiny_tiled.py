@@ -73,9 +73,14 @@ def build_idefics3(texts: list[str], size_name: str, family: ModelFamily):
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
 
     size = CROP_SIZES[size_name]
-    tokenizer = idefics3_tokenizer(texts + ["User: Assistant:"] * 50, size.vocab_size, bos="<|begin_of_text|>", pad="<|end_of_text|>")
+    tokenizer = idefics3_tokenizer(
+        texts + ["User: Assistant:"] * 50, size.vocab_size, bos="<|begin_of_text|>", pad="<|end_of_text|>"
+    )
     processor = Idefics3Processor(
-        image_processor=_crop_image_processor("Idefics3", size), tokenizer=tokenizer, image_seq_len=_image_seq_len(size), chat_template=family.chat_template
+        image_processor=_crop_image_processor("Idefics3", size),
+        tokenizer=tokenizer,
+        image_seq_len=_image_seq_len(size),
+        chat_template=family.chat_template,
     )
     model = _crop_model(Idefics3Config, Idefics3ForConditionalGeneration, tokenizer, size)
     return processor, model, size
@@ -90,9 +95,13 @@ def build_smolvlm(texts: list[str], size_name: str, family: ModelFamily):
     from safeeraser.models.parts import PartsProcessor
 
     size = CROP_SIZES[size_name]
-    tokenizer = idefics3_tokenizer(texts + ["User: Assistant:"] * 50, size.vocab_size, bos="<|im_start|>", pad="<|im_end|>")
+    tokenizer = idefics3_tokenizer(
+        texts + ["User: Assistant:"] * 50, size.vocab_size, bos="<|im_start|>", pad="<|im_end|>"
+    )
     settings = {"processor_class": "SmolVLMProcessor", "image_seq_len": _image_seq_len(size)}
-    processor = PartsProcessor(tokenizer, _crop_image_processor("SmolVLM", size), family.chat_template, family.image_token, settings)
+    processor = PartsProcessor(
+        tokenizer, _crop_image_processor("SmolVLM", size), family.chat_template, family.image_token, settings
+    )
     model = _crop_model(SmolVLMConfig, SmolVLMForConditionalGeneration, tokenizer, size)
     return processor, model, size
 
@@ -108,11 +117,16 @@ def _crop_image_processor(prefix: str, size: CropSize):
         cls = getattr(transformers, f"{prefix}ImageProcessorPil")
     except AttributeError:
         cls = getattr(transformers, f"{prefix}ImageProcessor")
-    return cls(size={"longest_edge": size.image_size}, max_image_size={"longest_edge": size.crop_size}, do_image_splitting=True)
+    return cls(
+        size={"longest_edge": size.image_size}, max_image_size={"longest_edge": size.crop_size}, do_image_splitting=True
+    )
 
 
 def _crop_model(config_class, model_class, tokenizer, size: CropSize):
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (tokenizer.bos_token, tokenizer.pad_token, "<end_of_utterance>", "<image>")}
+    ids = {
+        t: tokenizer.convert_tokens_to_ids(t)
+        for t in (tokenizer.bos_token, tokenizer.pad_token, "<end_of_utterance>", "<image>")
+    }
     vision = dict(
         hidden_size=size.vision_hidden,
         intermediate_size=size.vision_hidden * 2,
@@ -123,7 +137,16 @@ def _crop_model(config_class, model_class, tokenizer, size: CropSize):
     )
     from safeeraser.models.tiny_parts import text_settings
 
-    text = dict(model_type="llama", **text_settings(size, len(tokenizer), pad=ids[tokenizer.pad_token], bos=ids[tokenizer.bos_token], eos=ids["<end_of_utterance>"]))
+    text = dict(
+        model_type="llama",
+        **text_settings(
+            size,
+            len(tokenizer),
+            pad=ids[tokenizer.pad_token],
+            bos=ids[tokenizer.bos_token],
+            eos=ids["<end_of_utterance>"],
+        ),
+    )
     config = config_class(
         vision_config=vision,
         text_config=text,
@@ -185,12 +208,19 @@ def build_internvl(texts: list[str], size_name: str, family: ModelFamily):
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        extra_special_tokens={"context_image_token": "<IMG_CONTEXT>", "start_image_token": "<img>", "end_image_token": "</img>", "video_token": "<video>"},
+        extra_special_tokens={
+            "context_image_token": "<IMG_CONTEXT>",
+            "start_image_token": "<img>",
+            "end_image_token": "</img>",
+            "video_token": "<video>",
+        },
         padding_side="left",
     )
     seq = (size.tile // size.patch_size) ** 2 // 4  # downsample_ratio 0.5 on each side
     settings = {"processor_class": "InternVLProcessor", "image_seq_length": seq}
-    processor = PartsProcessor(tokenizer, _tile_image_processor(size), family.chat_template, family.image_token, settings)
+    processor = PartsProcessor(
+        tokenizer, _tile_image_processor(size), family.chat_template, family.image_token, settings
+    )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in INTERNVL_TOKENS}
     vision = dict(
         hidden_size=size.vision_hidden,
@@ -202,8 +232,24 @@ def build_internvl(texts: list[str], size_name: str, family: ModelFamily):
     )
     from safeeraser.models.tiny_parts import text_settings
 
-    text = dict(model_type="qwen2", **text_settings(size, len(tokenizer), pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"], kv_heads=size.text_kv_heads))
-    config = InternVLConfig(vision_config=vision, text_config=text, image_token_id=ids["<IMG_CONTEXT>"], image_seq_length=seq, downsample_ratio=0.5)
+    text = dict(
+        model_type="qwen2",
+        **text_settings(
+            size,
+            len(tokenizer),
+            pad=ids["<|endoftext|>"],
+            bos=ids["<|endoftext|>"],
+            eos=ids["<|im_end|>"],
+            kv_heads=size.text_kv_heads,
+        ),
+    )
+    config = InternVLConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=ids["<IMG_CONTEXT>"],
+        image_seq_length=seq,
+        downsample_ratio=0.5,
+    )
     model = InternVLForConditionalGeneration(config)
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.eos_token_id = ids["<|im_end|>"]
@@ -217,7 +263,9 @@ def _tile_image_processor(size: TileSize):
         cls = transformers.GotOcr2ImageProcessorPil
     except AttributeError:
         cls = transformers.GotOcr2ImageProcessor
-    return cls(crop_to_patches=True, min_patches=1, max_patches=size.max_tiles, size={"height": size.tile, "width": size.tile})
+    return cls(
+        crop_to_patches=True, min_patches=1, max_patches=size.max_tiles, size={"height": size.tile, "width": size.tile}
+    )
 
 
 # --- LLaVA-OneVision: anyres tiles with unpadding and new-line tokens -------------------------
@@ -252,8 +300,12 @@ def build_llava_onevision(texts: list[str], size_name: str, family: ModelFamily)
     pinpoints = [[side, side], [side, 2 * side], [2 * side, side], [2 * side, 2 * side]]
     import transformers
 
-    image_cls = getattr(transformers, "LlavaOnevisionImageProcessorPil", None) or transformers.LlavaOnevisionImageProcessor
-    image_processor = image_cls(size={"height": side, "width": side}, crop_size={"height": side, "width": side}, image_grid_pinpoints=pinpoints)
+    image_cls = (
+        getattr(transformers, "LlavaOnevisionImageProcessorPil", None) or transformers.LlavaOnevisionImageProcessor
+    )
+    image_processor = image_cls(
+        size={"height": side, "width": side}, crop_size={"height": side, "width": side}, image_grid_pinpoints=pinpoints
+    )
     settings = {
         "processor_class": "LlavaOnevisionProcessor",
         "num_image_tokens": (side // size.patch_size) ** 2,
@@ -273,7 +325,17 @@ def build_llava_onevision(texts: list[str], size_name: str, family: ModelFamily)
     )
     from safeeraser.models.tiny_parts import text_settings
 
-    text = dict(model_type="qwen2", **text_settings(size, len(tokenizer), pad=ids["<|endoftext|>"], bos=ids["<|endoftext|>"], eos=ids["<|im_end|>"], kv_heads=size.text_kv_heads))
+    text = dict(
+        model_type="qwen2",
+        **text_settings(
+            size,
+            len(tokenizer),
+            pad=ids["<|endoftext|>"],
+            bos=ids["<|endoftext|>"],
+            eos=ids["<|im_end|>"],
+            kv_heads=size.text_kv_heads,
+        ),
+    )
     config = LlavaOnevisionConfig(
         vision_config=vision,
         text_config=text,
@@ -290,4 +352,9 @@ def build_llava_onevision(texts: list[str], size_name: str, family: ModelFamily)
     return processor, model, size
 
 
-TILED_BUILDERS = {"idefics3": build_idefics3, "smolvlm": build_smolvlm, "internvl": build_internvl, "llava_onevision": build_llava_onevision}
+TILED_BUILDERS = {
+    "idefics3": build_idefics3,
+    "smolvlm": build_smolvlm,
+    "internvl": build_internvl,
+    "llava_onevision": build_llava_onevision,
+}

@@ -24,8 +24,14 @@ from safeeraser.report import html, plots, table
 
 METRICS = RUN_METRICS
 PLOTS = (
-    ("forgetting_vs_sarr.png", "Per method: forgetting on the forget split (ASR ↓, RR ↑) beside over-forgetting (SARR ↓)."),
-    ("tradeoff.png", "Over-forgetting trade-off: SARR against forgetting on unseen harmful images; arrows lead from X to X+PD. Best is top left."),
+    (
+        "forgetting_vs_sarr.png",
+        "Per method: forgetting on the forget split (ASR ↓, RR ↑) beside over-forgetting (SARR ↓).",
+    ),
+    (
+        "tradeoff.png",
+        "Over-forgetting trade-off: SARR against forgetting on unseen harmful images; arrows lead from X to X+PD. Best is top left.",
+    ),
     ("loss_curves.png", "Loss terms of every unlearning run against the optimizer step."),
     ("dynamics.png", "Unlearning dynamics: the logged probe (forget RR, forget ASR, SARR) against the step."),
 )
@@ -63,7 +69,9 @@ def _read_metrics(path: Path) -> dict:
         raise UserError(f"{path}: not a METRICS.json from `safeeraser evaluate` (no {', '.join(METRIC_KEYS[:3])}, ...)")
     for key in METRIC_KEYS:
         value = metrics.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1
+        ):
             raise UserError(f"{path}: field '{key}': expected a fraction in [0, 1] or null (got {value!r})")
     for key in ("ci95", "counts", "sources"):
         if not isinstance(metrics.get(key) or {}, dict):
@@ -76,10 +84,16 @@ def _read_metrics(path: Path) -> dict:
 def load_run(folder: Path) -> Run:
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"{folder}: run folder not found" if not folder.exists() else f"{folder}: not a folder (expected a run folder)")
+        raise UserError(
+            f"{folder}: run folder not found"
+            if not folder.exists()
+            else f"{folder}: not a folder (expected a run folder)"
+        )
     metrics_path = folder / METRICS
     if not metrics_path.is_file():
-        raise UserError(f"{folder}: no {METRICS} in this run folder (run `safeeraser evaluate ... --out {metrics_path}` first)")
+        raise UserError(
+            f"{folder}: no {METRICS} in this run folder (run `safeeraser evaluate ... --out {metrics_path}` first)"
+        )
     method = folder.name
     summary: dict = {}
     if (folder / RUN_SUMMARY).exists():
@@ -89,7 +103,14 @@ def load_run(folder: Path) -> Run:
         method = summary["method"]
     metrics = _read_metrics(metrics_path)
     environment = summary.get("environment") or metrics.get("environment")
-    return Run(folder, method, metrics, read_jsonl(folder / RUN_LOG), [row for row in read_jsonl(judgments_path(metrics_path)) if isinstance(row, dict)], environment=environment if isinstance(environment, dict) else None)
+    return Run(
+        folder,
+        method,
+        metrics,
+        read_jsonl(folder / RUN_LOG),
+        [row for row in read_jsonl(judgments_path(metrics_path)) if isinstance(row, dict)],
+        environment=environment if isinstance(environment, dict) else None,
+    )
 
 
 def _label(runs: list[Run]) -> None:
@@ -126,14 +147,28 @@ def _dataset(runs: list[Run]) -> tuple[Split | None, str]:
         except UserError as e:
             problems.append(str(e))
             continue
-        differ = f" Runs name {len(named)} datasets ({', '.join(named)}); the prompts are from {candidate}." if len(named) > 1 else ""
+        differ = (
+            f" Runs name {len(named)} datasets ({', '.join(named)}); the prompts are from {candidate}."
+            if len(named) > 1
+            else ""
+        )
         return split, differ
-    why = "; ".join(problems) or f"dataset {', '.join(named)} not found (looked in the working folder and above the run folders)"
+    why = (
+        "; ".join(problems)
+        or f"dataset {', '.join(named)} not found (looked in the working folder and above the run folders)"
+    )
     return None, f"Sample answers are left out: {why}."
 
 
 def build_report(
-    runs: list[Path], out: Path, *, allow_mixed: bool = False, warn=None, labels: dict | None = None, study: list[dict] | None = None, audits: list[Path] | None = None,
+    runs: list[Path],
+    out: Path,
+    *,
+    allow_mixed: bool = False,
+    warn=None,
+    labels: dict | None = None,
+    study: list[dict] | None = None,
+    audits: list[Path] | None = None,
 ) -> list[Path]:
     """Write results.{md,csv,json}, the plots and index.html into ``out``; return the files written.
 
@@ -163,7 +198,9 @@ def build_report(
     rows = [table.result_row(r.method, r.label, str(r.folder), r.metrics) for r in loaded]
     mixed = table.measured_alike(rows)
     if mixed and not allow_mixed:
-        raise UserError(f"{mixed[0]}: their numbers are not comparable; pass --allow-mixed to put them in one table anyway")
+        raise UserError(
+            f"{mixed[0]}: their numbers are not comparable; pass --allow-mixed to put them in one table anyway"
+        )
     from safeeraser.environment import differences
 
     warnings = [f"{m}; these numbers are not comparable." for m in mixed]
@@ -179,7 +216,15 @@ def build_report(
     from safeeraser.audit.run import load_audit
 
     audited = [(Path(a).name, load_audit(Path(a))) for a in audits or []]
-    names = ("results.json", "results.md", "results.csv", *(name for name, _ in PLOTS), *STUDY_FILES, *AUDIT_FILES, "index.html")
+    names = (
+        "results.json",
+        "results.md",
+        "results.csv",
+        *(name for name, _ in PLOTS),
+        *STUDY_FILES,
+        *AUDIT_FILES,
+        "index.html",
+    )
     # a plot that no longer applies is removed with the rest of the earlier report
     with replace_files(out, names) as staging:
         atomic_write_json(staging / "results.json", rows)
@@ -207,8 +252,19 @@ def build_report(
         if audited:
             from safeeraser.audit.run import to_markdown
 
-            atomic_write_text(staging / AUDIT_FILES[0], "\n".join(f"## {label}\n\n" + to_markdown(record).split("\n", 2)[2] for label, record in audited))
-            curves = [(label, r["results"]["relearn"]["curve"], r["results"]["relearn"].get("vanilla_asr")) for label, r in audited if (r["results"].get("relearn") or {}).get("status") == "done"]
-            section += html.robustness_section(audited, plots.plot_relearn(curves, staging / AUDIT_FILES[1]), RELEARN_CAPTION)
-        atomic_write_text(staging / "index.html", html.render_page(rows, figures, samples, note, warnings, study=section))
+            atomic_write_text(
+                staging / AUDIT_FILES[0],
+                "\n".join(f"## {label}\n\n" + to_markdown(record).split("\n", 2)[2] for label, record in audited),
+            )
+            curves = [
+                (label, r["results"]["relearn"]["curve"], r["results"]["relearn"].get("vanilla_asr"))
+                for label, r in audited
+                if (r["results"].get("relearn") or {}).get("status") == "done"
+            ]
+            section += html.robustness_section(
+                audited, plots.plot_relearn(curves, staging / AUDIT_FILES[1]), RELEARN_CAPTION
+            )
+        atomic_write_text(
+            staging / "index.html", html.render_page(rows, figures, samples, note, warnings, study=section)
+        )
     return [out / name for name in names if (out / name).exists()]

@@ -55,7 +55,11 @@ JudgmentIndex = dict[tuple[str, int, str], dict]
 
 def index_judgments(rows: list[dict]) -> JudgmentIndex:
     """The val-split rows the browser shows, by (metric, record, where)."""
-    return {(r["metric"], r.get("record"), r.get("where")): r for r in rows if r.get("split") == "val" and r.get("metric") in ("generality", "sarr")}
+    return {
+        (r["metric"], r.get("record"), r.get("where")): r
+        for r in rows
+        if r.get("split") == "val" and r.get("metric") in ("generality", "sarr")
+    }
 
 
 def pick_samples(split: Split, limit: int = SAMPLE_LIMIT) -> list[tuple[int, int]]:
@@ -81,7 +85,9 @@ def thumbnail(path: Path) -> str:
     with Image.open(path) as img:
         img = img.convert("RGB")
         scale = THUMBNAIL_PX / max(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.LANCZOS)
+        img = img.resize(
+            (max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.LANCZOS
+        )
         buf = io.BytesIO()
         img.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -156,7 +162,7 @@ def _pd_table(rows: list[dict]) -> str:
     if not pairs:
         return ""
     body = "".join(
-        f"<tr><th scope=\"row\">{escape(base['label'])}</th><td>{pct(base['sarr'])}</td><td>{pct(pd['sarr'])}</td><td>{escape(reduction_text(base, pd))}</td></tr>"
+        f'<tr><th scope="row">{escape(base["label"])}</th><td>{pct(base["sarr"])}</td><td>{pct(pd["sarr"])}</td><td>{escape(reduction_text(base, pd))}</td></tr>'
         for base, pd in pairs
     )
     return (
@@ -282,8 +288,14 @@ def study_section(cells: list[dict], pareto: Path | None, caption: str) -> str:
             per_seed = ", ".join(f"seed {s}: {pct(v)}" for s, v in zip(stats["seeds"], stats["values"]))
             tds.append(f'<td title="{escape(per_seed or "not measured")}">{escape(cell_text(stats))}</td>')
         mark = " ★" if r["pareto"] else ""
-        body.append(f'<tr><th scope="row" title="{escape(", ".join(r["runs"]))}">{escape(r["cell"])}{mark}</th><td>{escape(", ".join(map(str, r["seeds"])))}</td>{"".join(tds)}</tr>')
-    figure = f'<figure><img src="{_data_uri(pareto)}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>' if pareto else ""
+        body.append(
+            f'<tr><th scope="row" title="{escape(", ".join(r["runs"]))}">{escape(r["cell"])}{mark}</th><td>{escape(", ".join(map(str, r["seeds"])))}</td>{"".join(tds)}</tr>'
+        )
+    figure = (
+        f'<figure><img src="{_data_uri(pareto)}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>'
+        if pareto
+        else ""
+    )
     return (
         "<h2>Across seeds</h2>"
         '<p class="note">Per cell (method and grid settings): mean ± standard deviation over the seeds '
@@ -311,21 +323,36 @@ def robustness_section(audits: list[tuple[str, dict]], relearn_plot: Path | None
             f'<tr><th scope="row">{escape(attack)}</th>{"".join(f"<td>{escape(c)}</td>" for c in cells)}<td>{escape(note)}</td></tr>'
             for attack, cells, note in attack_rows(record)
         )
-        parts.append(f"<h3>{escape(label)}</h3><p class=\"note\">generation {escape(record['request']['generation'])}; judge {escape(record['request']['judge'])}</p>")
-        parts.append(f'<table class="results"><thead><tr><th>Attack</th>{head}<th>Note</th></tr></thead><tbody>{body}</tbody></table>')
+        parts.append(
+            f'<h3>{escape(label)}</h3><p class="note">generation {escape(record["request"]["generation"])}; judge {escape(record["request"]["judge"])}</p>'
+        )
+        parts.append(
+            f'<table class="results"><thead><tr><th>Attack</th>{head}<th>Note</th></tr></thead><tbody>{body}</tbody></table>'
+        )
         mia = record["results"].get("mia") or {}
         if mia.get("status") == "done":
             rows = "".join(
-                f"<tr><th scope=\"row\">{escape(name)}</th><td>{auc:.3f}</td><td>{mia['distance'][name]:.3f}</td><td>{(mia.get('vanilla_auc') or {}).get(name, float('nan')):.3f}</td></tr>"
+                f'<tr><th scope="row">{escape(name)}</th><td>{auc:.3f}</td><td>{mia["distance"][name]:.3f}</td><td>{(mia.get("vanilla_auc") or {}).get(name, float("nan")):.3f}</td></tr>'
                 for name, auc in mia["auc"].items()
             )
-            parts.append(f'<table class="results"><thead><tr><th>MIA score</th><th>AUC</th><th>|AUC − 0.5|</th><th>vanilla AUC</th></tr></thead><tbody>{rows}</tbody></table>')
+            parts.append(
+                f'<table class="results"><thead><tr><th>MIA score</th><th>AUC</th><th>|AUC − 0.5|</th><th>vanilla AUC</th></tr></thead><tbody>{rows}</tbody></table>'
+            )
     if relearn_plot is not None:
-        parts.append(f'<div class="plots"><figure><img src="{_data_uri(relearn_plot)}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure></div>')
+        parts.append(
+            f'<div class="plots"><figure><img src="{_data_uri(relearn_plot)}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure></div>'
+        )
     return "".join(parts)
 
 
-def render_page(rows: list[dict], plots: list[tuple[Path, str]], samples: list[Sample], sample_note: str = "", warnings: list[str] | None = None, study: str = "") -> str:
+def render_page(
+    rows: list[dict],
+    plots: list[tuple[Path, str]],
+    samples: list[Sample],
+    sample_note: str = "",
+    warnings: list[str] | None = None,
+    study: str = "",
+) -> str:
     """The whole page. ``plots``: (PNG file, caption) pairs, embedded; ``warnings`` shown above the table;
     ``study``: a study's across-seed section (``study_section``) and the audits' (``robustness_section``), shown after the results."""
     runs = "".join(f"<li><b>{escape(r['label'])}</b>: <code>{escape(r['run'])}</code></li>" for r in rows)

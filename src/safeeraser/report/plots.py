@@ -20,9 +20,22 @@ from safeeraser.formats import LOSS_PLOT, RUN_LOG  # noqa: E402
 from safeeraser.io import atomic_path, read_jsonl  # noqa: E402
 from safeeraser.unlearn.methods import VANILLA  # noqa: E402
 
-TERM_ORDER = ("loss", "forget_nll", "refusal_nll", "retain_nll", "refusal+retain_nll", "retain_kl", "npo", "decouple_nll")
+TERM_ORDER = (
+    "loss",
+    "forget_nll",
+    "refusal_nll",
+    "retain_nll",
+    "refusal+retain_nll",
+    "retain_kl",
+    "npo",
+    "decouple_nll",
+)
 # The dynamics probe's keys (see unlearn.dynamics) and what they show.
-EVAL_KEYS = (("forget_rr", "refusal on forget prompts"), ("forget_asr", "ASR on forget prompts"), ("sarr", "SARR (unseen harmless images)"))
+EVAL_KEYS = (
+    ("forget_rr", "refusal on forget prompts"),
+    ("forget_asr", "ASR on forget prompts"),
+    ("sarr", "SARR (unseen harmless images)"),
+)
 # One colour per loss term, the same in every panel.
 TERM_COLOURS = {term: plt.get_cmap("tab10")(i) for i, term in enumerate(TERM_ORDER)}
 
@@ -140,19 +153,39 @@ def point_labels(points: list[tuple[str, float, float]], near: tuple[float, floa
         found = sorted(found, key=lambda p: (-p[2], p[1]))  # top to bottom; a stable sort keeps ties in order
         xs, ys = [p[1] for p in found], [p[2] for p in found]
         right, top = max(xs) > 60, max(ys) > 90  # the label would run off the axes there
-        labels.append(Label("\n".join(p[0] for p in found), min(xs) if right else max(xs), min(ys) if top else max(ys), "right" if right else "left", "top" if top else "bottom"))
+        labels.append(
+            Label(
+                "\n".join(p[0] for p in found),
+                min(xs) if right else max(xs),
+                min(ys) if top else max(ys),
+                "right" if right else "left",
+                "top" if top else "bottom",
+            )
+        )
     return labels
 
 
 def _draw_labels(ax, points: list[tuple[str, float, float]], fontsize: float) -> None:
     for label in point_labels(points):
         offset = (-6 if label.ha == "right" else 6, -4 if label.va == "top" else 4)
-        ax.annotate(label.text, (label.x, label.y), xytext=offset, textcoords="offset points", ha=label.ha, va=label.va, fontsize=fontsize)
+        ax.annotate(
+            label.text,
+            (label.x, label.y),
+            xytext=offset,
+            textcoords="offset points",
+            ha=label.ha,
+            va=label.va,
+            fontsize=fontsize,
+        )
 
 
 def plot_forgetting_bars(rows: list[dict], path: Path) -> Path | None:
     """Per method: forget quality (ASR, RR on the forget split) beside over-forgetting (SARR)."""
-    bars = (("asr_efficacy", "ASR efficacy ↓", "#d62728"), ("rr_efficacy", "RR efficacy ↑", "#1f77b4"), ("sarr", "SARR ↓", "#ff7f0e"))
+    bars = (
+        ("asr_efficacy", "ASR efficacy ↓", "#d62728"),
+        ("rr_efficacy", "RR efficacy ↑", "#1f77b4"),
+        ("sarr", "SARR ↓", "#ff7f0e"),
+    )
     if not any(r[key] is not None for r in rows for key, _, _ in bars):
         return None
     width = 0.8 / len(bars)
@@ -163,7 +196,16 @@ def plot_forgetting_bars(rows: list[dict], path: Path) -> Path | None:
         ax.bar(xs, [0 if math.isnan(h) else h for h in heights], width, label=name, color=colour)
         # Values on the bars, so that a 0 reads as 0 and a missing metric as n/a.
         for x, h in zip(xs, heights):
-            ax.text(x, 1 if math.isnan(h) else h + 1, "n/a" if math.isnan(h) else f"{h:.1f}", ha="center", va="bottom", fontsize=6, rotation=90, color="0.3")
+            ax.text(
+                x,
+                1 if math.isnan(h) else h + 1,
+                "n/a" if math.isnan(h) else f"{h:.1f}",
+                ha="center",
+                va="bottom",
+                fontsize=6,
+                rotation=90,
+                color="0.3",
+            )
     ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, ha="right")
     ax.set_ylim(0, 115)
     ax.set_ylabel("percent")
@@ -175,25 +217,54 @@ def plot_forgetting_bars(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
-def plot_tradeoff(rows: list[dict], pairs: list[tuple[dict, dict]], path: Path, colours: dict[str, tuple]) -> Path | None:
+def plot_tradeoff(
+    rows: list[dict], pairs: list[tuple[dict, dict]], path: Path, colours: dict[str, tuple]
+) -> Path | None:
     """SARR against forgetting on unseen images, one point per method, arrows from X to X+pd."""
-    panels = (("rr_generality", "RR generality ↑ (refuses unseen harmful images)", lambda v: v), ("asr_generality", "1 − ASR generality ↑", lambda v: 1 - v))
+    panels = (
+        ("rr_generality", "RR generality ↑ (refuses unseen harmful images)", lambda v: v),
+        ("asr_generality", "1 − ASR generality ↑", lambda v: 1 - v),
+    )
     drawable = [p for p in panels if any(r["sarr"] is not None and r[p[0]] is not None for r in rows)]
     if not drawable:
         return None
     fig, axes = plt.subplots(1, len(drawable), figsize=(6.2 * len(drawable), 4.8), squeeze=False)
     for ax, (key, ylabel, transform) in zip(axes[0], drawable):
-        points = {r["label"]: (_percent(r["sarr"]), _percent(transform(r[key]))) for r in rows if r["sarr"] is not None and r[key] is not None}
+        points = {
+            r["label"]: (_percent(r["sarr"]), _percent(transform(r[key])))
+            for r in rows
+            if r["sarr"] is not None and r[key] is not None
+        }
         for label, (x, y) in points.items():
             ax.scatter(x, y, s=60, color=colours[label], edgecolor="black", linewidth=0.5, zorder=3)
         # Methods often land on or near the same spot (e.g. SARR 0, RR 100): one label per group.
         _draw_labels(ax, [(label, x, y) for label, (x, y) in points.items()], fontsize=8)
         for base, pd in pairs:
             if base["label"] in points and pd["label"] in points:
-                ax.annotate("", xy=points[pd["label"]], xytext=points[base["label"]], arrowprops={"arrowstyle": "->", "color": colours[pd["label"]], "lw": 1.6, "shrinkA": 5, "shrinkB": 5})
+                ax.annotate(
+                    "",
+                    xy=points[pd["label"]],
+                    xytext=points[base["label"]],
+                    arrowprops={
+                        "arrowstyle": "->",
+                        "color": colours[pd["label"]],
+                        "lw": 1.6,
+                        "shrinkA": 5,
+                        "shrinkB": 5,
+                    },
+                )
         ax.scatter([0], [100], marker="*", s=160, color="gold", edgecolor="black", zorder=2)
         # above the star: the methods' labels near the top edge go below their points
-        ax.annotate("ideal", (0, 100), xytext=(0, 8), textcoords="offset points", ha="center", va="bottom", fontsize=8, color="0.3")
+        ax.annotate(
+            "ideal",
+            (0, 100),
+            xytext=(0, 8),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="0.3",
+        )
         ax.set_xlim(-5, 108)
         ax.set_ylim(-5, 108)
         ax.set_xlabel("SARR ↓ (refuses harmless images: over-forgetting)")
@@ -243,7 +314,14 @@ def plot_dynamics(logs: list[tuple[str, list[dict]]], path: Path, colours: dict[
     fig, axes = plt.subplots(1, len(EVAL_KEYS), figsize=(5 * len(EVAL_KEYS), 3.8), squeeze=False)
     for ax, (key, title) in zip(axes[0], EVAL_KEYS):
         for label, rows in logs:
-            ax.plot([r["step"] for r in rows], [_percent(r["eval"].get(key)) for r in rows], marker="o", ms=3, label=label, color=colours[label])
+            ax.plot(
+                [r["step"] for r in rows],
+                [_percent(r["eval"].get(key)) for r in rows],
+                marker="o",
+                ms=3,
+                label=label,
+                color=colours[label],
+            )
         ax.set_ylim(-3, 103)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("percent")
@@ -273,15 +351,44 @@ def plot_pareto(cells: list[dict], path: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7.4, 5.4))
     xs, ys = [mean(c, "asr_generality") for c in points], [mean(c, "sarr") for c in points]
-    ax.errorbar(xs, ys, xerr=[std(c, "asr_generality") for c in points], yerr=[std(c, "sarr") for c in points], fmt="none", ecolor="0.6", elinewidth=1, capsize=2, zorder=1)
+    ax.errorbar(
+        xs,
+        ys,
+        xerr=[std(c, "asr_generality") for c in points],
+        yerr=[std(c, "sarr") for c in points],
+        fmt="none",
+        ecolor="0.6",
+        elinewidth=1,
+        capsize=2,
+        zorder=1,
+    )
     utility = [mean(c, "rouge_l") for c in points]
     known = [u for u in utility if not math.isnan(u)]
-    dots = ax.scatter(xs, ys, c=[u if not math.isnan(u) else 0 for u in utility], cmap="viridis", vmin=0, vmax=max(known + [1.0]), s=70, edgecolor="black", linewidth=0.5, zorder=3)
+    dots = ax.scatter(
+        xs,
+        ys,
+        c=[u if not math.isnan(u) else 0 for u in utility],
+        cmap="viridis",
+        vmin=0,
+        vmax=max(known + [1.0]),
+        s=70,
+        edgecolor="black",
+        linewidth=0.5,
+        zorder=3,
+    )
     over = "mean over seeds" if several_seeds(cells) else "one seed"
     fig.colorbar(dots, ax=ax, label=f"ROUGE-L ↑ (percent, {over})")
     front = sorted((x, y) for c, x, y in zip(points, xs, ys) if c.get("pareto"))
     if front:
-        ax.scatter(*zip(*front), s=220, facecolor="none", edgecolor="crimson", linewidth=1.6, zorder=4, label="Pareto front (ASR, SARR, ROUGE-L)")
+        ax.scatter(
+            *zip(*front),
+            s=220,
+            facecolor="none",
+            edgecolor="crimson",
+            linewidth=1.6,
+            zorder=4,
+            label="Pareto front (ASR, SARR, ROUGE-L)",
+        )
         ax.plot(*zip(*front), color="crimson", lw=1, ls="--", zorder=2)
         ax.legend(fontsize=8, loc="upper right")
     _draw_labels(ax, [(c["cell"], x, y) for c, x, y in zip(points, xs, ys)], fontsize=7)
@@ -305,7 +412,13 @@ def plot_relearn(curves: list[tuple[str, list[dict], float | None]], path: Path)
     colours = plt.get_cmap("tab10")
     for k, (label, points, ceiling) in enumerate(curves):
         colour = colours(k % 10)
-        ax.plot([p["steps"] for p in points], [_percent(p["asr_efficacy"]) for p in points], marker="o", color=colour, label=label)
+        ax.plot(
+            [p["steps"] for p in points],
+            [_percent(p["asr_efficacy"]) for p in points],
+            marker="o",
+            color=colour,
+            label=label,
+        )
         if ceiling is not None:
             ax.axhline(_percent(ceiling), color=colour, ls=":", lw=1)
     ax.set_ylim(-3, 103)

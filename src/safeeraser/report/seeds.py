@@ -36,10 +36,16 @@ def summarise(runs: list[dict]) -> list[dict]:
             stats = across_seeds([float(r["metrics"][key]) for r in measured])
             stats["seeds"] = [r["seed"] for r in measured]
             metrics[key] = stats
-        rows.append({
-            "cell": cell, "method": members[0]["method"], "settings": dict(members[0]["settings"]),
-            "seeds": [r["seed"] for r in members], "runs": [r["run"] for r in members], "metrics": metrics,
-        })
+        rows.append(
+            {
+                "cell": cell,
+                "method": members[0]["method"],
+                "settings": dict(members[0]["settings"]),
+                "seeds": [r["seed"] for r in members],
+                "runs": [r["run"] for r in members],
+                "metrics": metrics,
+            }
+        )
     mark_pareto(rows)
     return rows
 
@@ -102,5 +108,9 @@ def to_markdown(rows: list[dict]) -> str:
     ]
     for r in rows:
         star = " *" if r["pareto"] else ""
-        lines.append(f"| {r['cell']}{star} | {', '.join(map(str, r['seeds']))} | " + " | ".join(cell_text(r["metrics"][c.key]) for c in columns) + " |")
+        lines.append(
+            f"| {r['cell']}{star} | {', '.join(map(str, r['seeds']))} | "
+            + " | ".join(cell_text(r["metrics"][c.key]) for c in columns)
+            + " |"
+        )
     return "\n".join(lines) + "\n"

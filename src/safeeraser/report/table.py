@@ -25,7 +25,6 @@ METHOD_ORDER = (VANILLA, *ALL_METHOD_NAMES)
 COLUMNS = tuple(columns())
 
 
-
 def method_sort_key(method: str) -> tuple:
     if method in METHOD_ORDER:
         return (0, METHOD_ORDER.index(method), "")
@@ -49,7 +48,9 @@ def result_row(method: str, label: str, run: str, metrics: dict) -> dict:
     row["counts"] = metrics.get("counts") or {}
     row["protocol"] = metrics.get("protocol") or "unrecorded"
     row["judge_identity"] = metrics.get("judge_identity") or {"kind": metrics.get("judge")}
-    row["environment"] = numeric_identity(metrics["environment"]) if isinstance(metrics.get("environment"), dict) else None
+    row["environment"] = (
+        numeric_identity(metrics["environment"]) if isinstance(metrics.get("environment"), dict) else None
+    )
     return row
 
 
@@ -58,12 +59,19 @@ def measured_alike(rows: list[dict]) -> list[str]:
     problems = []
     protocols = sorted({r["protocol"] for r in rows})
     if len(protocols) > 1:
-        problems.append("generation protocols differ: " + "; ".join(f"{p} ({', '.join(r['label'] for r in rows if r['protocol'] == p)})" for p in protocols))
+        problems.append(
+            "generation protocols differ: "
+            + "; ".join(f"{p} ({', '.join(r['label'] for r in rows if r['protocol'] == p)})" for p in protocols)
+        )
     judges = {}
     for r in rows:
         judges.setdefault(json.dumps(r["judge_identity"], sort_keys=True), []).append(r["label"])
     if len(judges) > 1:
-        problems.append("judges differ: " + "; ".join(f"{_judge_name(json.loads(k))} ({', '.join(v)})" for k, v in judges.items()) + f" [{_first_difference([json.loads(k) for k in judges])}]")
+        problems.append(
+            "judges differ: "
+            + "; ".join(f"{_judge_name(json.loads(k))} ({', '.join(v)})" for k, v in judges.items())
+            + f" [{_first_difference([json.loads(k) for k in judges])}]"
+        )
     return problems
 
 
@@ -71,7 +79,12 @@ def _judge_name(identity: dict) -> str:
     if identity.get("kind") == "combined":  # one judge per verdict (``judge.combined``)
         by = identity.get("by_verdict") or {}
         return ",".join(f"{verdict}={_judge_name(by[verdict])}" for verdict in VERDICTS if verdict in by)
-    parts = [identity.get("kind") or "unknown", identity.get("model"), identity.get("protocol"), identity.get("prompt_hash")]
+    parts = [
+        identity.get("kind") or "unknown",
+        identity.get("model"),
+        identity.get("protocol"),
+        identity.get("prompt_hash"),
+    ]
     return "/".join(str(p) for p in parts if p)
 
 
@@ -104,7 +117,11 @@ def relative_reduction(before: float | None, after: float | None) -> float | Non
 def pd_pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
     """(X, X+pd) for every X whose X+pd partner is also in the table."""
     by_label = {r["label"]: r for r in rows}
-    return [(by_label[r["label"][: -len(PD_SUFFIX)]], r) for r in rows if r["label"].endswith(PD_SUFFIX) and r["label"][: -len(PD_SUFFIX)] in by_label]
+    return [
+        (by_label[r["label"][: -len(PD_SUFFIX)]], r)
+        for r in rows
+        if r["label"].endswith(PD_SUFFIX) and r["label"][: -len(PD_SUFFIX)] in by_label
+    ]
 
 
 def add_sarr_reductions(rows: list[dict]) -> None:
@@ -174,7 +191,11 @@ def judges_line(rows: list[dict]) -> str:
     if len(identities) == 1:
         name = rows[0]["judge"] or "unknown"
         meaning = JUDGES[name].meaning if name in JUDGES else None
-        return f"Judge: {name}" + (f", {meaning}" if meaning else "") + f". Identity: {identity_text(rows[0]['judge_identity'])}."
+        return (
+            f"Judge: {name}"
+            + (f", {meaning}" if meaning else "")
+            + f". Identity: {identity_text(rows[0]['judge_identity'])}."
+        )
     each = "; ".join(f"{r['label']}: {identity_text(r['judge_identity'])}" for r in rows)
     return f"Judges differ between runs, so their rates are not comparable ({each})."
 
@@ -196,9 +217,16 @@ def to_markdown(rows: list[dict], warnings: list[str] | None = None) -> str:
     lines += ["", judges_line(rows), f"Generation protocol: {', '.join(sorted({r['protocol'] for r in rows}))}.", ""]
     pairs = pd_pairs(rows)
     if pairs:
-        lines += ["## Prompt Decouple: SARR of X vs X+PD", "", "| X | SARR X | SARR X+PD | relative reduction |", "|---|---:|---:|---:|"]
+        lines += [
+            "## Prompt Decouple: SARR of X vs X+PD",
+            "",
+            "| X | SARR X | SARR X+PD | relative reduction |",
+            "|---|---:|---:|---:|",
+        ]
         for base, pd in pairs:
-            lines.append(f"| {_md_cell(base['label'])} | {pct(base['sarr'])} | {pct(pd['sarr'])} | {reduction_text(base, pd)} |")
+            lines.append(
+                f"| {_md_cell(base['label'])} | {pct(base['sarr'])} | {pct(pd['sarr'])} | {reduction_text(base, pd)} |"
+            )
         lines += ["", f"Mean relative SARR reduction: {mean_reduction_text(rows)} ({MEAN_NOTE}).", ""]
     return "\n".join(lines)
 

@@ -12,8 +12,8 @@ folder says it is finished, as for ``--jobs``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from safeeraser.errors import UserError
 from safeeraser.io import atomic_write_json, read_json
@@ -28,7 +28,9 @@ def require_submitit():
     try:
         import submitit
     except ImportError:
-        raise UserError("--launcher slurm / submitit-local need submitit: pip install submitit (or pip install 'safeeraser[cluster]')") from None
+        raise UserError(
+            "--launcher slurm / submitit-local need submitit: pip install submitit (or pip install 'safeeraser[cluster]')"
+        ) from None
     return submitit
 
 
@@ -42,19 +44,30 @@ def executor(launcher: str, out: Path, slurm):
         return ex
     ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
     if ex.cluster != "slurm":
-        raise UserError("--launcher slurm: no Slurm here (sbatch not found); run sweep on the cluster's login node, or use --launcher submitit-local")
+        raise UserError(
+            "--launcher slurm: no Slurm here (sbatch not found); run sweep on the cluster's login node, or use --launcher submitit-local"
+        )
     params = {
-        "name": slurm.job_name, "timeout_min": slurm.time_min, "gpus_per_node": slurm.gpus_per_run,
-        "cpus_per_task": slurm.cpus_per_run, "mem_gb": slurm.mem_gb,
-        "slurm_partition": slurm.partition, "slurm_account": slurm.account, "slurm_qos": slurm.qos,
-        "slurm_constraint": slurm.constraint, "slurm_array_parallelism": slurm.array_parallelism,
-        "slurm_setup": list(slurm.setup) or None, "slurm_additional_parameters": dict(slurm.sbatch) or None,
+        "name": slurm.job_name,
+        "timeout_min": slurm.time_min,
+        "gpus_per_node": slurm.gpus_per_run,
+        "cpus_per_task": slurm.cpus_per_run,
+        "mem_gb": slurm.mem_gb,
+        "slurm_partition": slurm.partition,
+        "slurm_account": slurm.account,
+        "slurm_qos": slurm.qos,
+        "slurm_constraint": slurm.constraint,
+        "slurm_array_parallelism": slurm.array_parallelism,
+        "slurm_setup": list(slurm.setup) or None,
+        "slurm_additional_parameters": dict(slurm.sbatch) or None,
     }
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return ex
 
 
-def run_jobs(launcher: str, jobs_list: list[dict], out: Path, slurm, *, parallel: int, task: Callable, log: Callable[[str], None]) -> None:
+def run_jobs(
+    launcher: str, jobs_list: list[dict], out: Path, slurm, *, parallel: int, task: Callable, log: Callable[[str], None]
+) -> None:
     """Send every job of ``jobs_list`` (``task(job)`` each), wait for all; ``parallel`` jobs at a time locally."""
     if not jobs_list:
         return
@@ -120,5 +133,7 @@ def _wait(handles: list, out: Path, log: Callable[[str], None]) -> None:
             result = handle.result()
         except Exception as e:  # submitit re-raises the job's exception with its traceback as text
             first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            raise UserError(f"job {handle.job_id} ({_name(job, out)}) failed: {first}; its log: {out / FOLDER / str(handle.job_id)}; rerun the same sweep to send it again") from None
+            raise UserError(
+                f"job {handle.job_id} ({_name(job, out)}) failed: {first}; its log: {out / FOLDER / str(handle.job_id)}; rerun the same sweep to send it again"
+            ) from None
         log(f"job {handle.job_id} done: {_name(job, out)} ({result['seconds']:.0f}s)")

@@ -23,9 +23,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from safeeraser.errors import UserError
-from safeeraser.models.registry import DEFAULT_FAMILY
 from safeeraser.formats import RUN_METRICS, run_predictions
 from safeeraser.io import atomic_write_json, read_json
+from safeeraser.models.registry import DEFAULT_FAMILY
 from safeeraser.study.spec import DemoDataSpec, RunSpec, Study, TinyModelSpec
 
 RECORDS = "study-runs"  # DIR/study-runs/<run folder>.json: what each run was asked to be
@@ -49,7 +49,9 @@ def prepare(study: Study, out: Path, *, progress: bool) -> tuple[Path, str]:
 
         data = out / "data"
         demo = spec.data.demo
-        _refuse_other_build(data / MARKER, {"images_per_category": demo.images_per_category, "seed": demo.seed}, study.source, "data")
+        _refuse_other_build(
+            data / MARKER, {"images_per_category": demo.images_per_category, "seed": demo.seed}, study.source, "data"
+        )
         if not (data / MARKER).exists():
             _log(f"demo benchmark -> {data}", quiet)
             make_demo(data, images_per_category=spec.data.demo.images_per_category, seed=spec.data.demo.seed)
@@ -63,11 +65,15 @@ def prepare(study: Study, out: Path, *, progress: bool) -> tuple[Path, str]:
 
         tiny = spec.model.tiny
         model = out / "model"
-        wanted = {"family": tiny.family, "size": tiny.size, "seed": tiny.seed} | ({"steps": tiny.steps} if tiny.steps is not None else {})
+        wanted = {"family": tiny.family, "size": tiny.size, "seed": tiny.seed} | (
+            {"steps": tiny.steps} if tiny.steps is not None else {}
+        )
         _refuse_other_build(model / TINY_MARKER, wanted, study.source, "model", defaults={"family": DEFAULT_FAMILY})
         if not (model / TINY_MARKER).exists():
             _log(f"tiny vanilla {tiny.family} ({tiny.size}) -> {model}", quiet)
-            make_tiny(data, model, size=tiny.size, seed=tiny.seed, steps=tiny.steps, family=tiny.family, progress=progress)
+            make_tiny(
+                data, model, size=tiny.size, seed=tiny.seed, steps=tiny.steps, family=tiny.family, progress=progress
+            )
         return data, str(model)
     local = study.path(spec.model)
     return data, str(local) if local.exists() else spec.model
@@ -80,7 +86,9 @@ def _refuse_other_build(marker: Path, wanted: dict, source: str, key: str, defau
     built = {**(defaults or {}), **read_json(marker)}
     for name, value in wanted.items():
         if built.get(name) != value:
-            raise UserError(f"{marker.parent}: built with {name} {built.get(name)!r}, but {source} asks '{key}' for {value!r}: use another --out")
+            raise UserError(
+                f"{marker.parent}: built with {name} {built.get(name)!r}, but {source} asks '{key}' for {value!r}: use another --out"
+            )
 
 
 def run_record(study: Study, run: RunSpec, data: Path, model: str) -> dict:
@@ -135,7 +143,9 @@ def plan(study: Study, out: Path, data: Path, model: str) -> list[tuple[RunSpec,
             old = read_json(record_path(out, run))
             if old != record:
                 why = _first_difference(old, record) if isinstance(old, dict) else "unreadable"
-                raise UserError(f"{folder}: made for another study ({why}); write the study to another --out, or delete that run folder and {record_path(out, run)}")
+                raise UserError(
+                    f"{folder}: made for another study ({why}); write the study to another --out, or delete that run folder and {record_path(out, run)}"
+                )
         planned.append((run, folder, record, finished(out, run)))
     return planned
 
@@ -147,7 +157,11 @@ def make_judge(spec: str, model: str | None, evaluation: dict | None = None):
     from safeeraser.judge.cache import default_path
 
     evaluation = evaluation or {}
-    flags = {"--judge-model": model, "--judge-protocol": evaluation.get("judge_protocol"), "--judge-score": evaluation.get("judge_score")}
+    flags = {
+        "--judge-model": model,
+        "--judge-protocol": evaluation.get("judge_protocol"),
+        "--judge-score": evaluation.get("judge_score"),
+    }
     return make_judges(spec, judge_options(spec, flags, default_cache=default_path()))
 
 
@@ -176,18 +190,37 @@ def run_one(job: dict) -> dict:
         adapter = None
     else:
         config = UnlearnConfig.model_validate(job["config"])
-        unlearn(model, data, job["method"], run, config, resume=True, progress=progress, on_finish=plot_run, preset=job.get("preset"))
+        unlearn(
+            model,
+            data,
+            job["method"],
+            run,
+            config,
+            resume=True,
+            progress=progress,
+            on_finish=plot_run,
+            preset=job.get("preset"),
+        )
         adapter = run
     for split in SPLITS:
         pred = run / run_predictions(split)
         if not pred.exists():
             generate_predictions(model, data, split, pred, job["generation"], adapter=adapter, progress=progress)
     evaluate(
-        data, run / METRICS, make_judge(job["judge"], job["judge_model"], job["evaluation"]),
-        pred_train=run / run_predictions("train"), pred_val=run / run_predictions("val"),
-        pred_general=run / run_predictions("general"), empty_answers=job["evaluation"]["empty_answers"], progress=False,
+        data,
+        run / METRICS,
+        make_judge(job["judge"], job["judge_model"], job["evaluation"]),
+        pred_train=run / run_predictions("train"),
+        pred_val=run / run_predictions("val"),
+        pred_general=run / run_predictions("general"),
+        empty_answers=job["evaluation"]["empty_answers"],
+        progress=False,
     )
-    return {"folder": str(run), "seconds": time.perf_counter() - began, "device": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    return {
+        "folder": str(run),
+        "seconds": time.perf_counter() - began,
+        "device": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
 
 
 def visible_gpus() -> list[str]:
@@ -209,7 +242,9 @@ def worker_devices(jobs: int, devices: list[str] | None) -> list[str] | None:
         raise UserError("--devices names no device (expected e.g. 0,1,2,3)")
     if jobs == 1:
         if devices is not None:
-            raise UserError("--devices spreads several workers over GPUs: pass --jobs N too (one run at a time uses the GPU CUDA_VISIBLE_DEVICES names)")
+            raise UserError(
+                "--devices spreads several workers over GPUs: pass --jobs N too (one run at a time uses the GPU CUDA_VISIBLE_DEVICES names)"
+            )
         return None
     devices = devices if devices is not None else visible_gpus()
     if not devices:
@@ -218,7 +253,14 @@ def worker_devices(jobs: int, devices: list[str] | None) -> list[str] | None:
 
 
 def run_study(
-    study: Study, out: Path, *, jobs: int = 1, devices: list[str] | None = None, progress: bool = True, report: bool = True, launcher: str = "local"
+    study: Study,
+    out: Path,
+    *,
+    jobs: int = 1,
+    devices: list[str] | None = None,
+    progress: bool = True,
+    report: bool = True,
+    launcher: str = "local",
 ) -> dict:
     """Run every unfinished run of ``study`` into ``out`` and write the report; returns counts and folders.
     ``devices``: the GPUs to spread the ``jobs`` workers over (default: every visible one).
@@ -230,7 +272,9 @@ def run_study(
     if launcher not in LAUNCHERS:
         raise UserError(f"unknown --launcher {launcher!r}: expected one of {', '.join(LAUNCHERS)}")
     if launcher != "local" and devices:
-        raise UserError(f"--devices spreads local workers over GPUs: with --launcher {launcher} the scheduler places each job (slurm.gpus_per_run)")
+        raise UserError(
+            f"--devices spreads local workers over GPUs: with --launcher {launcher} the scheduler places each job (slurm.gpus_per_run)"
+        )
     if launcher != "local":
         from safeeraser.study.cluster import require_submitit
 
@@ -249,10 +293,19 @@ def run_study(
         _log(f"{skipped} of {len(planned)} runs already finished: kept", quiet)
     jobs_list = [
         {
-            "folder": str(folder), "data": str(data), "model": model, "method": run.method, "config": run.config,
-            "generation": study.generation(run.seed), "judge": study.file.judge, "judge_model": study.file.judge_model,
-            "evaluation": study.file.evaluation.model_dump(), "preset": study.file.preset,
-            "record": record, "record_path": str(record_path(out, run)), "progress": progress and jobs == 1 and launcher == "local",
+            "folder": str(folder),
+            "data": str(data),
+            "model": model,
+            "method": run.method,
+            "config": run.config,
+            "generation": study.generation(run.seed),
+            "judge": study.file.judge,
+            "judge_model": study.file.judge_model,
+            "evaluation": study.file.evaluation.model_dump(),
+            "preset": study.file.preset,
+            "record": record,
+            "record_path": str(record_path(out, run)),
+            "progress": progress and jobs == 1 and launcher == "local",
         }
         for run, folder, record in todo
     ]
@@ -271,7 +324,10 @@ def run_study(
         from safeeraser.study.summary import write_study_report
 
         write_study_report(study, planned, out, warn=lambda w: _log(w, quiet))
-    _log(f"study finished in {time.perf_counter() - began:.0f}s: {len(todo)} runs made, {skipped} kept; open {out / 'index.html'}", quiet)
+    _log(
+        f"study finished in {time.perf_counter() - began:.0f}s: {len(todo)} runs made, {skipped} kept; open {out / 'index.html'}",
+        quiet,
+    )
     return result
 
 
@@ -301,7 +357,10 @@ def _parallel(jobs_list: list[dict], jobs: int, out: Path, quiet: bool, slots: l
                     raise error
                 done_count += 1
                 where = f", device {future.result()['device']}" if future.result().get("device") is not None else ""
-                _log(f"run {done_count}/{len(jobs_list)} done: {Path(job['folder']).relative_to(out / 'runs')} ({future.result()['seconds']:.0f}s{where})", quiet)
+                _log(
+                    f"run {done_count}/{len(jobs_list)} done: {Path(job['folder']).relative_to(out / 'runs')} ({future.result()['seconds']:.0f}s{where})",
+                    quiet,
+                )
 
 
 def status(study: Study, out: Path) -> list[tuple[str, str]]:

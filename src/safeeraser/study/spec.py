@@ -98,7 +98,9 @@ class SlurmSpec(_Strict):
     constraint: str | None = None
     array_parallelism: int | None = Field(None, gt=0)  # runs at once (default: Slurm's)
     job_name: str = "safeeraser"
-    setup: list[str] = Field(default_factory=list)  # shell lines before each run, e.g. module load, source venv/bin/activate
+    setup: list[str] = Field(
+        default_factory=list
+    )  # shell lines before each run, e.g. module load, source venv/bin/activate
     sbatch: dict[str, Any] = Field(default_factory=dict)  # any other #SBATCH option, e.g. {exclude: "node07"}
 
 
@@ -194,7 +196,10 @@ def parse_study(data: Any, source: str, base: Path) -> Study:
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a mapping of study settings at the top level")
     spec = _validate(StudyFile, data, source)
-    for key, built, words in (("data", DemoDataSpec, "a dataset folder or {demo: {images_per_category: N}}"), ("model", TinyModelSpec, "a model folder, a Hugging Face id or {tiny: {steps: N}}")):
+    for key, built, words in (
+        ("data", DemoDataSpec, "a dataset folder or {demo: {images_per_category: N}}"),
+        ("model", TinyModelSpec, "a model folder, a Hugging Face id or {tiny: {steps: N}}"),
+    ):
         value = getattr(spec, key)
         if isinstance(value, dict):
             setattr(spec, key, _validate(built, value, source, key))
@@ -211,7 +216,9 @@ def parse_study(data: Any, source: str, base: Path) -> Study:
         methods.append(method)
     llm_options = [k for k in ("judge_protocol", "judge_score") if getattr(spec.evaluation, k) is not None]
     if llm_options and not any(kind in spec.judge for kind in ("openai", "hf")):
-        raise UserError(f"{source}: 'evaluation.{llm_options[0]}': only an LLM judge (openai, hf) takes it, not judge {spec.judge!r}")
+        raise UserError(
+            f"{source}: 'evaluation.{llm_options[0]}': only an LLM judge (openai, hf) takes it, not judge {spec.judge!r}"
+        )
     if len(set(spec.seeds)) != len(spec.seeds):
         raise UserError(f"{source}: 'seeds': a seed is listed twice ({spec.seeds})")
     for key, values in spec.grid.items():
@@ -221,7 +228,9 @@ def parse_study(data: Any, source: str, base: Path) -> Study:
             raise UserError(f"{source}: 'grid.{key}': a value is listed twice ({values})")
     for key in ("seed",):
         if key in spec.settings or key in spec.grid:
-            raise UserError(f"{source}: '{'settings' if key in spec.settings else 'grid'}.{key}': the study's seeds are given by 'seeds'")
+            raise UserError(
+                f"{source}: '{'settings' if key in spec.settings else 'grid'}.{key}': the study's seeds are given by 'seeds'"
+            )
     if spec.preset is not None:
         from safeeraser.unlearn.config import packaged_config
 
@@ -251,18 +260,24 @@ def parse_study(data: Any, source: str, base: Path) -> Study:
                 cell = method + "".join(f"__{k}={value_text(v)}" for k, v in settings)
                 point = _merge_all([nest(k, v) for k, v in settings])
                 config = resolve_config(
-                    config_file, [{"seed": seed}, fixed, point], preset=spec.preset,
+                    config_file,
+                    [{"seed": seed}, fixed, point],
+                    preset=spec.preset,
                     origins=[f"{source}: seeds", f"{source}: settings", f"{source}: grid"],
                 )
                 try:
                     name = spec.run_folder.format(cell=cell, method=method, seed=seed)
                 except (KeyError, IndexError, ValueError) as e:
-                    raise UserError(f"{source}: 'run_folder': {spec.run_folder!r} is not a folder template with {{cell}}, {{method}}, {{seed}} ({e})") from None
+                    raise UserError(
+                        f"{source}: 'run_folder': {spec.run_folder!r} is not a folder template with {{cell}}, {{method}}, {{seed}} ({e})"
+                    ) from None
                 if not name or Path(name).is_absolute() or ".." in Path(name).parts or "\\" in name:
                     raise UserError(f"{source}: 'run_folder': {name!r} is not a folder name under runs/")
                 run = RunSpec(name, cell, method, seed, settings, config.model_dump())
                 if name in names:
-                    raise UserError(f"{source}: 'run_folder': {spec.run_folder!r} gives two runs one folder ({name}): add {{cell}} and {{seed}}")
+                    raise UserError(
+                        f"{source}: 'run_folder': {spec.run_folder!r} gives two runs one folder ({name}): add {{cell}} and {{seed}}"
+                    )
                 names[name] = run
                 runs.append(run)
     study.runs = runs

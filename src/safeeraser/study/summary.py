@@ -17,10 +17,16 @@ def write_study_report(study, planned, out: Path, *, warn=None) -> list[Path]:
 
     runs = []
     for run, folder, _, _ in planned:
-        runs.append({
-            "cell": run.cell, "method": run.method, "settings": {k: v for k, v in run.settings}, "seed": run.seed,
-            "run": str(folder), "metrics": read_json(folder / RUN_METRICS),
-        })
+        runs.append(
+            {
+                "cell": run.cell,
+                "method": run.method,
+                "settings": {k: v for k, v in run.settings},
+                "seed": run.seed,
+                "run": str(folder),
+                "metrics": read_json(folder / RUN_METRICS),
+            }
+        )
     rows = summarise(runs)
     folders = [folder for _, folder, _, _ in planned]
     methods = [run.method for run, _, _, _ in planned]

@@ -81,7 +81,11 @@ class _CommonMethodSettings(_Strict):
 def _method_settings() -> type[BaseModel]:
     from safeeraser.unlearn.methods import BASE_METHODS, EXTRA_SETTINGS
 
-    sections = {name: (m.settings, Field(default_factory=m.settings)) for name, m in BASE_METHODS.items() if m.settings is not None}
+    sections = {
+        name: (m.settings, Field(default_factory=m.settings))
+        for name, m in BASE_METHODS.items()
+        if m.settings is not None
+    }
     sections |= {name: (schema, Field(default_factory=schema)) for name, schema in EXTRA_SETTINGS.items()}
     return create_model("MethodSettings", __base__=_CommonMethodSettings, **sections)
 

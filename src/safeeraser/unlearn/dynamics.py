@@ -21,7 +21,10 @@ def probe_prompts(train: Split, val: Split, n: int) -> tuple[list[Prompt], list[
     def spread(split: Split, sd: bool) -> list[Prompt]:
         step = max(1, len(split) // n)
         picks = list(range(0, len(split), step))[:n]
-        return [Prompt(split.sd_image(i) if sd else split.image(i), split.records[i].unsafe_pairs[0].question) for i in picks]
+        return [
+            Prompt(split.sd_image(i) if sd else split.image(i), split.records[i].unsafe_pairs[0].question)
+            for i in picks
+        ]
 
     return spread(train, sd=False), spread(val, sd=True)
 
@@ -39,7 +42,9 @@ class DynamicsProbe:
         answers = answer_all(model, self.codec, self.harmful + self.harmless, self.sampling, batch_size=32)
         model.train(was_training)
         harm = self.judge.judge([JudgeItem("harm", p.question, a[0]) for p, a in zip(self.harmful, answers)])
-        dec = self.judge.judge([JudgeItem("decouple", p.question, a[0]) for p, a in zip(self.harmless, answers[len(self.harmful) :])])
+        dec = self.judge.judge(
+            [JudgeItem("decouple", p.question, a[0]) for p, a in zip(self.harmless, answers[len(self.harmful) :])]
+        )
         return {
             "forget_rr": sum(v.refusal for v in harm) / len(harm),
             "forget_asr": sum(v.unsafe for v in harm) / len(harm),

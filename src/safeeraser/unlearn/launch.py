@@ -49,7 +49,11 @@ def requested_cpu_processes(parent_argv: list[str] | None = None, env: dict | No
         if arg in ("-m", "--module") or arg.endswith(("safeeraser", "safeeraser/__main__.py")):
             break  # the launcher's own options end where the script begins
         for flag in ("--num_processes", "--num-processes"):
-            value = arg[len(flag) + 1 :] if arg.startswith(flag + "=") else (argv[i + 1] if arg == flag and i + 1 < len(argv) else None)
+            value = (
+                arg[len(flag) + 1 :]
+                if arg.startswith(flag + "=")
+                else (argv[i + 1] if arg == flag and i + 1 < len(argv) else None)
+            )
             if value is not None and value.isdigit():
                 return max(int(value), 1)
     return 1
@@ -58,7 +62,11 @@ def requested_cpu_processes(parent_argv: list[str] | None = None, env: dict | No
 def run_ranks(n: int, argv: list[str] | None = None) -> int:
     """Start ``python -m safeeraser ARGV`` as ranks 0..n-1 on this machine; return the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    base = {**os.environ, "MASTER_ADDR": os.environ.get("MASTER_ADDR", "127.0.0.1"), "MASTER_PORT": os.environ.get("MASTER_PORT", "29500")}
+    base = {
+        **os.environ,
+        "MASTER_ADDR": os.environ.get("MASTER_ADDR", "127.0.0.1"),
+        "MASTER_PORT": os.environ.get("MASTER_PORT", "29500"),
+    }
     if "OMP_NUM_THREADS" not in base:  # share the cores instead of every rank claiming all of them
         base["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
     procs = []

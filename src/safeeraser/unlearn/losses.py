@@ -75,13 +75,17 @@ def simnpo_loss(mean_logp: torch.Tensor, beta: float, gamma: float) -> torch.Ten
     return -(2.0 / beta) * F.logsigmoid(-beta * mean_logp - gamma).mean()
 
 
-def dpo_loss(logp_win: torch.Tensor, ref_win: torch.Tensor, logp_lose: torch.Tensor, ref_lose: torch.Tensor, beta: float) -> torch.Tensor:
+def dpo_loss(
+    logp_win: torch.Tensor, ref_win: torch.Tensor, logp_lose: torch.Tensor, ref_lose: torch.Tensor, beta: float
+) -> torch.Tensor:
     """DPO on sequence log-probabilities, scaled by 2/beta as NPO is:
     -(2/beta) * mean log sigmoid(beta * ((logp_win - ref_win) - (logp_lose - ref_lose)))."""
     return -(2.0 / beta) * F.logsigmoid(beta * ((logp_win - ref_win) - (logp_lose - ref_lose))).mean()
 
 
-def adjusted_teacher_ce(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, strength: float) -> torch.Tensor:
+def adjusted_teacher_ce(
+    logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, strength: float
+) -> torch.Tensor:
     """UNDIAL: cross-entropy of the current model against the original's next-token distribution
     with the answer token's logit lowered by ``strength``, averaged over answer tokens."""
     logits, labels = _shift(logits, labels)

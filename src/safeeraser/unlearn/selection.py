@@ -58,7 +58,9 @@ def parse_rule(text: str, known: tuple[str, ...]) -> Rule:
     head, _, tail = text.strip().partition(" subject to ")
     sense, _, expr = head.strip().partition(" ")
     if sense not in ("min", "max") or not expr.strip():
-        raise UserError(f"{where}: expected 'min|max QUANTITY [subject to QUANTITY<=X, ...]', e.g. 'min sarr subject to forget_asr<=0.05'")
+        raise UserError(
+            f"{where}: expected 'min|max QUANTITY [subject to QUANTITY<=X, ...]', e.g. 'min sarr subject to forget_asr<=0.05'"
+        )
     objective = []
     for part in expr.split("+"):
         m = _TERM.match(part)
@@ -66,7 +68,7 @@ def parse_rule(text: str, known: tuple[str, ...]) -> Rule:
             raise UserError(f"{where}: cannot read {part.strip()!r}; expected QUANTITY or WEIGHT*QUANTITY joined by +")
         objective.append((_number(m.group(1) or "1", where), m.group(2)))
     conditions = []
-    for part in (tail.split(",") if tail.strip() else []):
+    for part in tail.split(",") if tail.strip() else []:
         m = _CONDITION.match(part)
         if not m:
             raise UserError(f"{where}: cannot read the condition {part.strip()!r}; expected QUANTITY<=X or QUANTITY>=X")
@@ -95,12 +97,24 @@ def select(rule: Rule, rows: list[dict]) -> dict:
             best = row
     if best is None:
         last = rows[-1]["step"] if rows else 0
-        return {"rule": rule.text, "step": last, "value": None, "met": False, "probed_steps": [r["step"] for r in probed],
-                "why": f"no probed step met the conditions of '{rule.text}'; the last step ({last}) is kept"}
+        return {
+            "rule": rule.text,
+            "step": last,
+            "value": None,
+            "met": False,
+            "probed_steps": [r["step"] for r in probed],
+            "why": f"no probed step met the conditions of '{rule.text}'; the last step ({last}) is kept",
+        }
     value = rule.value(best)
-    return {"rule": rule.text, "step": best["step"], "value": value, "met": True, "probed_steps": [r["step"] for r in probed],
-            "why": f"step {best['step']} has the {'lowest' if rule.sense == 'min' else 'highest'} {_expr(rule)} ({value:.4g}) "
-                   f"of the {len(probed)} probed steps" + (f" that meet {_conds(rule)}" if rule.conditions else "")}
+    return {
+        "rule": rule.text,
+        "step": best["step"],
+        "value": value,
+        "met": True,
+        "probed_steps": [r["step"] for r in probed],
+        "why": f"step {best['step']} has the {'lowest' if rule.sense == 'min' else 'highest'} {_expr(rule)} ({value:.4g}) "
+        f"of the {len(probed)} probed steps" + (f" that meet {_conds(rule)}" if rule.conditions else ""),
+    }
 
 
 def stale_probes(rule: Rule, rows: list[dict]) -> int:

@@ -25,7 +25,9 @@ def check_installed(names: list[str]) -> None:
     """Refuse, before any model is loaded, a tracker whose package is missing."""
     for name in names:
         if importlib.util.find_spec(PACKAGES[name]) is None:
-            raise UserError(f"--report-to {name}: the {PACKAGES[name]} package is not installed; pip install {PACKAGES[name]}")
+            raise UserError(
+                f"--report-to {name}: the {PACKAGES[name]} package is not installed; pip install {PACKAGES[name]}"
+            )
 
 
 def accelerator_kwargs(names: list[str], out: Path) -> dict:

@@ -20,9 +20,9 @@ import pickle
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -120,7 +120,9 @@ def released_factor(step: int, *, warmup: int, total: int, processes: int) -> fl
 
 def _schedule(optimizer, name: str, warmup: int, total: int, processes: int = 1):
     if name == "released":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: released_factor(step, warmup=warmup, total=total, processes=processes))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: released_factor(step, warmup=warmup, total=total, processes=processes)
+        )
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -143,7 +145,11 @@ def trainable_in_float32(model) -> None:
     the way in and its output back to the dtype that came in, so the frozen model around it is
     unchanged."""
     for module in model.modules():
-        own = [p for p in module.parameters(recurse=False) if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32]
+        own = [
+            p
+            for p in module.parameters(recurse=False)
+            if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32
+        ]
         if not own:
             continue
         for p in own:
@@ -188,8 +194,12 @@ def training_codec(loaded, config: UnlearnConfig) -> Codec:
     family = loaded.family
     system = family.system_sentence(config.system_sentence) if config.system_prompt else None
     return Codec(
-        loaded.processor, family=family, system=system,
-        max_answer_tokens=config.max_answer_tokens, max_length=config.max_length, train_eos=config.text.train_eos,
+        loaded.processor,
+        family=family,
+        system=system,
+        max_answer_tokens=config.max_answer_tokens,
+        max_length=config.max_length,
+        train_eos=config.text.train_eos,
     )
 
 
@@ -257,7 +267,9 @@ def _accelerator(config: UnlearnConfig, out: Path):
     try:
         return Accelerator(cpu=not torch.cuda.is_available(), **kwargs)
     except (ImportError, ValueError) as e:  # e.g. a DeepSpeed config without deepspeed installed
-        raise UserError(f"accelerate could not start: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise UserError(
+            f"accelerate could not start: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
 
 
 def _sharding(accelerator) -> tuple[bool, bool]:
@@ -288,7 +300,9 @@ def _fill_fsdp(accelerator, model) -> None:
     plugin = accelerator.state.fsdp_plugin
     if plugin.auto_wrap_policy is transformer_auto_wrap_policy and plugin.transformer_cls_names_to_wrap is None:
         present = {type(m).__name__ for m in model.modules()}
-        plugin.transformer_cls_names_to_wrap = [c for c in getattr(model, "_no_split_modules", None) or [] if c in present]
+        plugin.transformer_cls_names_to_wrap = [
+            c for c in getattr(model, "_no_split_modules", None) or [] if c in present
+        ]
 
 
 @contextlib.contextmanager
@@ -371,7 +385,9 @@ class UnlearnRun:
     # finished: the CLI and the demo draw loss.png there
     on_finish: Callable[[Path, str], object] | None = None
     revision: str | None = None  # of a hub id: branch, tag or commit (None: its default branch)
-    preset: str | None = None  # the packaged config the settings started from, recorded in run.json (and the model card)
+    preset: str | None = (
+        None  # the packaged config the settings started from, recorded in run.json (and the model card)
+    )
     # a trained adapter (run folder or adapter folder) to continue instead of a fresh LoRA (config.lora
     # is then the adapter's own): the audit's relearning starts from the unlearned model this way
     adapter: str | Path | None = None
@@ -409,7 +425,9 @@ class UnlearnRun:
             done = json.loads((out / RUN_SUMMARY).read_text())
             steps, total = int(done["steps"]), int(done["total_steps"])
         except (OSError, ValueError, KeyError, TypeError):
-            raise UserError(f"{out / RUN_SUMMARY}: unreadable run summary of a finished run; pass --overwrite to train again") from None
+            raise UserError(
+                f"{out / RUN_SUMMARY}: unreadable run summary of a finished run; pass --overwrite to train again"
+            ) from None
         return RunResult(out, self.name, steps, total, 0.0, ALREADY_COMPLETE)
 
     def setup(self) -> None:
@@ -423,7 +441,9 @@ class UnlearnRun:
             from safeeraser.unlearn.selection import parse_rule
 
             if not self.config.select:
-                raise UserError("early_stop needs a selection rule: pass --select RULE (e.g. 'min sarr subject to forget_asr<=0.05')")
+                raise UserError(
+                    "early_stop needs a selection rule: pass --select RULE (e.g. 'min sarr subject to forget_asr<=0.05')"
+                )
             if not self.config.eval_every:
                 raise UserError("--select reads the dynamics probe: set eval_every (e.g. --set eval_every=25)")
             self.rule = parse_rule(self.config.select, self.objective.logs)
@@ -434,13 +454,19 @@ class UnlearnRun:
         self.sharded, self.deepspeed = _sharding(self.accelerator)
         if self.sharded:
             if self.deepspeed and (self.config.checkpoint_every or self.resume):
-                raise UserError("checkpoints (checkpoint_every, --resume) are not kept under DeepSpeed: set checkpoint_every=0, or train with configs/accelerate/fsdp.yaml, whose checkpoints resume")
+                raise UserError(
+                    "checkpoints (checkpoint_every, --resume) are not kept under DeepSpeed: set checkpoint_every=0, or train with configs/accelerate/fsdp.yaml, whose checkpoints resume"
+                )
         if self.progress and self.main and lone_cpu_launch():
             tqdm.write(
                 "note: accelerate started one CPU process and its --num_processes could not be read; "
                 "for N processes on CPU pass `--num_processes N` on the command line, or use torchrun"
             )
-        asked = [name for name, var in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")) if os.environ.get(var, "").lower() == "true"]
+        asked = [
+            name
+            for name, var in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+            if os.environ.get(var, "").lower() == "true"
+        ]
         if asked and not self.sharded and self.progress and self.main:
             tqdm.write(
                 f"note: accelerate runs {asked[0]} on GPUs only: these {self.accelerator.num_processes} CPU process(es) train "
@@ -462,7 +488,13 @@ class UnlearnRun:
             settings.pop(free, None)
         settings["micro_batches_per_step"] = settings.pop("grad_accum") * self.accelerator.num_processes
         started = {"adapter": str(self.adapter)} if self.adapter is not None else {}
-        return {"method": self.name, "model": str(self.model), "revision": self.revision, **started, "settings": settings}
+        return {
+            "method": self.name,
+            "model": str(self.model),
+            "revision": self.revision,
+            **started,
+            "settings": settings,
+        }
 
     def check_resumable(self) -> None:
         """Under --resume, refuse a checkpoint written by another run (one line naming the difference)."""
@@ -476,12 +508,25 @@ class UnlearnRun:
         if "settings" not in state:  # written before checkpoints recorded their run
             return
         ours = self.identity()
-        theirs, mine = _flat(state["settings"]), _flat(json.loads(json.dumps(ours["settings"])))  # as state.json holds them
-        differ = [f"{k} {state.get(k)!r} -> {ours.get(k)!r}" for k in ("method", "model", "revision", "adapter") if state.get(k) != ours.get(k)]
-        differ += [f"{k} {theirs.get(k)!r} -> {mine.get(k)!r}" for k in sorted(set(theirs) | set(mine)) if theirs.get(k) != mine.get(k)]
+        theirs, mine = (
+            _flat(state["settings"]),
+            _flat(json.loads(json.dumps(ours["settings"]))),
+        )  # as state.json holds them
+        differ = [
+            f"{k} {state.get(k)!r} -> {ours.get(k)!r}"
+            for k in ("method", "model", "revision", "adapter")
+            if state.get(k) != ours.get(k)
+        ]
+        differ += [
+            f"{k} {theirs.get(k)!r} -> {mine.get(k)!r}"
+            for k in sorted(set(theirs) | set(mine))
+            if theirs.get(k) != mine.get(k)
+        ]
         if differ:
             more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
-            raise UserError(f"{folder}: written by a run with other settings: {', '.join(differ[:3])}{more}; resume with the same ones, or pass --overwrite to start again")
+            raise UserError(
+                f"{folder}: written by a run with other settings: {', '.join(differ[:3])}{more}; resume with the same ones, or pass --overwrite to start again"
+            )
 
     def load(self) -> None:
         """The forget split, the model and its codec, the views the method trains on and their batch plans."""
@@ -490,7 +535,9 @@ class UnlearnRun:
         self.train_split = load_split(self.data, "train", allow_outside_root=self.allow_outside_root)
         check_split_images(self.train_split)
         dtype = None if config.dtype == "auto" else getattr(torch, config.dtype)
-        self.loaded = load_model(self.model, revision=self.revision, device=accelerator.device, dtype=dtype, load_in_4bit=config.load_in_4bit)
+        self.loaded = load_model(
+            self.model, revision=self.revision, device=accelerator.device, dtype=dtype, load_in_4bit=config.load_in_4bit
+        )
         self.codec = training_codec(self.loaded, config)
         encode = self.codec.encode_example
         if config.text.capitalize:  # as the released data module reads question, answer and refusal
@@ -499,11 +546,15 @@ class UnlearnRun:
         for view in self.objective.views:
             self.views[view] = view_data(self.train_split, view, encode, seed=config.seed, refusals=self.refusals)
             if not len(self.views[view]):
-                raise UserError(f"{self.train_split.name}: method {self.name} needs {view} examples but the split has none (no UnharmPair_* fields?)")
+                raise UserError(
+                    f"{self.train_split.name}: method {self.name} needs {view} examples but the split has none (no UnharmPair_* fields?)"
+                )
         # order=file: the forget-side views in file order; the retain view stays shuffled, as the
         # released code draws a random retain example at every access
         self.plans = {
-            v: BatchPlan(len(ds), config.batch_size, config.seed, v, shuffle=config.order == "shuffled" or v == "retain")
+            v: BatchPlan(
+                len(ds), config.batch_size, config.seed, v, shuffle=config.order == "shuffled" or v == "retain"
+            )
             for v, ds in self.views.items()
         }
         primary = self.plans[self.objective.views[0]]
@@ -546,7 +597,9 @@ class UnlearnRun:
         # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step
         # it once per process (schedule=released reproduces that on purpose).
         optim = config.optim
-        self.scheduler = _schedule(optimizer, optim.schedule, round(optim.warmup_ratio * self.total), self.total, optim.released_processes)
+        self.scheduler = _schedule(
+            optimizer, optim.schedule, round(optim.warmup_ratio * self.total), self.total, optim.released_processes
+        )
         if self.deepspeed:
             _fill_deepspeed(self.accelerator, config)
         elif self.sharded:
@@ -564,7 +617,9 @@ class UnlearnRun:
         if self.resume and (self.out / CHECKPOINT / "state.json").exists():
             self.start_step = self.load_checkpoint()
         if self.main:
-            _trim_log(self.out / RUN_LOG, self.start_step)  # drop what an interrupted attempt logged past the checkpoint
+            _trim_log(
+                self.out / RUN_LOG, self.start_step
+            )  # drop what an interrupted attempt logged past the checkpoint
 
     def open(self) -> None:
         """The dynamics probe (main process only), the selection rule, and the run folder with its config.yaml."""
@@ -577,7 +632,11 @@ class UnlearnRun:
             val = load_split(self.data, "val", allow_outside_root=self.allow_outside_root)
             # the probe generates as `generate` does: with the family's inference sentence
             probe_system = self.loaded.family.system_sentence("inference") if self.config.system_prompt else None
-            probe_codec = self.codec if probe_system == self.codec.system else Codec(self.loaded.processor, family=self.loaded.family, system=probe_system)
+            probe_codec = (
+                self.codec
+                if probe_system == self.codec.system
+                else Codec(self.loaded.processor, family=self.loaded.family, system=probe_system)
+            )
             self.probe = DynamicsProbe(probe_codec, self.train_split, val, self.config.eval_samples)
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -595,7 +654,13 @@ class UnlearnRun:
         log = JsonlLog(self.out / RUN_LOG) if main else None
         self.stopped = None
         began = time.perf_counter()
-        bar = progress_bar(range(self.start_step, total), initial=self.start_step, total=total, desc=f"unlearn {self.name}", enabled=self.progress and main)
+        bar = progress_bar(
+            range(self.start_step, total),
+            initial=self.start_step,
+            total=total,
+            desc=f"unlearn {self.name}",
+            enabled=self.progress and main,
+        )
         step = self.start_step
         try:
             for step in bar:
@@ -660,7 +725,9 @@ class UnlearnRun:
             patience = self.config.early_stop
             stop = bool(patience) and stale_probes(self.rule, rows) >= patience and done < self.total
             if stop:
-                self.stopped = f"early stop: {patience} probes without a better step under '{self.rule.text}' (step {done})"
+                self.stopped = (
+                    f"early stop: {patience} probes without a better step under '{self.rule.text}' (step {done})"
+                )
         if self.sharded:  # gathering the adapter takes every process: all must know whether to keep it
             from accelerate.utils import broadcast_object_list
 
@@ -718,15 +785,25 @@ class UnlearnRun:
                 sync = micro == config.grad_accum - 1 and i == last
                 if self.deepspeed:  # the engine steps inside backward() unless told this is not the step's last
                     accelerator.gradient_state._set_sync_gradients(sync)
-                with (accelerator.no_sync(self.wrapped) if not sync and accelerator.num_processes > 1 else contextlib.nullcontext()):
+                with (
+                    accelerator.no_sync(self.wrapped)
+                    if not sync and accelerator.num_processes > 1
+                    else contextlib.nullcontext()
+                ):
                     terms = term(self.forward, batch, config.method)
                     # every process must agree to stop, or the others would wait in the next all-reduce
                     finite = torch.isfinite(terms["loss"].detach()).float().reshape(1)
                     if accelerator.reduce(finite, "sum").item() < accelerator.num_processes:
-                        bad = next((k for k, v in terms.items() if k != "loss" and not torch.isfinite(v).item()), "loss")
+                        bad = next(
+                            (k for k, v in terms.items() if k != "loss" and not torch.isfinite(v).item()), "loss"
+                        )
                         optimizer.zero_grad(set_to_none=True)
                         return {"non_finite": f"the loss term {bad!r}"}
-                    with self.gradient_filter.during(name) if self.gradient_filter is not None else contextlib.nullcontext():
+                    with (
+                        self.gradient_filter.during(name)
+                        if self.gradient_filter is not None
+                        else contextlib.nullcontext()
+                    ):
                         accelerator.backward(terms["loss"] / config.grad_accum)
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(accelerator.reduce(v.detach(), "mean")) / config.grad_accum
@@ -745,7 +822,9 @@ class UnlearnRun:
         (the same list whatever the process count). A collective call: every process makes it."""
         from accelerate.utils import gather_object
 
-        drawn = sorted(gather_object(self.drawn) if self.accelerator.num_processes > 1 else self.drawn, key=lambda d: d[0])
+        drawn = sorted(
+            gather_object(self.drawn) if self.accelerator.num_processes > 1 else self.drawn, key=lambda d: d[0]
+        )
         out: dict[str, list[int]] = {}
         for _, view, idx in drawn:
             out.setdefault(view, []).extend(idx)
@@ -786,8 +865,12 @@ class UnlearnRun:
                 else:
                     save_file({k: v.contiguous() for k, v in trainable[0].items()}, str(tmp / FULL_WEIGHTS))
                     torch.save(trainable[1], tmp / FULL_OPTIMIZER)
-                torch.save({"scheduler": self.scheduler.state_dict(), "rng": rng[0], "rng_by_process": rng}, tmp / "trainer.pt")
-                atomic_write_json(tmp / "state.json", {"step": step, "processes": accelerator.num_processes, **self.identity()})
+                torch.save(
+                    {"scheduler": self.scheduler.state_dict(), "rng": rng[0], "rng_by_process": rng}, tmp / "trainer.pt"
+                )
+                atomic_write_json(
+                    tmp / "state.json", {"step": step, "processes": accelerator.num_processes, **self.identity()}
+                )
         accelerator.wait_for_everyone()
 
     def rng_states(self) -> list[dict]:
@@ -809,23 +892,37 @@ class UnlearnRun:
         folder, device = self.out / CHECKPOINT, self.accelerator.device
         full = (folder / FULL_WEIGHTS).exists()
         if self.sharded and not full:
-            raise UserError(f"{folder}: written by a run without sharding; resume it without the FSDP config (or pass --overwrite)")
+            raise UserError(
+                f"{folder}: written by a run without sharding; resume it without the FSDP config (or pass --overwrite)"
+            )
         try:
             step = json.loads((folder / "state.json").read_text())["step"]
             if full:
                 _set_full_trainable_state(
-                    self.wrapped if self.sharded else self.peft_model, self.optimizer,
-                    load_file(str(folder / FULL_WEIGHTS)), torch.load(folder / FULL_OPTIMIZER, weights_only=True),
+                    self.wrapped if self.sharded else self.peft_model,
+                    self.optimizer,
+                    load_file(str(folder / FULL_WEIGHTS)),
+                    torch.load(folder / FULL_OPTIMIZER, weights_only=True),
                 )
             else:
-                set_peft_model_state_dict(self.peft_model, load_file(str(folder / "adapter.safetensors"), device=str(device)))
-                self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
+                set_peft_model_state_dict(
+                    self.peft_model, load_file(str(folder / "adapter.safetensors"), device=str(device))
+                )
+                self.optimizer.load_state_dict(
+                    torch.load(folder / "optimizer.pt", map_location=device, weights_only=True)
+                )
             state = torch.load(folder / "trainer.pt", weights_only=True)
         except (OSError, EOFError, KeyError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError) as e:
-            raise UserError(f"{folder}: unreadable checkpoint ({type(e).__name__}); remove it or pass --overwrite") from None
+            raise UserError(
+                f"{folder}: unreadable checkpoint ({type(e).__name__}); remove it or pass --overwrite"
+            ) from None
         self.scheduler.load_state_dict(state["scheduler"])
         by_process = state.get("rng_by_process") or []
-        rng = by_process[self.accelerator.process_index] if len(by_process) == self.accelerator.num_processes else state["rng"]
+        rng = (
+            by_process[self.accelerator.process_index]
+            if len(by_process) == self.accelerator.num_processes
+            else state["rng"]
+        )
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"])
@@ -853,7 +950,16 @@ class UnlearnRun:
         state = self.gathered_adapter()
         if self.main:
             self.write_outputs(state)
-        return RunResult(self.out, self.name, self.steps, self.total, self.seconds, self.stopped, self.main, resumed_from=self.start_step)
+        return RunResult(
+            self.out,
+            self.name,
+            self.steps,
+            self.total,
+            self.seconds,
+            self.stopped,
+            self.main,
+            resumed_from=self.start_step,
+        )
 
     def gathered_adapter(self) -> dict | None:
         """Under sharded training (FSDP, DeepSpeed), the full weights gathered from every process,
@@ -912,7 +1018,14 @@ class UnlearnRun:
         if self.merge and self.sharded:  # no process holds the whole model: the base again, whole, on the CPU
             from safeeraser.models.merge import merge_run
 
-            merge_run(out, out / "merged", model=self.model, revision=self.revision, dtype=default_dtype(self.accelerator.device), overwrite=True)
+            merge_run(
+                out,
+                out / "merged",
+                model=self.model,
+                revision=self.revision,
+                dtype=default_dtype(self.accelerator.device),
+                overwrite=True,
+            )
             summary["merged"] = str(out / "merged")
         elif self.merge:
             from safeeraser.models.merge import MERGE_RECORD
@@ -921,18 +1034,27 @@ class UnlearnRun:
                 from peft import set_peft_model_state_dict
                 from safetensors.torch import load_file
 
-                set_peft_model_state_dict(self.peft_model, load_file(str(out / "adapter" / "adapter_model.safetensors"), device=str(self.accelerator.device)))
+                set_peft_model_state_dict(
+                    self.peft_model,
+                    load_file(str(out / "adapter" / "adapter_model.safetensors"), device=str(self.accelerator.device)),
+                )
             merged = self.peft_model.merge_and_unload()
             with atomic_dir(out / "merged") as tmp:
                 merged.save_pretrained(tmp, safe_serialization=True)
                 self.loaded.processor.save_pretrained(tmp)
-                atomic_write_json(tmp / MERGE_RECORD, {"base": str(self.model), **({"revision": self.revision} if self.revision else {}), "adapter": str((out / "adapter").resolve())})
+                atomic_write_json(
+                    tmp / MERGE_RECORD,
+                    {
+                        "base": str(self.model),
+                        **({"revision": self.revision} if self.revision else {}),
+                        "adapter": str((out / "adapter").resolve()),
+                    },
+                )
             summary["merged"] = str(out / "merged")
         atomic_write_json(out / RUN_SUMMARY, summary)
         refresh_cards(out)  # README.md of adapter/ (and merged/), from run.json and config.yaml
         if (out / CHECKPOINT).exists():
             shutil.rmtree(out / CHECKPOINT)
-
 
     def keep_selected(self) -> dict:
         """adapter/ becomes the kept step's adapter (the last one moves to adapter-last/); selection.json says which and why."""
@@ -943,7 +1065,9 @@ class UnlearnRun:
         selection = select(self.rule, rows)
         selection["candidates_after_step"] = self.select_from
         if self.select_from:
-            selection["why"] += f" (candidates: steps probed after resuming at step {self.select_from}; the earlier kept adapter was lost)"
+            selection["why"] += (
+                f" (candidates: steps probed after resuming at step {self.select_from}; the earlier kept adapter was lost)"
+            )
         kept = out / KEPT
         if selection["met"] and selection["step"] != self.steps and (kept / "step.json").exists():
             if (out / "adapter-last").exists():
@@ -987,7 +1111,13 @@ def _set_full_trainable_state(model, optimizer, weights: dict, optim: dict) -> N
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
     options = StateDictOptions(full_state_dict=True, ignore_frozen_params=True, strict=False)
-    missing = set_state_dict(model, getattr(optimizer, "optimizer", optimizer), model_state_dict=weights, optim_state_dict=optim, options=options)
+    missing = set_state_dict(
+        model,
+        getattr(optimizer, "optimizer", optimizer),
+        model_state_dict=weights,
+        optim_state_dict=optim,
+        options=options,
+    )
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     lost = [k for k in missing.missing_keys if k in trainable]
     if lost or missing.unexpected_keys:

@@ -22,6 +22,11 @@ def terms(settings, retain_weight):
 
 
 METHOD = Method(
-    "gdscaled", terms, pd_weight=0.5, settings=GdScaledSettings, batches=("forget", "retain"), logs=("forget_nll", "retain_nll"),
+    "gdscaled",
+    terms,
+    pd_weight=0.5,
+    settings=GdScaledSettings,
+    batches=("forget", "retain"),
+    logs=("forget_nll", "retain_nll"),
     paper="an example plugin: gradient difference with a scaled retain term",
 )

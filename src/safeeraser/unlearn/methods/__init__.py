@@ -11,8 +11,21 @@ from dataclasses import replace
 
 from safeeraser.errors import UserError
 from safeeraser.registry import Registry
-
-from safeeraser.unlearn.methods import dpo, ga, gd, kl, mmunlearner, npo, po, relearn, rmu, simnpo, sineproject, undial, wga
+from safeeraser.unlearn.methods import (
+    dpo,
+    ga,
+    gd,
+    kl,
+    mmunlearner,
+    npo,
+    po,
+    relearn,
+    rmu,
+    simnpo,
+    sineproject,
+    undial,
+    wga,
+)
 from safeeraser.unlearn.methods.base import Forward, Method, Objective
 from safeeraser.unlearn.methods.pd import SUFFIX as PD_SUFFIX
 from safeeraser.unlearn.methods.pd import with_prompt_decouple
@@ -30,14 +43,26 @@ BASE_METHODS = METHODS  # name -> Method, plugins' included (read once, here)
 EXTRA_SETTINGS = {"sineproject": sineproject.SineProjectSettings}
 SINE_SUFFIX = sineproject.SUFFIX
 # Names used by the published code; "sineproject" alone is its paper's headline, PO+PD with it.
-ALIASES = {"sineproject": sineproject.HEADLINE, "gapd": "ga+pd", "gdpd": "gd+pd", "klpd": "kl+pd", "popd": "po+pd", "npopd": "npo+pd", "idk": "po", "idkpd": "po+pd", "idk+dpo": "idkdpo", "idk+dpo+pd": "idkdpo+pd"}
+ALIASES = {
+    "sineproject": sineproject.HEADLINE,
+    "gapd": "ga+pd",
+    "gdpd": "gd+pd",
+    "klpd": "kl+pd",
+    "popd": "po+pd",
+    "npopd": "npo+pd",
+    "idk": "po",
+    "idkpd": "po+pd",
+    "idk+dpo": "idkdpo",
+    "idk+dpo+pd": "idkdpo+pd",
+}
 # Those five, each with and without PD: the demo's default list.
 METHOD_NAMES = tuple(name for m in PUBLISHED for name in (m.name, m.name + PD_SUFFIX))
 # Every method this toolkit lists (tables, the demo's other methods), each with and without PD, then
 # SineProject on PO and PO+PD as its paper runs it. Any method takes +sineproject (X+sineproject, X+pd+sineproject).
 ALL_METHOD_NAMES = (
     *(name for base in BASE_METHODS for name in (base, base + PD_SUFFIX)),
-    po.METHOD.name + SINE_SUFFIX, sineproject.HEADLINE,
+    po.METHOD.name + SINE_SUFFIX,
+    sineproject.HEADLINE,
 )
 VANILLA = "vanilla"  # the model before unlearning: a row beside the methods' in the report, not a method
 # Objectives the trainer runs that unlearn nothing: the audit's relearning attack. Not in the lists
@@ -79,4 +104,20 @@ def get_method(name: str, settings) -> Objective:
     return objective
 
 
-__all__ = ["ALL_METHOD_NAMES", "ATTACKS", "BASE_METHODS", "METHODS", "EXTRA_SETTINGS", "SINE_SUFFIX", "Forward", "Method", "Objective", "METHOD_NAMES", "PD_SUFFIX", "VANILLA", "ALIASES", "canonical_name", "get_method"]
+__all__ = [
+    "ALL_METHOD_NAMES",
+    "ATTACKS",
+    "BASE_METHODS",
+    "METHODS",
+    "EXTRA_SETTINGS",
+    "SINE_SUFFIX",
+    "Forward",
+    "Method",
+    "Objective",
+    "METHOD_NAMES",
+    "PD_SUFFIX",
+    "VANILLA",
+    "ALIASES",
+    "canonical_name",
+    "get_method",
+]

@@ -8,8 +8,9 @@ activations are held at a time: GD, KL or X+PD peak at about the memory of GA, n
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -77,8 +78,12 @@ class Forward:
         """The language model's stack of decoder layers: the longest ``layers`` list outside the vision tower."""
         if self._decoder_layers is None:
             stacks = [
-                m for name, m in self.peft_model.named_modules()
-                if isinstance(m, torch.nn.ModuleList) and name.endswith("layers") and "vision" not in name and "visual" not in name
+                m
+                for name, m in self.peft_model.named_modules()
+                if isinstance(m, torch.nn.ModuleList)
+                and name.endswith("layers")
+                and "vision" not in name
+                and "visual" not in name
             ]
             if not stacks:
                 raise ValueError("no decoder layers found in the model")
@@ -215,7 +220,9 @@ class Objective:
     pd_weight: float | None = None  # the lambda in use, for X+PD
     logs: tuple[str, ...] = ()  # the loss terms it logs besides "loss"
     prepare: Callable[[Any], Any] | None = None  # the method's once-before-training step (Method.prepare)
-    projector: str | None = None  # "sine": the projector frozen and reparameterised (SineProject); None: as lora.train_projector says
+    projector: str | None = (
+        None  # "sine": the projector frozen and reparameterised (SineProject); None: as lora.train_projector says
+    )
 
     @property
     def views(self) -> tuple[str, ...]:

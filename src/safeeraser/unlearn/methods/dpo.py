@@ -17,7 +17,9 @@ PAIRED = "refusal&forget"  # row i of the refusal half and of the forget half an
 
 
 class DpoSettings(Settings):
-    beta: float = Field(0.1, gt=0, description="inverse temperature of the log-ratios to the original model (as NPO's published beta)")
+    beta: float = Field(
+        0.1, gt=0, description="inverse temperature of the log-ratios to the original model (as NPO's published beta)"
+    )
 
 
 def preference_term(section: str):
@@ -48,10 +50,20 @@ def idkdpo_terms(settings, retain_weight):
 
 
 METHOD = Method(
-    "dpo", dpo_terms, pd_weight=1.0, settings=DpoSettings, batches=(PAIRED,), logs=("dpo", "refusal_nll", "forget_nll"),
+    "dpo",
+    dpo_terms,
+    pd_weight=1.0,
+    settings=DpoSettings,
+    batches=(PAIRED,),
+    logs=("dpo", "refusal_nll", "forget_nll"),
     paper="Rafailov et al. 2023, Direct Preference Optimization (refusal preferred to the harmful answer)",
 )
 IDK_METHOD = Method(
-    "idkdpo", idkdpo_terms, pd_weight=1.0, settings=DpoSettings, batches=(PAIRED, "retain"), logs=("dpo", "refusal_nll", "forget_nll", "retain_nll"),
+    "idkdpo",
+    idkdpo_terms,
+    pd_weight=1.0,
+    settings=DpoSettings,
+    batches=(PAIRED, "retain"),
+    logs=("dpo", "refusal_nll", "forget_nll", "retain_nll"),
     paper="Maini et al. 2024, TOFU (IDK preference) / open-unlearning IdkDPO: DPO with a refusal preferred, plus NLL(retain)",
 )

@@ -8,6 +8,10 @@ def terms(settings, retain_weight):
 
 
 METHOD = Method(
-    "ga", terms, pd_weight=0.5, batches=("forget",), logs=("forget_nll",),
+    "ga",
+    terms,
+    pd_weight=0.5,
+    batches=("forget",),
+    logs=("forget_nll",),
     paper="Jang et al. 2023, Knowledge Unlearning for Mitigating Privacy Risks in Language Models",
 )

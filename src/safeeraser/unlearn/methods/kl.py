@@ -13,8 +13,14 @@ from safeeraser.unlearn.methods.base import Method, Settings, nll_term
 
 
 class KlSettings(Settings):
-    direction: Literal["forward", "reverse"] = Field("forward", description="forward = KL(original || current) (released) | reverse = KL(current || original); also method.kl_direction")
-    positions: Literal["sequence", "answer"] = Field("sequence", description="sequence = every non-padding position of the retain example (released) | answer = answer tokens only; also method.kl_positions")
+    direction: Literal["forward", "reverse"] = Field(
+        "forward",
+        description="forward = KL(original || current) (released) | reverse = KL(current || original); also method.kl_direction",
+    )
+    positions: Literal["sequence", "answer"] = Field(
+        "sequence",
+        description="sequence = every non-padding position of the retain example (released) | answer = answer tokens only; also method.kl_positions",
+    )
 
 
 def retain_kl(f, retain, settings):
@@ -40,6 +46,11 @@ def _weighted(term, weight):
 
 
 METHOD = Method(
-    "kl", terms, pd_weight=1.0, settings=KlSettings, batches=("forget", "retain"), logs=("forget_nll", "retain_kl"),
+    "kl",
+    terms,
+    pd_weight=1.0,
+    settings=KlSettings,
+    batches=("forget", "retain"),
+    logs=("forget_nll", "retain_kl"),
     paper="Maini et al. 2024, TOFU (KL minimisation), as released by SafeEraser (ACL Findings 2025)",
 )

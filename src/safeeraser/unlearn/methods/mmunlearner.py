@@ -30,9 +30,19 @@ EPS = 1e-15  # added to both Fisher estimates, as the authors' mask script adds 
 
 
 class MmunlearnerSettings(Settings):
-    threshold: float = Field(1.0, gt=0, description="gamma: a weight is salient (updated by the forget term) where F_forget/F_retain >= gamma (1, the authors' released mask script)")
-    forget_weight: float = Field(1.0, gt=0, description="weight of the gradient-ascent term on forget (1, the authors' released forget_alpha)")
-    saliency_batches: int | None = Field(None, gt=0, description="batches of each view the Fisher estimates average over; null = one pass over the forget and the retain view")
+    threshold: float = Field(
+        1.0,
+        gt=0,
+        description="gamma: a weight is salient (updated by the forget term) where F_forget/F_retain >= gamma (1, the authors' released mask script)",
+    )
+    forget_weight: float = Field(
+        1.0, gt=0, description="weight of the gradient-ascent term on forget (1, the authors' released forget_alpha)"
+    )
+    saliency_batches: int | None = Field(
+        None,
+        gt=0,
+        description="batches of each view the Fisher estimates average over; null = one pass over the forget and the retain view",
+    )
 
 
 def fisher(named: list[tuple[str, torch.Tensor]], batches, loss) -> dict[str, torch.Tensor]:
@@ -52,7 +62,9 @@ def fisher(named: list[tuple[str, torch.Tensor]], batches, loss) -> dict[str, to
     return {name: total / count for (name, _), total in zip(named, sums)}
 
 
-def saliency_mask(forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor], threshold: float) -> dict[str, torch.Tensor]:
+def saliency_mask(
+    forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor], threshold: float
+) -> dict[str, torch.Tensor]:
     """1.0 where (F_forget + eps) / (F_retain + eps) >= threshold, else 0.0 (float masks, one per weight)."""
     return {name: ((forget[name] + EPS) / (retain[name] + EPS) >= threshold).float() for name in forget}
 
@@ -75,7 +87,10 @@ class GradientMask:
         if batch not in self.batches:
             yield
             return
-        handles = [self.params[name].register_hook(lambda grad, m=mask: grad * m.to(grad.dtype)) for name, mask in self.masks.items()]
+        handles = [
+            self.params[name].register_hook(lambda grad, m=mask: grad * m.to(grad.dtype))
+            for name, mask in self.masks.items()
+        ]
         try:
             yield
         finally:
@@ -109,12 +124,21 @@ def prepare(run) -> GradientMask:
 
 
 def terms(settings, retain_weight):
-    return {"forget": nll_term("forget", -settings.mmunlearner.forget_weight), "retain": nll_term("retain", retain_weight)}
+    return {
+        "forget": nll_term("forget", -settings.mmunlearner.forget_weight),
+        "retain": nll_term("retain", retain_weight),
+    }
 
 
 # GD's objective under a mask, so GD's released PD weights: 0.5 decouple, 0.5 retain.
 METHOD = Method(
-    "mmunlearner", terms, pd_weight=0.5, pd_retain_weight=0.5, settings=MmunlearnerSettings, batches=("forget", "retain"),
-    logs=("forget_nll", "retain_nll"), prepare=prepare,
+    "mmunlearner",
+    terms,
+    pd_weight=0.5,
+    pd_retain_weight=0.5,
+    settings=MmunlearnerSettings,
+    batches=("forget", "retain"),
+    logs=("forget_nll", "retain_nll"),
+    prepare=prepare,
     paper="Huo et al. 2025, MMUnlearner: Reformulating Multimodal Machine Unlearning in the Era of Multimodal Large Language Models",
 )

@@ -10,7 +10,11 @@ from safeeraser.unlearn.methods.base import Method, Settings, nll_term
 
 
 class NpoSettings(Settings):
-    beta: float = Field(0.1, gt=0, description="inverse temperature of the log-ratio to the original model (0.1, the NPO paper's value); also method.npo_beta")
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="inverse temperature of the log-ratio to the original model (0.1, the NPO paper's value); also method.npo_beta",
+    )
 
 
 def forget_npo(f, forget, settings):
@@ -27,6 +31,11 @@ def terms(settings, retain_weight):
 
 
 METHOD = Method(
-    "npo", terms, pd_weight=1.0, settings=NpoSettings, batches=("forget", "retain"), logs=("npo", "forget_nll", "retain_nll"),
+    "npo",
+    terms,
+    pd_weight=1.0,
+    settings=NpoSettings,
+    batches=("forget", "retain"),
+    logs=("npo", "forget_nll", "retain_nll"),
     paper="Zhang et al. 2024, Negative Preference Optimization",
 )

@@ -13,4 +13,6 @@ def with_prompt_decouple(method: Method, settings) -> Objective:
     weight = method.pd_weight if settings.pd_weight is None else settings.pd_weight
     retain = method.pd_retain_weight if settings.pd_retain_weight is None else settings.pd_retain_weight
     terms = {**method.build(settings, retain), "decouple": nll_term("decouple", weight)}
-    return Objective(method.name + SUFFIX, terms, pd_weight=weight, logs=(*method.logs, "decouple_nll"), prepare=method.prepare)
+    return Objective(
+        method.name + SUFFIX, terms, pd_weight=weight, logs=(*method.logs, "decouple_nll"), prepare=method.prepare
+    )

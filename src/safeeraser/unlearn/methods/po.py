@@ -13,7 +13,10 @@ from safeeraser.unlearn.methods.base import Method, Settings, nll_term
 
 
 class PoSettings(Settings):
-    batch: Literal["joined", "separate"] = Field("joined", description="joined = refusal and retain in one batch, one token mean (released) | separate = sum of two means; also method.po_batch")
+    batch: Literal["joined", "separate"] = Field(
+        "joined",
+        description="joined = refusal and retain in one batch, one token mean (released) | separate = sum of two means; also method.po_batch",
+    )
 
 
 def terms(settings, retain_weight):
@@ -23,6 +26,11 @@ def terms(settings, retain_weight):
 
 
 METHOD = Method(
-    "po", terms, pd_weight=1.0, settings=PoSettings, batches=("refusal+retain",), logs=("refusal+retain_nll",),
+    "po",
+    terms,
+    pd_weight=1.0,
+    settings=PoSettings,
+    batches=("refusal+retain",),
+    logs=("refusal+retain_nll",),
     paper="Maini et al. 2024, TOFU (IDK fine-tuning), as released by SafeEraser (ACL Findings 2025)",
 )

@@ -13,6 +13,10 @@ def terms(settings, retain_weight):
 
 
 METHOD = Method(
-    "relearn", terms, pd_weight=0.0, batches=("forget",), logs=("forget_nll",),
+    "relearn",
+    terms,
+    pd_weight=0.0,
+    batches=("forget",),
+    logs=("forget_nll",),
     paper="Hu et al. 2025, Unlearning or Obfuscating? Jogging the Memory of Unlearned LLMs via Benign Relearning (relearning attack)",
 )

@@ -8,9 +8,8 @@ the LoRA adapter is trained (the paper updates three MLP layers in full); layer 
 model family's ``rmu_layer`` (layer 7 for LLaVA's 32-layer language models, as in the paper).
 """
 
-from pydantic import Field
-
 import torch
+from pydantic import Field
 
 from safeeraser.models.codec import IGNORE
 from safeeraser.unlearn import losses
@@ -18,7 +17,9 @@ from safeeraser.unlearn.methods.base import Method, Settings
 
 
 class RmuSettings(Settings):
-    layer: int | None = Field(None, ge=0, description="decoder layer (0-based) whose output is steered; null = the model family's rmu_layer")
+    layer: int | None = Field(
+        None, ge=0, description="decoder layer (0-based) whose output is steered; null = the model family's rmu_layer"
+    )
     steering: float = Field(6.5, gt=0, description="c, the norm of the random control vector per token")
     alpha: float = Field(1200.0, ge=0, description="weight of the retain term (hidden states kept at the original's)")
     control_seed: int = Field(0, description="seed of the random control vector u")
@@ -63,6 +64,11 @@ def terms(settings, retain_weight):
 
 
 METHOD = Method(
-    "rmu", terms, pd_weight=1.0, settings=RmuSettings, batches=("forget", "retain"), logs=("rmu_forget", "rmu_retain"),
+    "rmu",
+    terms,
+    pd_weight=1.0,
+    settings=RmuSettings,
+    batches=("forget", "retain"),
+    logs=("rmu_forget", "rmu_retain"),
     paper="Li et al. 2024, The WMDP Benchmark: Measuring and Reducing Malicious Use with Unlearning (RMU)",
 )

@@ -19,7 +19,9 @@ class SimNpoSettings(Settings):
 
 def forget_simnpo(f, forget, settings):
     logits = f.logits(forget)
-    loss = losses.simnpo_loss(losses.sequence_mean_logprob(logits, forget["labels"]), settings.simnpo.beta, settings.simnpo.gamma)
+    loss = losses.simnpo_loss(
+        losses.sequence_mean_logprob(logits, forget["labels"]), settings.simnpo.beta, settings.simnpo.gamma
+    )
     return {"loss": loss, "simnpo": loss, "forget_nll": losses.answer_nll(logits.detach(), forget["labels"])}
 
 
@@ -28,6 +30,11 @@ def terms(settings, retain_weight):
 
 
 METHOD = Method(
-    "simnpo", terms, pd_weight=1.0, settings=SimNpoSettings, batches=("forget", "retain"), logs=("simnpo", "forget_nll", "retain_nll"),
+    "simnpo",
+    terms,
+    pd_weight=1.0,
+    settings=SimNpoSettings,
+    batches=("forget", "retain"),
+    logs=("simnpo", "forget_nll", "retain_nll"),
     paper="Fan et al. 2024, Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning",
 )

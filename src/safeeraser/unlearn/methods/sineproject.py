@@ -18,9 +18,17 @@ from safeeraser.unlearn.methods.base import Settings
 
 SUFFIX = "+sineproject"
 HEADLINE = "po+pd" + SUFFIX  # the paper's headline: SineProject on top of PO+PD
-PAPER = "Garg, Saratchandran and Lucey 2026, SineProject: Machine Unlearning for Stable Vision-Language Alignment (CVPR)"
+PAPER = (
+    "Garg, Saratchandran and Lucey 2026, SineProject: Machine Unlearning for Stable Vision-Language Alignment (CVPR)"
+)
 
 
 class SineProjectSettings(Settings):
-    rank: int | None = Field(None, gt=0, description="rank of A and B in each projector layer's update sin(omega*BA)/sqrt(in); null = lora.r (ours: the paper's text gives none)")
-    frequency: float = Field(100.0, gt=0, description="omega, the frequency inside sin(); ours (the paper's text gives none)")
+    rank: int | None = Field(
+        None,
+        gt=0,
+        description="rank of A and B in each projector layer's update sin(omega*BA)/sqrt(in); null = lora.r (ours: the paper's text gives none)",
+    )
+    frequency: float = Field(
+        100.0, gt=0, description="omega, the frequency inside sin(); ours (the paper's text gives none)"
+    )

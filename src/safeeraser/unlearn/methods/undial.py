@@ -15,7 +15,9 @@ from safeeraser.unlearn.methods.base import Method, Settings
 
 
 class UndialSettings(Settings):
-    strength: float = Field(10.0, ge=0, description="how far the answer token's logit is lowered in the original's distribution")
+    strength: float = Field(
+        10.0, ge=0, description="how far the answer token's logit is lowered in the original's distribution"
+    )
 
 
 def forget_undial(f, forget, settings):
@@ -29,6 +31,11 @@ def terms(settings, retain_weight):
 
 
 METHOD = Method(
-    "undial", terms, pd_weight=1.0, settings=UndialSettings, batches=("forget",), logs=("undial", "forget_nll"),
+    "undial",
+    terms,
+    pd_weight=1.0,
+    settings=UndialSettings,
+    batches=("forget",),
+    logs=("undial", "forget_nll"),
     paper="Dong et al. 2024, UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning in Large Language Models",
 )

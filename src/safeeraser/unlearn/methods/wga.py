@@ -27,6 +27,11 @@ def terms(settings, retain_weight):
 
 
 METHOD = Method(
-    "wga", terms, pd_weight=1.0, settings=WgaSettings, batches=("forget", "retain"), logs=("wga", "forget_nll", "retain_nll"),
+    "wga",
+    terms,
+    pd_weight=1.0,
+    settings=WgaSettings,
+    batches=("forget", "retain"),
+    logs=("wga", "forget_nll", "retain_nll"),
     paper="Wang et al. 2025, Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond",
 )
