@@ -22,7 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict:
-    """The plugin pip-installed into a folder of its own; the environment that puts it on the path."""
+    """The plugin pip-installed into a folder of its own; the environment that puts it on the path.
+    (Built from a copy: a build leaves its build/ and egg-info beside the sources.)"""
+    import shutil
+
+    source = tmp_path_factory.mktemp("plugin-source") / "plugin"
+    shutil.copytree(ROOT / "examples" / "plugin", source)
     target = tmp_path_factory.mktemp("plugin-site")
     subprocess.run(
         [
@@ -35,7 +40,7 @@ def installed(tmp_path_factory) -> dict:
             "--no-build-isolation",
             "--target",
             str(target),
-            str(ROOT / "examples" / "plugin"),
+            str(source),
         ],
         check=True,
         capture_output=True,
