@@ -386,7 +386,7 @@ def generate_cmd(
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
 ):
     """Answer every prompt of a split (batched, resumable)."""
-    from safeeraser.generate.backends import BACKENDS, OpenAIBackend
+    from safeeraser.generate.backends import BACKENDS
     from safeeraser.generate.predictions import generate_predictions, protocol_settings
 
     settings = protocol_settings(
@@ -403,7 +403,8 @@ def generate_cmd(
     )
     if backend not in BACKENDS:
         raise UserError(f"unknown --backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    openai_only = {
+    kind = BACKENDS[backend]
+    given = {
         "--base-url": base_url,
         "--api-key": api_key,
         "--concurrency": concurrency,
@@ -411,25 +412,18 @@ def generate_cmd(
         "--retries": retries,
         "--family": family,
     }
-    engine = None
-    if backend == "hf":
-        unused = [flag for flag, value in openai_only.items() if value is not None]
-        if unused:
-            raise UserError(f"{', '.join(unused)}: not used by --backend hf")
-    else:
+    unused = [flag for flag, value in given.items() if value is not None and flag not in kind.flags]
+    if unused:
+        raise UserError(f"{', '.join(unused)}: not used by --backend {backend}")
+    options = {kind.flags[flag]: value for flag, value in given.items() if value is not None}
+    system = None
+    if not kind.loads_adapters:  # a served model: the system sentence is the served family's
         from safeeraser.models.registry import family_named
 
-        served = family_named(family or DEFAULT_FAMILY)
+        served = family_named(options.pop("family", None) or DEFAULT_FAMILY)
         settings.validate()
-        chosen = {
-            "base_url": base_url,
-            "api_key": api_key,
-            "concurrency": concurrency,
-            "timeout": request_timeout,
-            "max_retries": retries,
-        }
         system = served.system_sentence("inference") if settings.system_prompt else None
-        engine = OpenAIBackend(model, system=system, **{k: v for k, v in chosen.items() if v is not None})
+    engine = kind.build(model, system, **options)
     meta = generate_predictions(
         model,
         data,

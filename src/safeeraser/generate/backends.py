@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -30,8 +30,7 @@ from safeeraser.errors import UserError
 from safeeraser.formats import batch_key
 from safeeraser.generate.sampling import Prompt, Sampling, batch_seed
 from safeeraser.openai_api import FATAL_STATUS, DataUrls, Endpoint, GaveUp, Refused, Stopped, Transient
-
-BACKENDS = ("hf", "openai")
+from safeeraser.registry import Registry
 
 
 def batches(tasks: list, settings) -> list[tuple[str, list]]:
@@ -332,3 +331,45 @@ def _samples(text: str, n: int, where: str) -> tuple[list[str], int]:
     usage = body.get("usage") or {}
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
     return [t.strip() for t in texts], int(tokens) if isinstance(tokens, int) else 0
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """A generation backend as the command line and the docs see it: the ``generate`` flags it
+    takes (flag -> its build option), whether it loads a run's adapter itself (else a server
+    serves it under a name), and ``build(model, system, **options)``: the backend, or None for
+    the default one that ``generate_predictions`` builds from the run's settings."""
+
+    name: str
+    meaning: str
+    build: Callable[..., Backend | None]
+    flags: dict[str, str] = field(default_factory=dict)
+    loads_adapters: bool = True
+
+
+def _openai(model: str, system: str | None, **options) -> Backend:
+    return OpenAIBackend(model, system=system, **options)
+
+
+def _in_process(model: str, system: str | None, **options) -> None:
+    return None  # generate_predictions builds the HFBackend from the run's settings
+
+
+BACKENDS: Registry[BackendKind] = Registry("backend", "safeeraser.backends", BackendKind)
+BACKENDS.register(BackendKind("hf", "Hugging Face generate in this process", _in_process))
+BACKENDS.register(
+    BackendKind(
+        "openai",
+        "an OpenAI-compatible server (vLLM, SGLang, TGI); --model is the served name",
+        _openai,
+        flags={
+            "--base-url": "base_url",
+            "--api-key": "api_key",
+            "--concurrency": "concurrency",
+            "--request-timeout": "timeout",
+            "--retries": "max_retries",
+            "--family": "family",
+        },
+        loads_adapters=False,
+    )
+)

@@ -29,7 +29,7 @@ from safeeraser.data.records import GENERAL_FILE, UNHARM_KEYS, Split, load_gener
 from safeeraser.environment import manifest
 from safeeraser.errors import UserError
 from safeeraser.formats import benign_task_key, general_task_key, meta_path, sd_task_key, task_key
-from safeeraser.generate.backends import Backend, HFBackend, Job, OpenAIBackend, batches  # noqa: F401  (batches: its home before)
+from safeeraser.generate.backends import BACKENDS, Backend, HFBackend, Job, OpenAIBackend, batches  # noqa: F401  (batches: its home before)
 from safeeraser.generate.sampling import Prompt, Sampling
 from safeeraser.io import JsonlLog, atomic_write_json, check_output_file, read_jsonl
 from safeeraser.models.loading import adapter_folder
@@ -191,11 +191,12 @@ def generate_predictions(
     settings.validate()
     if split not in SPLITS:
         raise UserError(f"unknown --split {split!r}: expected one of {', '.join(SPLITS)}")
-    if adapter and isinstance(backend, OpenAIBackend):
+    served = backend is not None and not BACKENDS[backend.name].loads_adapters
+    if adapter and served:
         raise UserError(
             "--adapter is not used by --backend openai: the server serves the adapter (vllm serve --lora-modules NAME=RUN_DIR/adapter); pass NAME as --model"
         )
-    if revision and isinstance(backend, OpenAIBackend):
+    if revision and served:
         raise UserError(
             "--revision is not used by --backend openai: the server loads the model (vllm serve MODEL --revision REV)"
         )
