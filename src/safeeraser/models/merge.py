@@ -36,6 +36,24 @@ def run_base(run_dir: Path) -> tuple[str, str | None]:
         raise UserError(f"{summary}: unreadable run summary; name the base model with --model") from None
 
 
+def save_merged(peft_model, processor, out: Path, *, base: str, revision: str | None, adapter: Path) -> None:
+    """Fold ``peft_model``'s adapter into its weights and save the plain model, its processor and
+    the merge record (base, revision, adapter) to ``out``, in one rename. The one place a merge
+    is written: ``merge_run`` and a run's ``--merge`` both call it."""
+    merged = peft_model.merge_and_unload()
+    with atomic_dir(out) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        atomic_write_json(
+            tmp / MERGE_RECORD,
+            {
+                "base": str(base),
+                **({"revision": revision} if revision else {}),
+                "adapter": str(Path(adapter).resolve()),
+            },
+        )
+
+
 def merge_run(
     run_dir: Path | str,
     out: Path | str | None = None,
@@ -64,14 +82,7 @@ def merge_run(
             raise UserError(f"unknown dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
     loaded = attach_adapter(load_model(model, revision=revision, device=torch.device(device), dtype=dtype), run_dir)
-    merged = loaded.model.merge_and_unload()
-    with atomic_dir(out) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        loaded.processor.save_pretrained(tmp)
-        atomic_write_json(
-            tmp / MERGE_RECORD,
-            {"base": model, **({"revision": revision} if revision else {}), "adapter": str(adapter.resolve())},
-        )
+    save_merged(loaded.model, loaded.processor, out, base=model, revision=revision, adapter=adapter)
     if (run_dir / RUN_SUMMARY).is_file():  # a run folder (not a bare adapter folder): the merged model's card
         from safeeraser.models.card import refresh_card
 
