@@ -43,6 +43,16 @@ from safeeraser.errors import UserError
 from safeeraser.formats import RUN_METRICS, RUN_SUMMARY, meta_path, question_of, sample_where, sd_where
 from safeeraser.io import atomic_write_json, atomic_write_text, check_output_file
 from safeeraser.judge.base import KIND_VERDICTS, VERDICTS, Judge, JudgeItem, Verdict, judge_for, produces
+from safeeraser.metrics.judged import (  # noqa: F401
+    _identity,
+    _judge_by_verdict,
+    _judge_limits,
+    _judgment_row,
+    _row_judge,
+    _str,
+    _why_not,
+    judgments_path,
+)
 from safeeraser.metrics.registry import BUILTIN_KEYS, METRICS, MetricInputs, plugin_metrics
 from safeeraser.metrics.stats import exact_match, rate_with_ci, rouge_l
 
@@ -405,73 +415,6 @@ def _protocol_label(generation: dict) -> str:
     if not labels:
         return "unrecorded"
     return labels[0] if len(labels) == 1 else "mixed: " + "; ".join(labels)
-
-
-def judgments_path(metrics_path: Path) -> Path:
-    return metrics_path.with_name(metrics_path.stem + ".judgments.jsonl")
-
-
-def _str(p) -> str | None:
-    return str(Path(p).resolve()) if p else None
-
-
-def _judgment_row(s: Scored, judge: dict) -> dict:
-    row = {
-        "metric": s.metric,
-        "split": s.split,
-        "record": s.record,
-        "where": s.where,
-        "category": s.category,
-        "question": s.item.question,
-        "answer": s.item.answer,
-    }
-    if s.item.reference:
-        row["reference"] = s.item.reference
-    row.update(s.verdict.as_dict() if s.verdict is not None else {"error": "not judged"})
-    row["judge"] = judge
-    return row
-
-
-def _identity(judge) -> dict:
-    return judge.identity() if hasattr(judge, "identity") else {"kind": judge.name}
-
-
-def _row_judge(judge: Judge, kind: str) -> dict:
-    """The identity of the judge behind an item of ``kind``'s verdicts: the one judge that gave
-    them all, or, where a combination's judges shared them, each verdict's (as ``CombinedJudge``
-    records itself)."""
-    by = {v: _identity(chosen) for v in KIND_VERDICTS[kind] if (chosen := judge_for(judge, v)) is not None}
-    distinct = {json.dumps(i, sort_keys=True) for i in by.values()}
-    return next(iter(by.values())) if len(distinct) == 1 else {"kind": "combined", "by_verdict": by}
-
-
-def _why_not(judge: Judge, verdict: str) -> str:
-    """Why ``judge`` gives no ``verdict``: said beside the null metric."""
-    if hasattr(judge, "missing"):
-        return judge.missing(verdict)
-    return f"the {judge.name} judge gives no {verdict!r} verdict"
-
-
-def _judge_by_verdict(judge: Judge) -> dict:
-    """verdict -> the identity of the judge that gave it and whether it saw the image (None: not measured)."""
-    out = {}
-    for verdict in VERDICTS:
-        chosen = judge_for(judge, verdict)
-        if chosen is None:
-            out[verdict] = None
-            continue
-        out[verdict] = {**_identity(chosen), "reads_images": bool(getattr(chosen, "reads_images", False))}
-    return out
-
-
-def _judge_limits(judge: Judge) -> dict[str, list[str]]:
-    """judge name -> what it cannot tell, as it states it."""
-    judges = {}
-    for verdict in VERDICTS:
-        chosen = judge_for(judge, verdict)
-        if chosen is not None:
-            judges.setdefault(chosen.name, list(getattr(chosen, "limits", ())))
-    return judges
 
 
 def _by_category(
