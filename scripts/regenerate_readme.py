@@ -307,7 +307,24 @@ def audit_folder(method: str) -> Path:
     return Path(AUDIT_OUT) / method
 
 
-def run_audits(runs_from: Path | None) -> dict[str, dict]:
+def vanilla_protocol(demo: Path) -> list[str]:
+    """The generation settings of the vanilla row's answers, as `audit` flags."""
+    meta = json.loads((demo / "runs" / "vanilla" / "predictions_val.meta.json").read_text(encoding="utf-8"))[
+        "generation"
+    ]
+    return [
+        "--protocol",
+        meta["protocol"],
+        "--num-samples",
+        str(meta["num_samples"]),
+        "--max-new-tokens",
+        str(meta["max_new_tokens"]),
+        "--batch-size",
+        str(meta["batch_size"]),
+    ]
+
+
+def run_audits(runs_from: Path | None, methods: tuple[str, ...] = AUDITED) -> dict[str, dict]:
     """``safeeraser audit`` of each of seed 0's runs in ``AUDITED`` (a finished attack is kept by
     the audit itself), or the finished audits under ``runs_from``; method -> audit.json."""
     root = runs_from or ROOT
@@ -317,10 +334,11 @@ def run_audits(runs_from: Path | None) -> dict[str, dict]:
             f"{demo / 'results.json'} is missing: the robustness table audits seed 0's runs (run `{REGENERATE} --seeds 0` first)"
         )
     records = {}
-    for method in AUDITED:
+    for method in methods:
         folder = root / audit_folder(method)
         if runs_from is None:
-            adapter = [] if method == "vanilla" else ["--adapter", str(Path(OUT) / "runs" / method)]
+            # vanilla has no adapter to read the protocol from: its answers' own settings are named
+            adapter = vanilla_protocol(demo) if method == "vanilla" else ["--adapter", str(Path(OUT) / "runs" / method)]
             command = [
                 sys.executable,
                 "-m",
@@ -416,8 +434,8 @@ def robustness_tables(records: dict[str, dict]) -> str:
     return "\n".join(out)
 
 
-def regenerate_robustness(runs_from: Path | None = None) -> None:
-    records = run_audits(runs_from)
+def regenerate_robustness(runs_from: Path | None = None, methods: tuple[str, ...] = AUDITED) -> None:
+    records = run_audits(runs_from, methods)
     KEPT.mkdir(parents=True, exist_ok=True)
     kept = {m: {k: v for k, v in r.items() if k != "environment"} for m, r in records.items()}
     (KEPT / "robustness.json").write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -545,7 +563,7 @@ def main() -> int:
     if args.zoo:
         regenerate_zoo(args.from_runs)
     if args.robustness:
-        regenerate_robustness(args.from_runs)
+        regenerate_robustness(args.from_runs, tuple(m for m in args.audited.split(",") if m))
     return 0
 
 
