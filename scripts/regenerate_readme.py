@@ -536,6 +536,11 @@ def main() -> int:
         help=f"audit seed 0's runs ({AUDIT_OUT}) for docs/demo.md's robustness tables (default: on)",
     )
     parser.add_argument(
+        "--audited",
+        default=",".join(AUDITED),
+        help=f"comma-separated runs of seed 0 the robustness tables audit (default {','.join(AUDITED)})",
+    )
+    parser.add_argument(
         "--from-runs",
         type=Path,
         help="read finished demo runs (demo-out, demo-out-seedN, demo-out-FAMILY, demo-out-zoo) under this folder instead of running them",
