@@ -424,10 +424,14 @@ def robustness_tables(records: dict[str, dict]) -> str:
         ]
         out += [f"| {label[m]} | " + " | ".join(f"{x['auc'][n]:.3f}" for n in names) + " |" for m, x in done.items()]
         out.append("")
-    seconds = {m: r.get("seconds") for m, r in records.items()}
+    # the compute each audit took, attack by attack (a resumed audit's own time counts only its last pass)
+    seconds = {
+        m: (r["baseline"].get("seconds") or 0) + sum(x.get("seconds") or 0 for x in r["results"].values())
+        for m, r in records.items()
+    }
     out.append(
         f"`safeeraser audit --model {OUT}/model --adapter {OUT}/runs/METHOD --data {OUT}/data --out {AUDIT_OUT}/METHOD` for each method "
-        f"(vanilla: no adapter), all attacks, seed 0; audit time per run (s, the last pass; a resumed audit counts only what it ran): "
+        f"(vanilla: no adapter, its answers' generation settings), all attacks, seed 0; time per audit (s, the attacks' own, on the machine as loaded when they ran): "
         + ", ".join(f"{label[m]} {s:.0f}" for m, s in seconds.items() if s is not None)
         + f". Regenerate with `{REGENERATE} --seeds none --families none --no-zoo --robustness`."
     )
