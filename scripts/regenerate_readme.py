@@ -48,6 +48,9 @@ SEEDS_BLOCK = ("<!-- demo-seeds:start -->", "<!-- demo-seeds:end -->")
 FAMILIES = ("qwen2_5_vl",)  # the other families whose seed-0 demo docs/demo.md shows
 ZOO_OUT = f"{OUT}-zoo"  # the methods beyond the demo's ten (simnpo, ..., mmunlearner, each with +pd; po+sineproject, po+pd+sineproject), seed 0
 ZOO_BLOCK = ("<!-- demo-zoo:start -->", "<!-- demo-zoo:end -->")
+SUCCESSORS_OUT = f"{OUT}-successors"  # PO+PD beside the methods that compete with it (SineProject, MMUnlearner), seed 0
+SUCCESSORS = ("po+pd", "po+sineproject", "po+pd+sineproject", "mmunlearner", "mmunlearner+pd")
+SUCCESSORS_BLOCK = ("<!-- demo-successors:start -->", "<!-- demo-successors:end -->")
 AUDIT_OUT = f"{OUT}-audit"  # `safeeraser audit` of seed 0's runs, one folder per method
 AUDITED = ("vanilla", "po", "po+pd", "gd", "gd+pd", "npo", "npo+pd")
 ROBUSTNESS_BLOCK = ("<!-- demo-robustness:start -->", "<!-- demo-robustness:end -->")
@@ -243,6 +246,51 @@ def zoo_methods() -> list[str]:
     from safeeraser.unlearn.methods import ALL_METHOD_NAMES, METHOD_NAMES
 
     return [m for m in ALL_METHOD_NAMES if m not in METHOD_NAMES]
+
+
+def regenerate_successors(runs_from: Path | None = None) -> None:
+    """PO+PD and its successors' seed-0 demo (or its finished run under ``runs_from``) into docs/demo.md,
+    from seed 0's data, vanilla model and vanilla answers, as the other methods' table is made."""
+    import shutil
+
+    from safeeraser.environment import manifest, numeric_identity
+
+    recorded = json.loads((KEPT / "environment.json").read_text(encoding="utf-8"))
+    if numeric_identity(manifest()) != recorded:
+        raise SystemExit("this environment is not the one the LLaVA table was recorded in: run the successors there")
+    folder = (runs_from or ROOT) / SUCCESSORS_OUT
+    if runs_from is None:
+        seed0 = ROOT / OUT
+        if (seed0 / "results.json").is_file() and not folder.exists():
+            for part in ("data", "model", "runs/vanilla"):
+                shutil.copytree(seed0 / part, folder / part)
+        reused = (folder / "results.json").is_file()
+        began, cpu_began = time.perf_counter(), _children_cpu()
+        command = [
+            sys.executable,
+            "-m",
+            "safeeraser",
+            "demo",
+            "--out",
+            SUCCESSORS_OUT,
+            "--seed",
+            "0",
+            "--methods",
+            ",".join(SUCCESSORS),
+        ]
+        subprocess.run(command, cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"}, check=True)
+        timing = Timing(time.perf_counter() - began, _children_cpu() - cpu_began, os.getloadavg()[0], reused)
+        if not reused:
+            (folder / TIMING).write_text(json.dumps(asdict(timing)) + "\n", encoding="utf-8")
+    else:
+        timing = kept_timing(folder)
+    rows = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    note = (
+        f"`safeeraser demo --out {SUCCESSORS_OUT} --seed 0 --methods {','.join(SUCCESSORS)}`, in the environment of the LLaVA table above. "
+        f"Time: {timing.describe()}. Regenerate with `{REGENERATE} --seeds none --families none --no-zoo --no-robustness --successors`."
+    )
+    rewrite(DEMO_PAGE, SUCCESSORS_BLOCK, seed_table(rows) + "\n\n" + note)
+    print("wrote docs/demo.md (successors)", file=sys.stderr)
 
 
 def regenerate_zoo(runs_from: Path | None = None) -> None:
@@ -540,6 +588,12 @@ def main() -> int:
         help=f"audit seed 0's runs ({AUDIT_OUT}) for docs/demo.md's robustness tables (default: on)",
     )
     parser.add_argument(
+        "--successors",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"PO+PD beside SineProject and MMUnlearner, seed 0 ({SUCCESSORS_OUT}; default: on)",
+    )
+    parser.add_argument(
         "--audited",
         default=",".join(AUDITED),
         help=f"comma-separated runs of seed 0 the robustness tables audit (default {','.join(AUDITED)})",
@@ -571,6 +625,8 @@ def main() -> int:
         regenerate_families(families, args.from_runs)
     if args.zoo:
         regenerate_zoo(args.from_runs)
+    if args.successors:
+        regenerate_successors(args.from_runs)
     if args.robustness:
         regenerate_robustness(args.from_runs, tuple(m for m in args.audited.split(",") if m))
     return 0
