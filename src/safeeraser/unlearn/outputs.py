@@ -12,37 +12,9 @@ from safeeraser.formats import RUN_SUMMARY, TRACKING_KEYS
 from safeeraser.io import atomic_dir, atomic_write_json
 from safeeraser.models.card import refresh_cards
 from safeeraser.models.loading import default_dtype
-from safeeraser.unlearn.adapters import (  # noqa: F401
-    SNAPSHOTS,
-    _capitalized,
-    _continued,
-    _lora,
-    capitalized,
-    snapshot_folder,
-    training_codec,
-)
-from safeeraser.unlearn.checkpoint import (  # noqa: F401
+from safeeraser.unlearn.checkpoint import (
     CHECKPOINT,
-    FULL_OPTIMIZER,
-    FULL_WEIGHTS,
-    RESUME_FREE,
-    CheckpointMixin,
-    _trim_log,
 )
-from safeeraser.unlearn.distributed import (  # noqa: F401
-    _accelerator,
-    _adapter_state,
-    _checkpoint_activations,
-    _fill_deepspeed,
-    _fill_fsdp,
-    _full_trainable_state,
-    _gathered_root,
-    _set_full_trainable_state,
-    _sharding,
-)
-from safeeraser.unlearn.keeping import KEPT, SELECTION, SelectionMixin  # noqa: F401
-from safeeraser.unlearn.precision import trainable_in_float32  # noqa: F401
-from safeeraser.unlearn.schedule import BatchPlan, _schedule, released_factor  # noqa: F401
 
 ALREADY_COMPLETE = "already complete"  # RunResult.stopped of a --resume of a finished run
 
