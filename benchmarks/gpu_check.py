@@ -116,10 +116,26 @@ def build_llava(dims: Dims, data: Path, out: Path, device: torch.device, dtype: 
     """Save a randomly initialised LLaVA-1.5 of ``dims`` with a processor, as ``unlearn`` loads one."""
     from transformers import LlavaForConditionalGeneration
 
-    from safeeraser.models.tiny import SPECIAL, TinySize, build_processor, corpus, train_tokenizer, vanilla_examples
+    from safeeraser.models.families.llava import SPECIAL, build_processor, corpus, train_tokenizer
+    from safeeraser.models.tiny import demo_texts, vanilla_examples
+    from safeeraser.models.tiny_parts import TinySize
 
-    tokenizer = train_tokenizer(corpus(vanilla_examples(data)), 4096)
-    size = TinySize(dims.image_size, dims.patch_size, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0)
+    tokenizer = train_tokenizer(corpus(demo_texts(vanilla_examples(data))), 4096)
+    size = TinySize(  # only the processor's fields matter here
+        image_size=dims.image_size,
+        patch_size=dims.patch_size,
+        vision_hidden=0,
+        vision_layers=0,
+        vision_heads=0,
+        text_hidden=0,
+        text_layers=0,
+        text_heads=0,
+        text_intermediate=0,
+        vocab_size=0,
+        steps=0,
+        lr=0.0,
+        batch_per_view=0,
+    )
     processor = build_processor(tokenizer, size)
     config = llava_config(
         dims,

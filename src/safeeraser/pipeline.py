@@ -16,8 +16,8 @@ from safeeraser.data.demo import MARKER as DEMO_MARKER
 from safeeraser.errors import UserError
 from safeeraser.generate.predictions import protocol_settings
 from safeeraser.io import atomic_write_json, read_json
-from safeeraser.models.registry import DEFAULT_FAMILY
-from safeeraser.models.tiny import MARKER, tiny_families
+from safeeraser.models.families import DEFAULT_FAMILY, tiny_families
+from safeeraser.models.tiny import MARKER
 from safeeraser.study.run import run_study
 from safeeraser.study.spec import Study, packaged_study, parse_study
 from safeeraser.unlearn.config import _merge
@@ -40,7 +40,7 @@ def demo_family_label(family: str) -> str:
         )
     if family == DEFAULT_FAMILY:
         return "LLaVA"
-    from safeeraser.models.registry import family_named
+    from safeeraser.models.families import family_named
 
     return family_named(family).label
 

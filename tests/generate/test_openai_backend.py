@@ -25,7 +25,7 @@ from safeeraser.data.records import load_split
 from safeeraser.errors import UserError
 from safeeraser.generate.backends import OpenAIBackend
 from safeeraser.generate.predictions import GenerationSettings, generate_predictions, split_tasks
-from safeeraser.models.registry import VICUNA_SYSTEM
+from safeeraser.models.families.llava import VICUNA_SYSTEM
 from tests.conftest import run_cli
 from tests.judge.test_openai_judge import _handler, server  # noqa: F401  (server is a fixture)
 from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)

@@ -10,8 +10,8 @@ from safeeraser.generate.sampling import Sampling
 from safeeraser.judge.keyword import KeywordJudge
 from safeeraser.metrics.evaluate import evaluate
 from safeeraser.models.codec import Codec
+from safeeraser.models.families.llava import VICUNA_SYSTEM
 from safeeraser.models.loading import load_model
-from safeeraser.models.registry import VICUNA_SYSTEM
 
 
 def test_published_protocol_is_the_released_inference():

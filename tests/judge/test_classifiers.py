@@ -146,7 +146,7 @@ def _model(arch: str, vocab_size: int, pad: int, eos: int, hidden: int = 32):
 def random_classifier(tmp_path_factory):
     """``random_classifier(name)``: a random-weight model of the classifier's architecture with a BPE tokenizer trained here."""
     from safeeraser.data.refusals import REFUSALS
-    from safeeraser.models.tiny import train_tokenizer
+    from safeeraser.models.families.llava import train_tokenizer
 
     built = {}
 

@@ -66,7 +66,7 @@ def _llama(vocab_size: int, hidden: int, pad: int, eos: int):
 
 @pytest.fixture(scope="module")
 def random_model(tmp_path_factory):
-    from safeeraser.models.tiny import train_tokenizer
+    from safeeraser.models.families.llava import train_tokenizer
 
     texts = [m["content"] for item in ITEMS for m in messages(item)] + list(REFUSALS)
     tokenizer = train_tokenizer(texts, vocab_size=400)

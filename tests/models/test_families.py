@@ -20,9 +20,8 @@ from safeeraser.data.records import load_split
 from safeeraser.data.views import Example, forget_examples
 from safeeraser.generate.sampling import Prompt, Sampling, answer_all
 from safeeraser.models.codec import IGNORE, Codec
+from safeeraser.models.families import FAMILIES, family_named, tiny_families
 from safeeraser.models.loading import attach_adapter, load_model
-from safeeraser.models.registry import FAMILIES, family_named
-from safeeraser.models.tiny_families import BUILDERS
 from tests.conftest import built_once, run_cli
 
 ISSUE_FAMILIES = (
@@ -47,8 +46,8 @@ TINY_STEPS = 30
 def test_every_family_is_registered_by_its_model_type_with_real_classes_and_hub_ids():
     import transformers
 
-    assert tuple(f.name for f in FAMILIES) == ISSUE_FAMILIES
-    for family in FAMILIES:
+    assert tuple(FAMILIES) == ISSUE_FAMILIES
+    for family in FAMILIES.values():
         assert family.name in family.model_types
         assert family.hub_ids and all(re.fullmatch(r"[\w.-]+/[\w.-]+", h) for h in family.hub_ids)
         config = transformers.AutoConfig.for_model(family.name)  # the model_type transformers knows
@@ -74,7 +73,7 @@ def test_an_unregistered_family_is_a_one_line_error_naming_the_registered_ones(t
 
 def test_a_registered_family_without_an_encoding_path_says_so():
     from safeeraser.errors import UserError
-    from safeeraser.models.registry import UNENCODED, ModelFamily
+    from safeeraser.models.family import UNENCODED, ModelFamily
 
     family = ModelFamily(
         name="blip2",
@@ -95,7 +94,7 @@ TINY = {
     "qwen2_vl": ("Qwen2VLForConditionalGeneration", "<|im_end|>", "visual.merger"),
     "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "<|im_end|>", "visual.merger"),
     "gemma3": ("Gemma3ForConditionalGeneration", "<end_of_turn>", "multi_modal_projector"),
-    # families that split images into crops or tiles (models.tiny_tiled)
+    # families that split images into crops or tiles
     "idefics3": ("Idefics3ForConditionalGeneration", "<end_of_utterance>", "connector"),
     "smolvlm": ("SmolVLMForConditionalGeneration", "<end_of_utterance>", "connector"),
     "internvl": ("InternVLForConditionalGeneration", "<|im_end|>", "multi_modal_projector"),
@@ -107,7 +106,7 @@ TINY = {
 
 
 def test_every_family_with_a_tiny_copy_is_tested_here():
-    assert set(BUILDERS) == set(TINY)
+    assert set(tiny_families()) == {"llava", *TINY}
 
 
 @pytest.fixture(scope="session", params=sorted(TINY))

@@ -12,8 +12,9 @@ from safeeraser.data.views import Example
 from safeeraser.judge.base import JudgeItem
 from safeeraser.judge.keyword import KeywordJudge
 from safeeraser.models.codec import IGNORE, Codec
+from safeeraser.models.families.llava import VICUNA_SYSTEM
+from safeeraser.models.family import LANGUAGE_LINEAR
 from safeeraser.models.loading import load_model, model_family
-from safeeraser.models.registry import LANGUAGE_LINEAR, VICUNA_SYSTEM
 from tests.conftest import run_cli
 
 

@@ -18,8 +18,9 @@ from safeeraser.data.records import load_split
 from safeeraser.data.views import forget_examples
 from safeeraser.errors import UserError
 from safeeraser.models.codec import IGNORE, Codec
+from safeeraser.models.families import family_named
+from safeeraser.models.families.llava import LLAVA_TRAINING_SYSTEM, VICUNA_SYSTEM
 from safeeraser.models.loading import load_model
-from safeeraser.models.registry import LLAVA_TRAINING_SYSTEM, VICUNA_SYSTEM, family_named
 from safeeraser.unlearn.config import resolve_config
 from safeeraser.unlearn.trainer import BatchPlan, UnlearnRun, unlearn
 from tests.small import small_demo, untrained_tiny  # noqa: F401 (fixtures)

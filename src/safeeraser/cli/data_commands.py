@@ -11,7 +11,7 @@ import typer
 from safeeraser.cli.common import _positive, _say, data_app, model_app
 from safeeraser.data.demo import IMAGES_PER_CATEGORY
 from safeeraser.data.records import GENERAL_FILE
-from safeeraser.models.registry import DEFAULT_FAMILY
+from safeeraser.models.families import DEFAULT_FAMILY
 
 
 @data_app.command("make-demo")
@@ -100,8 +100,7 @@ def model_make_tiny(
 @model_app.command("families")
 def model_families(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
     """The registered model families: name (the transformers model_type), class, hub ids, status."""
-    from safeeraser.models.registry import FAMILIES
-    from safeeraser.models.tiny import tiny_families
+    from safeeraser.models.families import FAMILIES, tiny_families
 
     tiny = tiny_families()
     rows = [
@@ -115,7 +114,7 @@ def model_families(as_json: bool = typer.Option(False, "--json", help="Print JSO
             "tiny": f.name in tiny,
             "needs_torchvision": f.needs_torchvision,
         }
-        for f in FAMILIES
+        for f in FAMILIES.values()
     ]
     if as_json:
         typer.echo(json.dumps(rows, indent=1))

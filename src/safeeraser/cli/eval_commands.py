@@ -9,7 +9,7 @@ import typer
 
 from safeeraser.cli.common import _positive, _say, app, judges_app
 from safeeraser.errors import UserError
-from safeeraser.models.registry import DEFAULT_FAMILY
+from safeeraser.models.families import DEFAULT_FAMILY
 
 
 @app.command("generate")
@@ -106,7 +106,7 @@ def generate_cmd(
     options = {kind.flags[flag]: value for flag, value in given.items() if value is not None}
     system = None
     if not kind.loads_adapters:  # a served model: the system sentence is the served family's
-        from safeeraser.models.registry import family_named
+        from safeeraser.models.families import family_named
 
         served = family_named(options.pop("family", None) or DEFAULT_FAMILY)
         settings.validate()

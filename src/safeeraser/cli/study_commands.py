@@ -10,7 +10,7 @@ import typer
 from safeeraser.cli.common import _positive, _say, app
 from safeeraser.data.demo import IMAGES_PER_CATEGORY
 from safeeraser.errors import UserError
-from safeeraser.models.registry import DEFAULT_FAMILY
+from safeeraser.models.families import DEFAULT_FAMILY
 
 
 @app.command("demo")

@@ -1,6 +1,6 @@
 """The LLM judge on a local Hugging Face chat model: the same protocols, prompts and parsers as ``openai``.
 
-A model of a registered multimodal family (``models.registry``) reads the image: its inputs are
+A model of a registered multimodal family (``models.families``) reads the image: its inputs are
 built by the family's codec (``Codec.encode_chat``), the item's image placed in the first user
 message as the family's chat template writes it, so that any registered family (the tiny LLaVA
 here) can judge with the image; a protocol may write its own layout for a family (Llama Guard on
@@ -246,10 +246,10 @@ class HFJudge:
 
 def image_family(folder: Path):
     """The registered multimodal family of the model in ``folder`` that the codec can encode, or None."""
-    from safeeraser.models.registry import FAMILIES
+    from safeeraser.models.families import FAMILIES
 
     try:
         model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")
     except (OSError, ValueError, AttributeError):
         return None  # the text loader says what is wrong with the folder
-    return next((f for f in FAMILIES if model_type in f.model_types and f.encodable), None)
+    return next((f for f in FAMILIES.values() if model_type in f.model_types and f.encodable), None)

@@ -25,7 +25,8 @@ import torch
 from safeeraser.data.images import open_rgb
 from safeeraser.data.views import Example
 from safeeraser.errors import UserError
-from safeeraser.models.registry import FAMILIES, ModelFamily
+from safeeraser.models.families import DEFAULT_FAMILY, FAMILIES
+from safeeraser.models.family import ModelFamily
 
 IGNORE = -100
 
@@ -42,7 +43,7 @@ class Codec:
         train_eos: bool = True,
         image_cache: int = 1024,
     ):
-        self.family = family = family or FAMILIES[0]
+        self.family = family = family or FAMILIES[DEFAULT_FAMILY]
         if not family.encodable:
             raise UserError(
                 f"model family {family.name!r} is registered but has no encoding path in this version (docs/families.md)"

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from safeeraser.errors import UserError
-from safeeraser.models.registry import ModelFamily, family_for
+from safeeraser.models.families import family_for
+from safeeraser.models.family import ModelFamily
 
 
 def quiet_transformers() -> None:

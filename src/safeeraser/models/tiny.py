@@ -1,11 +1,11 @@
-"""A tiny model with the real LLaVA architecture, trained on the spot into "vanilla" behaviour.
+"""A tiny model of a registered family with the real architecture, trained on the spot into "vanilla" behaviour.
 
-No weights can be downloaded here, so ``make-tiny`` builds what the paper starts from: a
-CLIP vision tower, LLaVA's projector and a Llama decoder (``LlavaForConditionalGeneration``),
-a byte-level BPE tokenizer trained on the dataset's text, a CLIP image processor and LLaVA-1.5's
-chat format. It is then fine-tuned to answer the harmful questions with ``model_response``, the
-harmless-image questions with ``sd_response``, the benign questions and the general VQA, and
-saved with ``save_pretrained``: it loads exactly like ``llava-hf/llava-1.5-7b-hf``.
+No weights can be downloaded here, so ``make-tiny`` builds what the paper starts from at toy size:
+the family's tiny recipe (``ModelFamily.tiny``, beside the family in ``models.families``; LLaVA-1.5
+by default) builds its tokenizer from the dataset's text, its processor and its ``transformers``
+model class. It is then fine-tuned to answer the harmful questions with ``model_response``, the
+harmless-image questions with ``sd_response``, the benign questions and the general VQA, and saved
+with ``save_pretrained``: it loads exactly like the family's hub checkpoints.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -26,44 +25,11 @@ from safeeraser.errors import UserError
 from safeeraser.formats import example_key
 from safeeraser.io import atomic_dir, refuse_foreign_folder
 from safeeraser.models.codec import Codec
+from safeeraser.models.families import DEFAULT_FAMILY, family_named, tiny_families
 from safeeraser.models.loading import quiet_transformers
-from safeeraser.models.registry import DEFAULT_FAMILY, LLAVA_TRAINING_SYSTEM, VICUNA_SYSTEM
-from safeeraser.models.tiny_parts import (  # noqa: F401  (SIZES, SPECIAL, TinySize: read from here too)
-    SIZES,
-    SPECIAL,
-    TinySize,
-    clip_vision_config,
-    llama_text_config,
-    llava_processor_settings,
-    set_generation_ids,
-    train_tokenizer,
-)
+from safeeraser.models.tiny_parts import TinySize
 
 MARKER = "safeeraser.json"
-
-
-def build_processor(tokenizer, size: TinySize):
-    from transformers import CLIPImageProcessor, LlavaProcessor
-
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": size.image_size}, crop_size={"height": size.image_size, "width": size.image_size}
-    )
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, **llava_processor_settings(size))
-
-
-def build_model(tokenizer, size: TinySize):
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
-
-    config = LlavaConfig(
-        vision_config=clip_vision_config(size),
-        text_config=llama_text_config(tokenizer, size),
-        image_token_index=tokenizer.convert_tokens_to_ids(SPECIAL["image"]),
-        image_seq_length=(size.image_size // size.patch_size) ** 2,
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="default",
-    )
-    model = LlavaForConditionalGeneration(config)
-    return set_generation_ids(model, pad=tokenizer.pad_token_id, eos=tokenizer.eos_token_id, bos=tokenizer.bos_token_id)
 
 
 # Requests a real assistant declines for lack of ability, not for harm. Training on them gives
@@ -114,13 +80,9 @@ def vanilla_examples(data: Path, seed: int = 0) -> dict[str, list[Example]]:
     return groups
 
 
-def corpus(groups: dict[str, list[Example]]) -> list[str]:
-    texts = {t for exs in groups.values() for e in exs for t in (e.question, e.answer)}
-    texts.update(REFUSALS)
-    texts.update(["USER: ASSISTANT: SYSTEM:", "Sure, I cannot can't won't sorry yes no"])
-    # The system sentence opens every prompt: repeated, its words become whole tokens, which
-    # keeps the tiny model's prompts short.
-    return sorted(texts) + [VICUNA_SYSTEM, LLAVA_TRAINING_SYSTEM] * 500
+def demo_texts(groups: dict[str, list[Example]]) -> list[str]:
+    """Every question and answer of the vanilla training, and the refusals: what a tiny tokenizer learns."""
+    return sorted({t for exs in groups.values() for e in exs for t in (e.question, e.answer)} | set(REFUSALS))
 
 
 def make_tiny(
@@ -137,57 +99,22 @@ def make_tiny(
     """Build, train and save the tiny vanilla model of ``family`` (LLaVA-1.5 by default).
 
     Returns a summary (also saved as safeeraser.json)."""
-    if family != DEFAULT_FAMILY:
-        return _make_tiny_family(data, out, family=family, size=size, seed=seed, steps=steps, lr=lr, progress=progress)
-    if size not in SIZES:
-        raise UserError(f"unknown --size {size!r}: expected one of {', '.join(SIZES)}")
-    spec = SIZES[size]
-    steps, lr = _steps_and_lr(spec, steps, lr)
-    refuse_foreign_folder(out, marker=MARKER)
-    quiet_transformers()
-    groups = vanilla_examples(Path(data), seed)
-    torch.manual_seed(seed)
-    tokenizer = train_tokenizer(corpus(groups), spec.vocab_size)
-    processor = build_processor(tokenizer, spec)
-    model = build_model(tokenizer, spec)
-    # Trained with LLaVA-1.5's own system sentence (vicuna_v1), as LLaVA-1.5 was instruction-tuned;
-    # unlearning then prompts it with the released training sentence, generation with this one.
-    codec = Codec(processor, system=VICUNA_SYSTEM)
-    return _train_and_save(
-        out, model, processor, codec, groups, {"size": size}, spec, steps=steps, lr=lr, seed=seed, progress=progress
-    )
-
-
-def tiny_families() -> tuple[str, ...]:
-    """The families with a tiny copy: LLaVA-1.5 (this module's recipe) and every family with a
-    builder in ``models.tiny_families``."""
-    from safeeraser.models.tiny_families import BUILDERS
-
-    return (DEFAULT_FAMILY, *BUILDERS)
-
-
-def _make_tiny_family(
-    data: Path, out: Path, *, family: str, size: str, seed: int, steps: int | None, lr: float | None, progress: bool
-) -> dict:
-    """The same recipe for another registered family, from its builder in ``models.tiny_families``."""
-    from safeeraser.models.registry import family_named
-    from safeeraser.models.tiny_families import BUILDERS
-
     fam = family_named(family)
-    if fam.name not in BUILDERS:
+    if fam.tiny is None:
         raise UserError(
             f"--family {fam.name}: no tiny copy of this family yet (tiny copies: {', '.join(tiny_families())})"
         )
+    if size not in fam.tiny.sizes:
+        raise UserError(f"unknown --size {size!r}: expected one of {', '.join(fam.tiny.sizes)}")
+    spec = fam.tiny.sizes[size]
+    steps, lr = _steps_and_lr(spec, steps, lr)
     refuse_foreign_folder(out, marker=MARKER)
     quiet_transformers()
     groups = vanilla_examples(Path(data), seed)
     torch.manual_seed(seed)
-    texts = sorted({t for exs in groups.values() for e in exs for t in (e.question, e.answer)} | set(REFUSALS))
-    try:
-        processor, model, spec = BUILDERS[fam.name](texts, size, fam)
-    except KeyError:
-        raise UserError(f"unknown --size {size!r} for family {fam.name}") from None
-    steps, lr = _steps_and_lr(spec, steps, lr)
+    processor, model = fam.tiny.build(demo_texts(groups), spec, fam)
+    # Trained with the family's own system sentence (LLaVA-1.5: vicuna_v1, as it was instruction-tuned);
+    # unlearning then prompts it with the released training sentence, generation with this one.
     codec = Codec(processor, family=fam, system=fam.system)
     head = {"family": fam.name, "model_class": type(model).__name__, "size": size}
     return _train_and_save(
@@ -195,7 +122,7 @@ def _make_tiny_family(
     )
 
 
-def _steps_and_lr(spec, steps: int | None, lr: float | None) -> tuple[int, float]:
+def _steps_and_lr(spec: TinySize, steps: int | None, lr: float | None) -> tuple[int, float]:
     """The size's own training steps and learning rate unless given."""
     steps = spec.steps if steps is None else steps
     if steps < 0:
@@ -210,7 +137,7 @@ def _train_and_save(
     codec: Codec,
     groups,
     head: dict,
-    spec,
+    spec: TinySize,
     *,
     steps: int,
     lr: float,
@@ -232,7 +159,7 @@ def _train_and_save(
         "loss_curve": [round(sum(losses[i : i + 25]) / len(losses[i : i + 25]), 4) for i in range(0, len(losses), 25)],
         "train_seconds": round(time.perf_counter() - start, 1),
         "examples": {k: len(v) for k, v in groups.items()},
-        "architecture": asdict(spec),
+        "architecture": spec.record(),
     }
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)

@@ -25,7 +25,7 @@ from pathlib import Path
 from safeeraser.errors import UserError
 from safeeraser.formats import RUN_METRICS, run_predictions
 from safeeraser.io import atomic_write_json, read_json
-from safeeraser.models.registry import DEFAULT_FAMILY
+from safeeraser.models.families import DEFAULT_FAMILY
 from safeeraser.study.spec import DemoDataSpec, RunSpec, Study, TinyModelSpec
 
 RECORDS = "study-runs"  # DIR/study-runs/<run folder>.json: what each run was asked to be

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safeeraser.data.demo import IMAGES_PER_CATEGORY, MIN_IMAGES_PER_CATEGORY
 from safeeraser.errors import UserError, field_problem
-from safeeraser.models.registry import DEFAULT_FAMILY
+from safeeraser.models.families import DEFAULT_FAMILY
 
 # Names that `unlearn` takes as flags, usable as grid and settings keys; any other key is a dotted setting.
 KEY_ALIASES = {"pd_weight": "method.pd_weight", "lr": "optim.lr"}

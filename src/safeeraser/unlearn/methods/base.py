@@ -31,7 +31,7 @@ class Forward:
     def __init__(self, model: torch.nn.Module, peft_model=None, family=None):
         self.model = model  # possibly wrapped for distributed training
         self.peft_model = peft_model if peft_model is not None else model
-        self.family = family  # the model family (models.registry), for per-family defaults such as RMU's layer
+        self.family = family  # the model family (models.families), for per-family defaults such as RMU's layer
         self._adapter_layers: list | None = None  # found on first use
         self._decoder_layers: torch.nn.ModuleList | None = None
 
