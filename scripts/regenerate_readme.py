@@ -248,57 +248,13 @@ def zoo_methods() -> list[str]:
     return [m for m in ALL_METHOD_NAMES if m not in METHOD_NAMES]
 
 
-def regenerate_successors(runs_from: Path | None = None) -> None:
-    """PO+PD and its successors' seed-0 demo (or its finished run under ``runs_from``) into docs/demo.md,
-    from seed 0's data, vanilla model and vanilla answers, as the other methods' table is made."""
-    import shutil
-
-    from safeeraser.environment import manifest, numeric_identity
-
-    recorded = json.loads((KEPT / "environment.json").read_text(encoding="utf-8"))
-    if numeric_identity(manifest()) != recorded:
-        raise SystemExit("this environment is not the one the LLaVA table was recorded in: run the successors there")
-    folder = (runs_from or ROOT) / SUCCESSORS_OUT
-    if runs_from is None:
-        seed0 = ROOT / OUT
-        if (seed0 / "results.json").is_file() and not folder.exists():
-            for part in ("data", "model", "runs/vanilla"):
-                shutil.copytree(seed0 / part, folder / part)
-        reused = (folder / "results.json").is_file()
-        began, cpu_began = time.perf_counter(), _children_cpu()
-        command = [
-            sys.executable,
-            "-m",
-            "safeeraser",
-            "demo",
-            "--out",
-            SUCCESSORS_OUT,
-            "--seed",
-            "0",
-            "--methods",
-            ",".join(SUCCESSORS),
-        ]
-        subprocess.run(command, cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"}, check=True)
-        timing = Timing(time.perf_counter() - began, _children_cpu() - cpu_began, os.getloadavg()[0], reused)
-        if not reused:
-            (folder / TIMING).write_text(json.dumps(asdict(timing)) + "\n", encoding="utf-8")
-    else:
-        timing = kept_timing(folder)
-    rows = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    note = (
-        f"`safeeraser demo --out {SUCCESSORS_OUT} --seed 0 --methods {','.join(SUCCESSORS)}`, in the environment of the LLaVA table above. "
-        f"Time: {timing.describe()}. Regenerate with `{REGENERATE} --seeds none --families none --no-zoo --no-robustness --successors`."
-    )
-    rewrite(DEMO_PAGE, SUCCESSORS_BLOCK, seed_table(rows) + "\n\n" + note)
-    print("wrote docs/demo.md (successors)", file=sys.stderr)
-
-
-def regenerate_zoo(runs_from: Path | None = None) -> None:
-    """The other methods' seed-0 demo (or its finished run under ``runs_from``) into the README.
+def seed0_demo(out: str, methods: list[str], what: str, runs_from: Path | None = None) -> tuple[list[dict], Timing]:
+    """``safeeraser demo --out OUT --seed 0 --methods METHODS`` (or its finished run under
+    ``runs_from``): its results.json rows and timing.
 
     A finished seed-0 demo in demo-out lends its data, vanilla model and vanilla answers: the demo
     makes them from the seed alone, so they are the files the run would build again. Like the
-    families' tables, this one must come from the environment the LLaVA table was recorded in.
+    families' tables, these must come from the environment the LLaVA table was recorded in.
     """
     import shutil
 
@@ -307,9 +263,9 @@ def regenerate_zoo(runs_from: Path | None = None) -> None:
     recorded = json.loads((KEPT / "environment.json").read_text(encoding="utf-8"))
     if numeric_identity(manifest()) != recorded:
         raise SystemExit(
-            f"this environment ({json.dumps(numeric_identity(manifest()))}) is not the one the LLaVA table was recorded in ({json.dumps(recorded)}): run the other methods there"
+            f"this environment ({json.dumps(numeric_identity(manifest()))}) is not the one the LLaVA table was recorded in ({json.dumps(recorded)}): run {what} there"
         )
-    folder = (runs_from or ROOT) / ZOO_OUT
+    folder = (runs_from or ROOT) / out
     if runs_from is None:
         seed0 = ROOT / OUT
         if (seed0 / "results.json").is_file() and not folder.exists():
@@ -323,11 +279,11 @@ def regenerate_zoo(runs_from: Path | None = None) -> None:
             "safeeraser",
             "demo",
             "--out",
-            ZOO_OUT,
+            out,
             "--seed",
             "0",
             "--methods",
-            ",".join(zoo_methods()),
+            ",".join(methods),
         ]
         subprocess.run(command, cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"}, check=True)
         timing = Timing(time.perf_counter() - began, _children_cpu() - cpu_began, os.getloadavg()[0], reused)
@@ -342,10 +298,27 @@ def regenerate_zoo(runs_from: Path | None = None) -> None:
         raise SystemExit(
             f"{folder / 'results.json'} was made in another environment ({rows[0].get('environment')}): rerun it here"
         )
-    print(f"other methods: {timing.describe()}", file=sys.stderr)
+    print(f"{what}: {timing.describe()}", file=sys.stderr)
+    return rows, timing
+
+
+def regenerate_successors(runs_from: Path | None = None) -> None:
+    """PO+PD beside its successors, seed 0, into docs/demo.md (as the other methods' table is made)."""
+    rows, timing = seed0_demo(SUCCESSORS_OUT, list(SUCCESSORS), "the successors", runs_from)
+    note = (
+        f"`safeeraser demo --out {SUCCESSORS_OUT} --seed 0 --methods {','.join(SUCCESSORS)}`, in the environment of the LLaVA table above. "
+        f"Time: {timing.describe()}. Regenerate with `{REGENERATE} --seeds none --families none --no-zoo --no-robustness --successors`."
+    )
+    rewrite(DEMO_PAGE, SUCCESSORS_BLOCK, seed_table(rows) + "\n\n" + note)
+    print("wrote docs/demo.md (successors)", file=sys.stderr)
+
+
+def regenerate_zoo(runs_from: Path | None = None) -> None:
+    """The other methods' seed-0 demo, into docs/demo.md."""
+    rows, timing = seed0_demo(ZOO_OUT, zoo_methods(), "the other methods", runs_from)
     note = (
         f"`safeeraser demo --out {ZOO_OUT} --seed 0 --methods {','.join(zoo_methods())}`, in the environment of the LLaVA table above. "
-        f"Time: {timing.describe()}. Regenerate with `{REGENERATE} --seeds none --families none`."
+        f"Time: {timing.describe()}. Regenerate with `{REGENERATE} --seeds none --families none --no-robustness --no-successors`."
     )
     rewrite(DEMO_PAGE, ZOO_BLOCK, seed_table(rows) + "\n\n" + note)
     print("wrote docs/demo.md (other methods)", file=sys.stderr)

@@ -64,6 +64,9 @@ def batch_key(multi: bool, first_task: str, size: int) -> str:
 
 # A run folder (``safeeraser unlearn --out``): what the report reads from it besides the metrics.
 RUN_SUMMARY = "run.json"  # the method and how it ran; written last, so it marks a finished run
+RUN_CONFIG = "config.yaml"  # the settings the run was trained with (resolved: every key)
+CHECKPOINT = "checkpoint"  # the run's resumable checkpoint folder
+CHECKPOINT_STATE = "state.json"  # in it: the step and the run's identity; written last, so it marks a whole checkpoint
 RUN_LOG = "log.jsonl"  # every loss term per logged step, and the dynamics probe
 RUN_METRICS = "metrics.json"  # `evaluate --out` in the run folder (the demo and sweep write it there)
 LOSS_PLOT = "loss.png"  # the log drawn

@@ -9,6 +9,7 @@ import typer
 
 from safeeraser.cli.common import _positive, _say, app, judges_app
 from safeeraser.errors import UserError
+from safeeraser.generate import GENERATION_BATCH_SIZE
 from safeeraser.models.families import DEFAULT_FAMILY
 
 
@@ -47,7 +48,7 @@ def generate_cmd(
         None, "--system-prompt/--no-system-prompt", help="Open prompts with the model family's system sentence."
     ),
     batch_size: int = typer.Option(
-        16, "--batch-size", help="hf: sequences per generate call (halved on out-of-memory)."
+        GENERATION_BATCH_SIZE, "--batch-size", help="hf: sequences per generate call (halved on out-of-memory)."
     ),
     seed: int = typer.Option(0, "--seed"),
     backend: str = typer.Option(

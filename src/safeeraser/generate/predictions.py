@@ -29,6 +29,7 @@ from safeeraser.data.records import GENERAL_FILE, UNHARM_KEYS, Split, load_gener
 from safeeraser.environment import manifest
 from safeeraser.errors import UserError
 from safeeraser.formats import benign_task_key, general_task_key, meta_path, sd_task_key, task_key
+from safeeraser.generate import GENERATION_BATCH_SIZE
 from safeeraser.generate.backends import BACKENDS, Backend, HFBackend, Job, OpenAIBackend, batches  # noqa: F401  (batches: its home before)
 from safeeraser.generate.sampling import Prompt, Sampling
 from safeeraser.io import JsonlLog, atomic_write_json, check_output_file, read_jsonl
@@ -56,7 +57,7 @@ class GenerationSettings:
     top_k: int = 50
     max_new_tokens: int = 512
     system_prompt: bool = True  # the model family's system sentence (LLaVA-1.5: vicuna_v1's)
-    batch_size: int = 16  # sequences per generate call (speed only)
+    batch_size: int = GENERATION_BATCH_SIZE  # sequences per generate call (speed only)
     seed: int = 0
 
     def validate(self) -> None:

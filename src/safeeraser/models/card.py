@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from safeeraser.formats import RUN_METRICS, RUN_SUMMARY
+from safeeraser.formats import RUN_CONFIG, RUN_METRICS, RUN_SUMMARY
 from safeeraser.io import atomic_write_text
 
 CARD = "README.md"
@@ -59,7 +59,7 @@ def write_card(run_dir: Path | str, folder: Path | str, *, merged: bool) -> Path
 
     run_dir, folder = Path(run_dir), Path(folder)
     run = json.loads((run_dir / RUN_SUMMARY).read_text(encoding="utf-8"))
-    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    config = yaml.safe_load((run_dir / RUN_CONFIG).read_text(encoding="utf-8")) or {}
     metrics_file = run_dir / RUN_METRICS
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
     base, method = str(run["model"]), str(run["method"])

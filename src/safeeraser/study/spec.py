@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from safeeraser.data.demo import IMAGES_PER_CATEGORY, MIN_IMAGES_PER_CATEGORY
 from safeeraser.errors import UserError, field_problem
+from safeeraser.generate import GENERATION_BATCH_SIZE
 from safeeraser.models.families import DEFAULT_FAMILY
 
 # Names that `unlearn` takes as flags, usable as grid and settings keys; any other key is a dotted setting.
@@ -71,7 +72,7 @@ class GenerationSpec(_Strict):
     top_k: int | None = Field(None, ge=0)
     sample_single: bool | None = None
     system_prompt: bool | None = None
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(GENERATION_BATCH_SIZE, gt=0)
     seed: int | None = None  # None: each run generates with its own seed
 
 

@@ -11,13 +11,10 @@ from pathlib import Path
 import torch
 
 from safeeraser.errors import UserError
-from safeeraser.formats import RUN_LOG
+from safeeraser.formats import CHECKPOINT, CHECKPOINT_STATE, RUN_LOG
 from safeeraser.io import atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
 from safeeraser.unlearn.adapters import snapshot_folder
 from safeeraser.unlearn.distributed import _adapter_state, _flat, _full_trainable_state, _set_full_trainable_state
-
-CHECKPOINT = "checkpoint"
-
 
 # settings a resumed run may change: they decide what is written and how, not what is learnt
 RESUME_FREE = ("checkpoint_every", "log_every", "log_examples", "gradient_checkpointing", "report_to")
@@ -70,10 +67,10 @@ class CheckpointMixin:
     def check_resumable(self) -> None:
         """Under --resume, refuse a checkpoint written by another run (one line naming the difference)."""
         folder = self.out / CHECKPOINT
-        if not (self.resume and (folder / "state.json").exists()):
+        if not (self.resume and (folder / CHECKPOINT_STATE).exists()):
             return
         try:
-            state = json.loads((folder / "state.json").read_text())
+            state = json.loads((folder / CHECKPOINT_STATE).read_text())
         except (OSError, ValueError):
             raise UserError(f"{folder}: unreadable checkpoint (state.json); remove it or pass --overwrite") from None
         if "settings" not in state:  # written before checkpoints recorded their run
@@ -102,7 +99,7 @@ class CheckpointMixin:
     def restore(self) -> None:
         """Under --resume, the checkpoint's state; the log cut back to the step it continues from."""
         self.start_step = 0
-        if self.resume and (self.out / CHECKPOINT / "state.json").exists():
+        if self.resume and (self.out / CHECKPOINT / CHECKPOINT_STATE).exists():
             self.start_step = self.load_checkpoint()
         if self.main:
             _trim_log(
@@ -140,7 +137,7 @@ class CheckpointMixin:
                     {"scheduler": self.scheduler.state_dict(), "rng": rng[0], "rng_by_process": rng}, tmp / "trainer.pt"
                 )
                 atomic_write_json(
-                    tmp / "state.json", {"step": step, "processes": accelerator.num_processes, **self.identity()}
+                    tmp / CHECKPOINT_STATE, {"step": step, "processes": accelerator.num_processes, **self.identity()}
                 )
         accelerator.wait_for_everyone()
 
@@ -167,7 +164,7 @@ class CheckpointMixin:
                 f"{folder}: written by a run without sharding; resume it without the FSDP config (or pass --overwrite)"
             )
         try:
-            step = json.loads((folder / "state.json").read_text())["step"]
+            step = json.loads((folder / CHECKPOINT_STATE).read_text())["step"]
             if full:
                 _set_full_trainable_state(
                     self.wrapped if self.sharded else self.peft_model,
@@ -211,6 +208,6 @@ class CheckpointMixin:
         if finite:
             self.save_checkpoint(step)
             return f"The last good state (after step {step}) is kept in {folder}; lower the learning rate or check the data."
-        if (folder / "state.json").exists():
+        if (folder / CHECKPOINT_STATE).exists():
             return f"The last good checkpoint is kept in {folder}."
         return "No good checkpoint exists (set checkpoint_every to keep one)."

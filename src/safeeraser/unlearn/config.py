@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from safeeraser.errors import UserError, field_problem
+from safeeraser.formats import RUN_CONFIG
 
 
 class _Strict(BaseModel):
@@ -120,11 +121,12 @@ class UnlearnConfig(_Strict):
     log_every: int = Field(gt=0)
     select: str | None
     early_stop: int = Field(ge=0)
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass (memory for time)
-    mixed_precision: Literal["no", "bf16", "fp16"] | None = None  # None: as accelerate is launched ('no' plainly)
-    load_in_4bit: bool = False  # QLoRA: 4-bit NF4 base weights through bitsandbytes (CUDA only)
-    log_examples: bool = False  # each log row lists the example indices of its step, by view
-    report_to: list[Literal[TRACKERS]] = []  # type: ignore[valid-type]  # experiment trackers, through accelerate
+    # (every default is in configs/default.yaml, with what it means; resolve_config starts from it)
+    gradient_checkpointing: bool
+    mixed_precision: Literal["no", "bf16", "fp16"] | None
+    load_in_4bit: bool
+    log_examples: bool
+    report_to: list[Literal[TRACKERS]]  # type: ignore[valid-type]
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -241,9 +243,6 @@ def _sets(layer: dict, loc: tuple) -> bool:
             return False
         node = node[part]
     return True
-
-
-RUN_CONFIG = "config.yaml"  # what a run folder keeps of the settings it was trained with
 
 
 def run_config(adapter: Path | None = None, config: Path | None = None) -> tuple[UnlearnConfig, Path | None]:

@@ -8,13 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safeeraser.environment import config_hash, manifest
-from safeeraser.formats import RUN_SUMMARY, TRACKING_KEYS
+from safeeraser.formats import CHECKPOINT, RUN_SUMMARY, TRACKING_KEYS
 from safeeraser.io import atomic_dir, atomic_write_json
 from safeeraser.models.card import refresh_cards
 from safeeraser.models.loading import default_dtype
-from safeeraser.unlearn.checkpoint import (
-    CHECKPOINT,
-)
 
 ALREADY_COMPLETE = "already complete"  # RunResult.stopped of a --resume of a finished run
 

@@ -28,7 +28,7 @@ from safeeraser.data.records import load_split
 from safeeraser.data.refusals import REFUSALS
 from safeeraser.data.views import read_refusals, view_data
 from safeeraser.errors import TrainingStopped, UserError
-from safeeraser.formats import RUN_LOG, RUN_SUMMARY
+from safeeraser.formats import CHECKPOINT, RUN_CONFIG, RUN_LOG, RUN_SUMMARY
 from safeeraser.io import JsonlLog, atomic_write_text, read_jsonl
 from safeeraser.models.codec import Codec
 from safeeraser.models.loading import load_model
@@ -43,14 +43,13 @@ from safeeraser.unlearn.adapters import (  # noqa: F401
     training_codec,
 )
 from safeeraser.unlearn.checkpoint import (  # noqa: F401
-    CHECKPOINT,
     FULL_OPTIMIZER,
     FULL_WEIGHTS,
     RESUME_FREE,
     CheckpointMixin,
     _trim_log,
 )
-from safeeraser.unlearn.config import RUN_CONFIG, UnlearnConfig, dump_config
+from safeeraser.unlearn.config import UnlearnConfig, dump_config
 from safeeraser.unlearn.distributed import (  # noqa: F401
     _accelerator,
     _adapter_state,
