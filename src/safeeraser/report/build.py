@@ -169,6 +169,7 @@ def build_report(
     labels: dict | None = None,
     study: list[dict] | None = None,
     audits: list[Path] | None = None,
+    audit_labels: dict | None = None,
 ) -> list[Path]:
     """Write results.{md,csv,json}, the plots and index.html into ``out``; return the files written.
 
@@ -176,7 +177,8 @@ def build_report(
     folder name where two runs share one. ``study``: the across-seed summary of a study's cells
     (``study.summary``), written to study.{json,md} and drawn as the Pareto plot; the page shows the
     across-seed table only where some cell has more than one seed (else the plot joins the others).
-    ``audits``: audit folders (``safeeraser audit``): a Robustness section, robustness.md and the relearning plot.
+    ``audits``: audit folders (``safeeraser audit``): a Robustness section, robustness.md and the relearning plot;
+    ``audit_labels`` names them (by the folder as given; default: the folder's name).
 
     Runs generated under different protocols or judged by different judges are refused
     (``allow_mixed`` puts them in one table with a warning); runs from different environments
@@ -215,7 +217,7 @@ def build_report(
 
     from safeeraser.audit.run import load_audit
 
-    audited = [(Path(a).name, load_audit(Path(a))) for a in audits or []]
+    audited = [((audit_labels or {}).get(Path(a)) or Path(a).name, load_audit(Path(a))) for a in audits or []]
     names = (
         "results.json",
         "results.md",

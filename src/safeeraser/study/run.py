@@ -27,6 +27,7 @@ from safeeraser.formats import RUN_METRICS, run_predictions
 from safeeraser.io import atomic_write_json, read_json
 from safeeraser.models.families import DEFAULT_FAMILY
 from safeeraser.study.spec import DemoDataSpec, RunSpec, Study, TinyModelSpec
+from safeeraser.study.summary import AUDIT_DIR
 
 RECORDS = "study-runs"  # DIR/study-runs/<run folder>.json: what each run was asked to be
 METRICS = RUN_METRICS
@@ -110,6 +111,8 @@ def run_record(study: Study, run: RunSpec, data: Path, model: str) -> dict:
     }
     if spec.evaluation.changed():  # recorded only when set, so that earlier studies' records still match
         record["evaluation"] = spec.evaluation.changed()
+    if spec.audit is not None:  # (likewise)
+        record["audit"] = spec.audit.model_dump()
     return json.loads(json.dumps(record))  # as it reads back from the file (tuples become lists)
 
 
@@ -129,8 +132,28 @@ def record_path(out: Path, run: RunSpec) -> Path:
     return Path(out) / RECORDS / f"{run.name}.json"
 
 
-def finished(out: Path, run: RunSpec) -> bool:
-    return (Path(out) / "runs" / run.name / METRICS).is_file() and record_path(out, run).is_file()
+def finished(out: Path, run: RunSpec, audit: list[str] | None = None) -> bool:
+    """Evaluated, and audited with every attack in ``audit`` (an attack that could not run here counts:
+    audit.json says why; `safeeraser audit` on the folder tries it again)."""
+    folder = Path(out) / "runs" / run.name
+    if not ((folder / METRICS).is_file() and record_path(out, run).is_file()):
+        return False
+    if audit is None:
+        return True
+    from safeeraser.audit.summary import AUDIT_FILE
+
+    record = folder / AUDIT_DIR / AUDIT_FILE
+    if not record.is_file():
+        return False
+    try:
+        results = read_json(record).get("results") or {}
+    except (UserError, AttributeError):  # unreadable: audited again (the audit resumes attack by attack)
+        return False
+    return all(attack in results for attack in audit)
+
+
+def audited(study: Study) -> list[str] | None:
+    return study.file.audit.attacks if study.file.audit is not None else None
 
 
 def plan(study: Study, out: Path, data: Path, model: str) -> list[tuple[RunSpec, Path, dict, bool]]:
@@ -146,7 +169,7 @@ def plan(study: Study, out: Path, data: Path, model: str) -> list[tuple[RunSpec,
                 raise UserError(
                     f"{folder}: made for another study ({why}); write the study to another --out, or delete that run folder and {record_path(out, run)}"
                 )
-        planned.append((run, folder, record, finished(out, run)))
+        planned.append((run, folder, record, finished(out, run, audited(study))))
     return planned
 
 
@@ -216,6 +239,21 @@ def run_one(job: dict) -> dict:
         empty_answers=job["evaluation"]["empty_answers"],
         progress=False,
     )
+    if job.get("audit") is not None:
+        from safeeraser.audit.run import run_audit
+
+        run_audit(
+            model,
+            data,
+            run / AUDIT_DIR,
+            adapter=adapter,
+            attacks=tuple(job["audit"]),
+            judge=job["judge"],
+            judge_model=job["judge_model"],
+            settings=job["generation"],
+            seed=job["generation"].seed,
+            progress=progress,
+        )
     return {
         "folder": str(run),
         "seconds": time.perf_counter() - began,
@@ -303,6 +341,7 @@ def run_study(
             "judge_model": study.file.judge_model,
             "evaluation": study.file.evaluation.model_dump(),
             "preset": study.file.preset,
+            "audit": audited(study),
             "record": record,
             "record_path": str(record_path(out, run)),
             "progress": progress and jobs == 1 and launcher == "local",
@@ -368,6 +407,12 @@ def status(study: Study, out: Path) -> list[tuple[str, str]]:
     out = Path(out)
     rows = []
     for run in study.runs:
-        state = "finished" if finished(out, run) else "started" if record_path(out, run).exists() else "to do"
+        state = (
+            "finished"
+            if finished(out, run, audited(study))
+            else "started"
+            if record_path(out, run).exists()
+            else "to do"
+        )
         rows.append((run.name, state))
     return rows

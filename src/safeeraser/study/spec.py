@@ -15,6 +15,7 @@ mistake is one line naming the file and the key.
     judge: keyword                            # as `evaluate --judge`
     evaluation: {empty_answers: released, judge_score: released}   # as `evaluate --empty-answers`, --judge-protocol, --judge-score
     slurm: {partition: gpu, time_min: 720, gpus_per_run: 1}   # sweep --launcher slurm: each run a job (docs/studies.md)
+    audit: {attacks: [quant4, relearn, figstep]}   # `safeeraser audit` of each run into its audit/ (attacks null: all)
     run_folder: "{cell}/seed{seed}"           # under DIR/runs/; fields {cell}, {method}, {seed}
 """
 
@@ -105,6 +106,12 @@ class SlurmSpec(_Strict):
     sbatch: dict[str, Any] = Field(default_factory=dict)  # any other #SBATCH option, e.g. {exclude: "node07"}
 
 
+class AuditSpec(_Strict):
+    """``safeeraser audit`` of every run, into the run's ``audit/`` folder, after its evaluation."""
+
+    attacks: list[str] | None = None  # None: every attack (as `audit` without --attacks)
+
+
 class StudyFile(_Strict):
     data: Any  # a dataset folder, or DemoDataSpec (checked in parse_study, so that errors name the key inside)
     model: Any  # a model folder or hub id, or TinyModelSpec
@@ -119,6 +126,7 @@ class StudyFile(_Strict):
     judge_model: str | None = None
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     slurm: SlurmSpec = Field(default_factory=SlurmSpec)  # only for sweep --launcher slurm / submitit-local
+    audit: AuditSpec | None = None  # None: no audit
     run_folder: str = DEFAULT_RUN_FOLDER
 
 
@@ -220,6 +228,14 @@ def parse_study(data: Any, source: str, base: Path) -> Study:
         raise UserError(
             f"{source}: 'evaluation.{llm_options[0]}': only an LLM judge (openai, hf) takes it, not judge {spec.judge!r}"
         )
+    if spec.audit is not None:
+        from safeeraser.audit.run import parse_attacks
+
+        try:
+            attacks = parse_attacks(",".join(spec.audit.attacks) if spec.audit.attacks is not None else None)
+        except UserError as e:
+            raise UserError(f"{source}: 'audit.attacks': {str(e).replace('--attacks ', 'attacks ')}") from None
+        spec.audit.attacks = list(attacks)
     if len(set(spec.seeds)) != len(spec.seeds):
         raise UserError(f"{source}: 'seeds': a seed is listed twice ({spec.seeds})")
     for key, values in spec.grid.items():
