@@ -80,19 +80,58 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+# CI (.ci/run) makes the README's demo (`safeeraser demo`, seed 0) beside the suite. Its data and
+# tiny model are these fixtures' recipe (the demo benchmark at its defaults, the tiny LLaVA trained
+# on it at seed 0), so the suite waits for them there rather than building them a second time.
+# SAFEERASER_TEST_DEMO_BESIDE names the demo's folder and SAFEERASER_TEST_DEMO_BESIDE_EXIT the file
+# its exit status is written to: a demo that ended without them, or built them otherwise, lends
+# nothing, and the fixtures build their own (as they do wherever the variables are not set).
+DEMO_BESIDE_WAIT_S = 1800
+
+
+def from_demo_beside(part: str, marker: str, want: dict) -> Path | None:
+    """``DEMO/part`` once its marker is written, when its record holds ``want``; else None."""
+    import json
+    import time
+
+    demo, exit_file = os.environ.get("SAFEERASER_TEST_DEMO_BESIDE"), os.environ.get("SAFEERASER_TEST_DEMO_BESIDE_EXIT")
+    if not demo:
+        return None
+    folder = Path(demo) / part
+    deadline = time.monotonic() + DEMO_BESIDE_WAIT_S
+    while not (folder / marker).is_file():  # (both folders are written whole, by a rename)
+        if (exit_file and Path(exit_file).exists()) or time.monotonic() > deadline:
+            return None
+        time.sleep(1)
+    record = json.loads((folder / marker).read_text())
+    return folder if all(record.get(key, default) == value for key, (value, default) in want.items()) else None
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """A demo benchmark at the default size (do not modify: copy it first)."""
-    from safeeraser.data.demo import make_demo
+    from safeeraser.data.demo import IMAGES_PER_CATEGORY, MARKER, make_demo
 
-    return built_once(tmp_path_factory, "demo", lambda folder: make_demo(folder / "data")) / "data"
+    beside = from_demo_beside("data", MARKER, {"seed": (0, None), "images_per_category": (IMAGES_PER_CATEGORY, None)})
+    return beside or built_once(tmp_path_factory, "demo", lambda folder: make_demo(folder / "data")) / "data"
 
 
 @pytest.fixture(scope="session")
 def tiny_model(demo_data, tmp_path_factory) -> Path:
-    """The tiny vanilla LLaVA trained on the demo data (about a minute on 2 cores)."""
-    from safeeraser.models.tiny import make_tiny
+    """The tiny vanilla LLaVA trained on the demo data (about a minute on 2 cores; do not modify)."""
+    from safeeraser.models.families.llava import SIZES
+    from safeeraser.models.tiny import MARKER, make_tiny
 
+    if demo_data.parent == Path(os.environ.get("SAFEERASER_TEST_DEMO_BESIDE") or "/nonexistent"):
+        want = {
+            "family": ("llava", "llava"),
+            "size": ("tiny", None),
+            "seed": (0, None),
+            "steps": (SIZES["tiny"].steps, None),
+        }
+        beside = from_demo_beside("model", MARKER, want)
+        if beside is not None:
+            return beside
     return (
         built_once(tmp_path_factory, "model", lambda folder: make_tiny(demo_data, folder / "tiny", progress=False))
         / "tiny"

@@ -38,6 +38,7 @@ needs_avx2 = pytest.mark.skipif(not cpu_has_avx2(), reason="pinning applies to x
 
 
 @needs_avx2
+@pytest.mark.slow
 def test_the_demo_and_reproducible_runs_pin_and_other_commands_do_not():
     assert _probe(["demo", "--help"])["env"] == SWITCHES
     assert _probe(["demo", "--help"])["torch"] == "AVX2"

@@ -17,6 +17,8 @@ import pytest
 from tests.metrics.test_metrics import HARM, REFUSE, predictions
 from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.slow  # (the fast tier leaves these out: each test takes more than about 5 s)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

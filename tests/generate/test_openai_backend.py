@@ -169,6 +169,7 @@ def test_same_record_shape_as_hf(server, small_demo, untrained_tiny, tmp_path):
     assert (hf["backend"]["kind"], oa["backend"]["kind"]) == ("hf", "openai")
 
 
+@pytest.mark.slow
 def test_kill_9_mid_generation_resumes_to_identical_output(server, small_demo, tmp_path):
     endpoint, url = server(latency=0.05, handler=generation_handler)
     reference = tmp_path / "reference.json"

@@ -21,6 +21,8 @@ from safeeraser.metrics.evaluate import METRIC_KEYS
 from tests.conftest import run_cli
 from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)
 
+pytestmark = pytest.mark.slow  # (the fast tier leaves these out: each test takes more than about 5 s)
+
 METHODS = ["po", "po+pd", "simnpo", "simnpo+pd"]
 SEEDS = [0, 1]
 T_975_DF1 = 12.706204736174705  # Student's t, 0.975 quantile, 1 degree of freedom (two seeds)

@@ -7,10 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import run_cli
 from tests.small import small_demo, untrained_tiny  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.slow  # (the fast tier leaves these out: each test takes more than about 5 s)
 
 ATTACKS = ["one-word", "mia"]
 

@@ -32,6 +32,7 @@ def rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_released_schedule_is_the_curve_accelerate_stepped_on_two_processes(untrained_tiny, small_demo, tmp_path):  # noqa: F811
     """transformers' own cosine stepped by accelerate's AcceleratedScheduler on 2 gloo processes, as
     forget.py steps it, against log.jsonl's lr of `optim.schedule=released`, step by step."""
@@ -99,6 +100,7 @@ def _trained(model, data, out, dtype: str) -> dict:
     return load_file(out / "adapter" / "adapter_model.safetensors")
 
 
+@pytest.mark.slow
 def test_a_bfloat16_load_trains_every_weight_a_float32_load_trains(untrained_tiny, small_demo, tmp_path):  # noqa: F811
     """At lr 1e-4 a bfloat16 projector weight rounds most single updates away (about one weight in
     five never moves in 5 steps when AdamW updates it in bfloat16): the trainable weights are held

@@ -12,6 +12,8 @@ from safeeraser.unlearn.trainer import unlearn
 from tests.conftest import run_cli
 from tests.small import small_demo, untrained_tiny  # noqa: F401
 
+pytestmark = pytest.mark.slow  # (the fast tier leaves these out: each test takes more than about 5 s)
+
 STEPS = 3
 
 

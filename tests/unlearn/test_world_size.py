@@ -16,6 +16,8 @@ from safeeraser.unlearn.config import resolve_config
 from safeeraser.unlearn.trainer import unlearn
 from tests.small import small_demo, untrained_tiny  # noqa: F401 (fixtures)
 
+pytestmark = pytest.mark.slow  # (the fast tier leaves these out: each test takes more than about 5 s)
+
 FSDP_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp.yaml"
 DEEPSPEED_CONFIG = str(FSDP_CONFIG.with_name("deepspeed_zero{stage}.yaml"))
 FSDP_ON_CPU = Path(__file__).with_name("fsdp_on_cpu.py")
