@@ -48,6 +48,28 @@ class TinySize:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
+# The toy scale every tiny copy but LLaVA's is built at: a one-layer vision tower of width 32, a
+# two-layer decoder of width 64, a 1024-token vocabulary, 400 vanilla steps (about 0.2 M parameters).
+TOY = dict(
+    vision_hidden=32,
+    vision_layers=1,
+    vision_heads=2,
+    text_hidden=64,
+    text_layers=2,
+    text_heads=4,
+    text_intermediate=128,
+    vocab_size=1024,
+    steps=400,
+    lr=2e-3,
+    batch_per_view=4,
+)
+
+
+def toy_size(**fields) -> TinySize:
+    """A tiny size at the toy scale (``TOY``), with the family's own ``fields`` (which may override it)."""
+    return TinySize(**(TOY | fields))
+
+
 @dataclass(frozen=True)
 class TinyRecipe:
     """How a family's tiny copy is built: ``build(texts, size, family)`` returns the untrained

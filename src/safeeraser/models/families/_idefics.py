@@ -4,7 +4,14 @@ copies' tokenizer, image processor and model."""
 
 from __future__ import annotations
 
-from safeeraser.models.tiny_parts import TinySize, bpe_tokenizer, pil_image_processor, set_generation_ids, text_settings
+from safeeraser.models.tiny_parts import (
+    TinySize,
+    bpe_tokenizer,
+    pil_image_processor,
+    set_generation_ids,
+    text_settings,
+    toy_size,
+)
 
 
 # Idefics3 / SmolVLM: the hub processors' template. Roles capitalised ("User:", "Assistant:"), a
@@ -62,23 +69,7 @@ IDEFICS3 = dict(
 SIZES = {
     # 64-pixel images split into 2 x 2 crops of 32 plus the whole image at 32: 5 crops of 4 x 4
     # patches, shuffled 2 x 2 into 4 image tokens each (about 30 prompt tokens per image)
-    "tiny": TinySize(
-        image_size=64,
-        crop_size=32,
-        patch_size=8,
-        scale_factor=2,
-        vision_hidden=32,
-        vision_layers=1,
-        vision_heads=2,
-        text_hidden=64,
-        text_layers=2,
-        text_heads=4,
-        text_intermediate=128,
-        vocab_size=1024,
-        steps=400,
-        lr=2e-3,
-        batch_per_view=4,
-    ),
+    "tiny": toy_size(image_size=64, crop_size=32, patch_size=8, scale_factor=2),
 }
 
 # The Idefics3 / SmolVLM control tokens (as their hub tokenizers name them) and the crop-grid tags.

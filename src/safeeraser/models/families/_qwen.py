@@ -11,6 +11,7 @@ from safeeraser.models.tiny_parts import (
     pil_image_processor,
     set_generation_ids,
     text_settings,
+    toy_size,
 )
 
 # The Qwen2-VL / Qwen2.5-VL hub processors' chat template (ChatML, a default system sentence,
@@ -67,23 +68,7 @@ QWEN_DEFAULT_SYSTEM = "You are a helpful assistant."
 
 SIZES = {
     # 64 x 64 images: 8 x 8 patches of 8 pixels, merged 2 x 2 into 16 image tokens (as the tiny LLaVA)
-    "tiny": TinySize(
-        image_size=64,
-        patch_size=8,
-        vision_hidden=32,
-        vision_layers=1,
-        vision_heads=2,
-        text_hidden=64,
-        text_layers=2,
-        text_heads=4,
-        text_kv_heads=2,
-        text_intermediate=128,
-        mrope_section=(2, 3, 3),
-        vocab_size=1024,
-        steps=400,
-        lr=2e-3,
-        batch_per_view=4,
-    ),
+    "tiny": toy_size(image_size=64, patch_size=8, text_kv_heads=2, mrope_section=(2, 3, 3)),
 }
 
 

@@ -10,6 +10,7 @@ from safeeraser.models.tiny_parts import (
     pil_image_processor,
     set_generation_ids,
     text_settings,
+    toy_size,
 )
 
 # Gemma-3's conversation format (its hub processors' template): the BOS written by the template, a
@@ -52,24 +53,7 @@ GEMMA_SPECIAL = (
 
 SIZES = {
     # 64 x 64 images: a SigLIP tower over 8 x 8 patches, pooled to 16 image tokens (as the tiny LLaVA)
-    "tiny": TinySize(
-        image_size=64,
-        patch_size=8,
-        image_tokens=16,
-        vision_hidden=32,
-        vision_layers=1,
-        vision_heads=2,
-        text_hidden=64,
-        text_layers=2,
-        text_heads=4,
-        text_kv_heads=2,
-        head_dim=16,
-        text_intermediate=128,
-        vocab_size=1024,
-        steps=400,
-        lr=2e-3,
-        batch_per_view=4,
-    ),
+    "tiny": toy_size(image_size=64, patch_size=8, image_tokens=16, text_kv_heads=2, head_dim=16),
 }
 
 

@@ -11,6 +11,7 @@ from safeeraser.models.tiny_parts import (
     pil_image_processor,
     set_generation_ids,
     text_settings,
+    toy_size,
 )
 
 # InternVL (transformers' -hf checkpoints): ChatML without a default system sentence, the image as
@@ -41,23 +42,7 @@ def internvl_expansion(processor, image_inputs: dict) -> str:
 SIZES = {
     # 32-pixel tiles (at most 4, plus a thumbnail) of 4 x 4 patches, pixel-shuffled 2 x 2 into 4
     # tokens per tile: a 64-pixel image is 2 x 2 tiles + thumbnail, 20 image tokens
-    "tiny": TinySize(
-        tile_size=32,
-        max_tiles=4,
-        patch_size=8,
-        vision_hidden=32,
-        vision_layers=1,
-        vision_heads=2,
-        text_hidden=64,
-        text_layers=2,
-        text_heads=4,
-        text_kv_heads=2,
-        text_intermediate=128,
-        vocab_size=1024,
-        steps=400,
-        lr=2e-3,
-        batch_per_view=4,
-    ),
+    "tiny": toy_size(tile_size=32, max_tiles=4, patch_size=8, text_kv_heads=2),
 }
 
 # InternVL's control tokens (its -hf tokenizers: Qwen2.5's ChatML tokens plus the image tags).

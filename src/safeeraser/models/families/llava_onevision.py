@@ -11,6 +11,7 @@ from safeeraser.models.tiny_parts import (
     pil_image_processor,
     set_generation_ids,
     text_settings,
+    toy_size,
 )
 
 # LLaVA-OneVision (llava-hf checkpoints): ChatML whose role is followed by a space, the images
@@ -56,23 +57,7 @@ ONEVISION_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<
 SIZES = {
     # 32-pixel tiles of 2 x 2 patches: a 64-pixel image is 2 x 2 tiles (4 x 4 features, a new line
     # per row) and the whole image (4): 24 image tokens
-    "tiny": TinySize(
-        tile_size=32,
-        max_tiles=4,
-        patch_size=16,
-        vision_hidden=32,
-        vision_layers=1,
-        vision_heads=2,
-        text_hidden=64,
-        text_layers=2,
-        text_heads=4,
-        text_kv_heads=2,
-        text_intermediate=128,
-        vocab_size=1024,
-        steps=400,
-        lr=2e-3,
-        batch_per_view=4,
-    ),
+    "tiny": toy_size(tile_size=32, max_tiles=4, patch_size=16, text_kv_heads=2),
 }
 
 

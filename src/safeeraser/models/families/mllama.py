@@ -10,6 +10,7 @@ from safeeraser.models.tiny_parts import (
     pil_image_processor,
     set_generation_ids,
     text_settings,
+    toy_size,
 )
 
 # Llama-3.2-Vision's conversation format, in the layout of its hub processors' template (Llama 3
@@ -63,24 +64,15 @@ MLLAMA_SPECIAL = (
 SIZES = {
     # tiles of 32 x 32 pixels (4 x 4 patches of 8), up to 4 tiles per image (the hub's tiling, at toy
     # size): a 64 x 64 picture is 2 x 2 tiles; a decoder of 3 layers, the middle one cross-attention
-    "tiny": TinySize(
+    "tiny": toy_size(
         tile_size=32,
         max_tiles=4,
         patch_size=8,
-        vision_hidden=32,
         vision_layers=2,
         vision_global_layers=1,
-        vision_heads=2,
-        text_hidden=64,
         text_layers=3,
         cross_attention_layers=(1,),
-        text_heads=4,
         text_kv_heads=2,
-        text_intermediate=128,
-        vocab_size=1024,
-        steps=400,
-        lr=2e-3,
-        batch_per_view=4,
     ),
 }
 
