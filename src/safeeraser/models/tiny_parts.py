@@ -121,6 +121,13 @@ def text_settings(size: TinySize, vocab_size: int, *, pad: int, bos: int, eos: i
     )
 
 
+def chatml_text_settings(size: TinySize, tokenizer, **more) -> dict:
+    """``text_settings`` for a ChatML tokenizer (Qwen's layout: ``<|endoftext|>`` pads and starts,
+    ``<|im_end|>`` ends a turn), with the decoder's ``more`` settings."""
+    pad, eos = tokenizer.convert_tokens_to_ids("<|endoftext|>"), tokenizer.convert_tokens_to_ids("<|im_end|>")
+    return text_settings(size, len(tokenizer), pad=pad, bos=pad, eos=eos) | more
+
+
 def set_generation_ids(model, *, pad: int, eos, bos: int | None = None):
     """The ids ``generate`` pads with, stops on (one id or a list) and starts from."""
     model.generation_config.pad_token_id = pad

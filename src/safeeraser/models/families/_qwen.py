@@ -8,9 +8,9 @@ from safeeraser.models.parts import PartsProcessor
 from safeeraser.models.tiny_parts import (
     TinySize,
     bpe_tokenizer,
+    chatml_text_settings,
     pil_image_processor,
     set_generation_ids,
-    text_settings,
     toy_size,
 )
 
@@ -114,14 +114,9 @@ def build_qwen(texts: list[str], size: TinySize, family: ModelFamily, *, version
         )
     else:  # Qwen2-VL: embed_dim is the tower's width, hidden_size the merger's output (the decoder's width)
         vision.update(embed_dim=size.vision_hidden, mlp_ratio=2, hidden_size=size.text_hidden)
-    text = dict(
-        **text_settings(
-            size,
-            len(tokenizer),
-            pad=ids["<|endoftext|>"],
-            bos=ids["<|endoftext|>"],
-            eos=ids["<|im_end|>"],
-        ),
+    text = chatml_text_settings(
+        size,
+        tokenizer,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(size.mrope_section)},
     )
     prefix = "Qwen2_5_VL" if version == "2.5" else "Qwen2VL"

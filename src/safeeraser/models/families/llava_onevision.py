@@ -8,9 +8,9 @@ from safeeraser.models.tiny_parts import (
     TinyRecipe,
     TinySize,
     bpe_tokenizer,
+    chatml_text_settings,
     pil_image_processor,
     set_generation_ids,
-    text_settings,
     toy_size,
 )
 
@@ -97,15 +97,10 @@ def build(texts: list[str], size: TinySize, family: ModelFamily):
         image_size=side,
         patch_size=size.patch_size,
     )
-    text = dict(
+    text = chatml_text_settings(
+        size,
+        tokenizer,
         model_type="qwen2",
-        **text_settings(
-            size,
-            len(tokenizer),
-            pad=ids["<|endoftext|>"],
-            bos=ids["<|endoftext|>"],
-            eos=ids["<|im_end|>"],
-        ),
     )
     config = LlavaOnevisionConfig(
         vision_config=vision,

@@ -11,7 +11,7 @@ from safeeraser.models.families._qwen import (
 )
 from safeeraser.models.family import TESTED, ModelFamily
 from safeeraser.models.parts import PartsProcessor
-from safeeraser.models.tiny_parts import TinyRecipe, TinySize, set_generation_ids, text_settings
+from safeeraser.models.tiny_parts import TinyRecipe, TinySize, chatml_text_settings, set_generation_ids
 
 # The Qwen3-VL Instruct hub processors' chat template, without its tool-calling branch: ChatML as
 # Qwen2-VL, but no default system sentence (a system message only when one is given).
@@ -60,14 +60,9 @@ def build(texts: list[str], size: TinySize, family: ModelFamily):
         deepstack_visual_indexes=[0],
     )
     head_dim = size.text_hidden // size.text_heads
-    text = dict(
-        **text_settings(
-            size,
-            len(tokenizer),
-            pad=ids["<|endoftext|>"],
-            bos=ids["<|endoftext|>"],
-            eos=ids["<|im_end|>"],
-        ),
+    text = chatml_text_settings(
+        size,
+        tokenizer,
         head_dim=head_dim,
         rope_parameters={
             "rope_type": "default",
