@@ -65,6 +65,7 @@ def batch_key(multi: bool, first_task: str, size: int) -> str:
 # A run folder (``safeeraser unlearn --out``): what the report reads from it besides the metrics.
 RUN_SUMMARY = "run.json"  # the method and how it ran; written last, so it marks a finished run
 RUN_CONFIG = "config.yaml"  # the settings the run was trained with (resolved: every key)
+RUN_AUDIT = "audit"  # a study run's `safeeraser audit`, when the study asks for one
 CHECKPOINT = "checkpoint"  # the run's resumable checkpoint folder
 CHECKPOINT_STATE = "state.json"  # in it: the step and the run's identity; written last, so it marks a whole checkpoint
 RUN_LOG = "log.jsonl"  # every loss term per logged step, and the dynamics probe

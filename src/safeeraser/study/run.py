@@ -23,11 +23,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from safeeraser.errors import UserError
-from safeeraser.formats import RUN_METRICS, run_predictions
+from safeeraser.formats import RUN_AUDIT, RUN_METRICS, run_predictions
 from safeeraser.io import atomic_write_json, read_json
 from safeeraser.models.families import DEFAULT_FAMILY
 from safeeraser.study.spec import DemoDataSpec, RunSpec, Study, TinyModelSpec
-from safeeraser.study.summary import AUDIT_DIR
 
 RECORDS = "study-runs"  # DIR/study-runs/<run folder>.json: what each run was asked to be
 METRICS = RUN_METRICS
@@ -142,7 +141,7 @@ def finished(out: Path, run: RunSpec, audit: list[str] | None = None) -> bool:
         return True
     from safeeraser.audit.summary import AUDIT_FILE
 
-    record = folder / AUDIT_DIR / AUDIT_FILE
+    record = folder / RUN_AUDIT / AUDIT_FILE
     if not record.is_file():
         return False
     try:
@@ -245,7 +244,7 @@ def run_one(job: dict) -> dict:
         run_audit(
             model,
             data,
-            run / AUDIT_DIR,
+            run / RUN_AUDIT,
             adapter=adapter,
             attacks=tuple(job["audit"]),
             judge=job["judge"],

@@ -8,13 +8,11 @@ from pathlib import Path
 
 from safeeraser.report.seeds import PARETO_OBJECTIVES, cell_text, mark_pareto, several_seeds, summarise, to_markdown  # noqa: F401
 
-AUDIT_DIR = "audit"  # in a run folder: the run's audit, when the study asks for one
-
 
 def write_study_report(study, planned, out: Path, *, warn=None) -> list[Path]:
     """The report of a study's runs (results.*, plots, index.html) with its across-seed summary."""
     from safeeraser.audit.summary import AUDIT_FILE
-    from safeeraser.formats import RUN_METRICS
+    from safeeraser.formats import RUN_AUDIT, RUN_METRICS
     from safeeraser.io import read_json
     from safeeraser.report.build import build_report
 
@@ -37,6 +35,6 @@ def write_study_report(study, planned, out: Path, *, warn=None) -> list[Path]:
     labels = None if len(set(methods)) == len(methods) else {folder: run.name for run, folder, _, _ in planned}
     # the runs' audits (a study with an audit section): the report's Robustness section, by run
     audits = {
-        folder / AUDIT_DIR: run.name for run, folder, _, _ in planned if (folder / AUDIT_DIR / AUDIT_FILE).is_file()
+        folder / RUN_AUDIT: run.name for run, folder, _, _ in planned if (folder / RUN_AUDIT / AUDIT_FILE).is_file()
     }
     return build_report(folders, out, warn=warn, labels=labels, study=rows, audits=list(audits), audit_labels=audits)
