@@ -11,7 +11,7 @@ import pytest
 
 from safeeraser.judge.cache import default_path
 from tests.conftest import run_cli
-from tests.judge.test_openai_judge import KEY, REFUSAL, _vanilla_predictions, server  # noqa: F401  (server: the fixture)
+from tests.judge.test_openai_judge import REFUSAL, _vanilla_predictions, endpoint_flags, server  # noqa: F401  (server: the fixture)
 from tests.reliability.conftest import Cli
 
 METRIC_VALUES = ("asr_generality", "rr_generality", "sarr", "judge_score", "rouge_l")
@@ -26,12 +26,7 @@ def _args(data, pred, url, out, *extra):
         pred,
         "--judge",
         "openai",
-        "--judge-model",
-        "judge-test",
-        "--base-url",
-        url,
-        "--api-key",
-        KEY,
+        *endpoint_flags(url),
         "--concurrency",
         "4",
         *extra,

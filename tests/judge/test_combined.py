@@ -14,7 +14,7 @@ from safeeraser.judge.combined import CombinedJudge
 from safeeraser.judge.keyword import KeywordJudge
 from safeeraser.report.table import measured_alike, result_row
 from tests.conftest import run_cli
-from tests.judge.test_openai_judge import KEY, REFUSAL, UNSAFE, _vanilla_predictions, judge, server  # noqa: F401  (server: the fixture)
+from tests.judge.test_openai_judge import KEY, REFUSAL, UNSAFE, _vanilla_predictions, endpoint_flags, judge, server  # noqa: F401  (server: the fixture)
 
 JUDGED_METRICS = ("asr_generality", "rr_generality", "sarr", "judge_score")
 
@@ -83,12 +83,7 @@ def test_combined_judges_ask_each_only_its_verdicts_and_record_each(server, demo
         "combined",
         "--judge",
         "normal=openai, unsafe=openai,refusal=keyword",
-        "--judge-model",
-        "judge-test",
-        "--base-url",
-        url,
-        "--api-key",
-        KEY,
+        *endpoint_flags(url),
     )
     tasks = _tasks(endpoint)
     assert tasks and not [t for t in tasks if t in ("Task: refusal check", "Task: consistency score")]
@@ -267,12 +262,7 @@ def test_a_report_names_each_verdicts_judge_when_it_refuses_a_mix(server, demo_d
         "combined",
         "--judge",
         "unsafe=openai,refusal=keyword",
-        "--judge-model",
-        "judge-test",
-        "--base-url",
-        url,
-        "--api-key",
-        KEY,
+        *endpoint_flags(url),
     )
     keyword, _ = _evaluate(demo_data, tmp_path, "kw")
     (problem,) = measured_alike([result_row("x", "a", "a", combined), result_row("x", "b", "b", keyword)])

@@ -33,6 +33,11 @@ from tests.conftest import run_cli
 KEY = "sk-test-Zq8XsecretNEVERwritten"
 
 
+def endpoint_flags(url: str, key: str | None = KEY) -> list:
+    """The flags that point the openai judge at the loopback endpoint: model ``judge-test``, ``url``, ``key``."""
+    return ["--judge-model", "judge-test", "--base-url", url, *(["--api-key", key] if key else [])]
+
+
 class FakeEndpoint:
     """What the server does: answers, queued faults, a record of every request."""
 
@@ -473,12 +478,7 @@ def test_evaluate_cli_with_the_openai_judge(server, demo_data, tmp_path, protoco
         pred,
         "--judge",
         "openai",
-        "--judge-model",
-        "judge-test",
-        "--base-url",
-        url,
-        "--api-key",
-        KEY,
+        *endpoint_flags(url),
         "--concurrency",
         "8",
         "--out",
@@ -724,12 +724,7 @@ def test_evaluate_cli_with_judge_prompts(server, demo_data, tmp_path):
         pred,
         "--judge",
         "openai",
-        "--judge-model",
-        "judge-test",
-        "--base-url",
-        url,
-        "--api-key",
-        KEY,
+        *endpoint_flags(url),
         "--judge-prompts",
         tmp_path / "prompts.yaml",
         "--out",
@@ -882,12 +877,7 @@ def test_evaluate_cli_with_judge_images(server, demo_data, tmp_path, judge_cache
         pred,
         "--judge",
         "openai",
-        "--judge-model",
-        "judge-test",
-        "--base-url",
-        url,
-        "--api-key",
-        KEY,
+        *endpoint_flags(url),
         "--out",
         tmp_path / "m.json",
     ]
@@ -1035,12 +1025,7 @@ def test_evaluate_cli_as_released(server, demo_data, tmp_path, judge_cache_home)
         pred,
         "--judge",
         "openai",
-        "--judge-model",
-        "judge-test",
-        "--base-url",
-        url,
-        "--api-key",
-        KEY,
+        *endpoint_flags(url),
         "--empty-answers",
         "released",
         "--judge-score",

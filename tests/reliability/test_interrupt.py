@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.judge.test_openai_judge import KEY, _vanilla_predictions
+from tests.judge.test_openai_judge import KEY, _vanilla_predictions, endpoint_flags
 from tests.reliability.conftest import Cli, error_lines, run_to_end
 
 # Real subprocesses run to their end twice per test, most of them on the tiny model.
@@ -141,12 +141,7 @@ def _evaluate_args(data, pred, url, out):
         pred,
         "--judge",
         "openai",
-        "--judge-model",
-        "judge-test",
-        "--base-url",
-        url,
-        "--api-key",
-        KEY,
+        *endpoint_flags(url),
         "--concurrency",
         "2",
         "--out",

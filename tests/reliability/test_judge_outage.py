@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from tests.conftest import run_cli
-from tests.judge.test_openai_judge import KEY, REFUSAL, _handler, _vanilla_predictions
+from tests.judge.test_openai_judge import KEY, REFUSAL, _handler, _vanilla_predictions, endpoint_flags
 
 FAULTS = (("status", 429, {"Retry-After": "1.5"}), ("status", 500, {}), ("sleep", 4.0), ("garbage",))
 OUTAGE = "[judge outage]"
@@ -75,12 +75,7 @@ def _evaluate(data, pred, url, out, *extra):
         pred,
         "--judge",
         "openai",
-        "--judge-model",
-        "judge-test",
-        "--base-url",
-        url,
-        "--api-key",
-        KEY,
+        *endpoint_flags(url),
         "--concurrency",
         "16",
         "--out",

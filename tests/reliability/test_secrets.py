@@ -14,7 +14,7 @@ import torch
 
 import safeeraser
 from tests.conftest import run_cli
-from tests.judge.test_openai_judge import _vanilla_predictions
+from tests.judge.test_openai_judge import _vanilla_predictions, endpoint_flags
 from tests.reliability.conftest import Cli, error_lines, run_to_end
 
 FLAG_KEY = "sk-flag-7Hq2secretPASSEDasFLAG"
@@ -33,10 +33,7 @@ def test_the_api_key_is_written_nowhere(server, demo_data, tmp_path, judge_cache
         pred,
         "--judge",
         "openai",
-        "--judge-model",
-        "judge-test",
-        "--base-url",
-        url,
+        *endpoint_flags(url, key=None),
     ]
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     run_to_end(
